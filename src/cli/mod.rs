@@ -1,0 +1,126 @@
+//! The command line: clap definitions and dispatch to `ops`. Nothing here
+//! does the work of a command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ops;
+use crate::printer::{ColorChoice, Printer};
+
+/// Exit codes shared by every command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Success; for `plan`/`drift` with `--detailed-exitcode`: nothing to do.
+    Ok = 0,
+    /// Invalid configuration, bad usage, or an error before any change.
+    Error = 1,
+    /// Changes (plan) or drift present, when asked with `--detailed-exitcode`.
+    Changes = 2,
+    /// Apply stopped part-way; a rerun converges.
+    Partial = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error (invalid configuration, unreachable host, bad usage)
+  2  changes or drift present (plan, drift with --detailed-exitcode)
+  3  apply stopped part-way (rerun to converge)";
+
+/// Reconcile PostgreSQL high-availability topologies (primary, streaming
+/// replicas, PgBouncer) from a YAML description.
+///
+/// pgfleet observes the hosts over SSH and SQL, plans the difference from
+/// the YAML, and applies it in dependency order.
+#[derive(Debug, Parser)]
+#[command(name = "pgfleet", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// When to colour output: auto (a terminal, unless NO_COLOR is set),
+    /// always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a configuration file without contacting any host.
+    ///
+    /// Reports every problem with its file, line and column.
+    ///
+    /// Exit codes: 0 valid, 1 invalid.
+    Validate(FileArgs),
+    /// Print the JSON Schema of the configuration file.
+    ///
+    /// Point your editor at it with a first line
+    /// `# yaml-language-server: $schema=schemas/pgfleet.schema.json`.
+    ///
+    /// Exit codes: 0.
+    Schema,
+    /// Print the resource dependency graph in Graphviz DOT.
+    ///
+    /// Edges point from a resource to those that need it; apply follows
+    /// this order. Render with `pgfleet graph | dot -Tsvg > graph.svg`.
+    ///
+    /// Exit codes: 0, 1 invalid configuration.
+    Graph(FileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// Configuration file.
+    #[arg(short = 'f', long = "file", default_value = "pgfleet.yaml")]
+    pub file: PathBuf,
+}
+
+/// Parses the command line, runs the command, and maps its outcome to an
+/// exit code.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let exit = match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Exit::Ok,
+                _ => Exit::Error,
+            };
+            // clap prints help to stdout and errors to stderr itself.
+            let _ = error.print();
+            return exit.into();
+        }
+    };
+    let printer = Printer::new(match cli.color {
+        ColorArg::Auto => ColorChoice::Auto,
+        ColorArg::Always => ColorChoice::Always,
+        ColorArg::Never => ColorChoice::Never,
+    });
+    let outcome = match &cli.command {
+        Command::Validate(args) => ops::validate::run(&printer, &args.file),
+        Command::Schema => ops::schema::run(&printer),
+        Command::Graph(args) => ops::graph::run(&printer, &args.file),
+    };
+    match outcome {
+        Ok(exit) => exit.into(),
+        Err(error) => {
+            printer.error(&error);
+            Exit::Error.into()
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The resource dependency graph: which resource must exist before which.
+//!
+//! Built from the topology alone, with edges only from a resource to the
+//! ones that need it, so it is acyclic by construction. The order it yields
+//! is a topological order with ties broken by address, so plans and DOT
+//! output are the same on every run.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fmt::Write as _;
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::address::{Address, Kind};
+use crate::topology::{Environment, Topology};
+
+#[derive(Debug, Clone, Default)]
+pub struct ResourceGraph {
+    graph: DiGraph<Address, ()>,
+    nodes: BTreeMap<Address, NodeIndex>,
+}
+
+impl ResourceGraph {
+    pub fn build(topology: &Topology) -> Self {
+        let mut graph = ResourceGraph::default();
+        for environment in &topology.environments {
+            graph.add_environment(environment);
+        }
+        graph
+    }
+
+    fn node(&mut self, address: &Address) -> NodeIndex {
+        if let Some(&index) = self.nodes.get(address) {
+            return index;
+        }
+        let index = self.graph.add_node(address.clone());
+        self.nodes.insert(address.clone(), index);
+        index
+    }
+
+    /// `before` must exist before `after`.
+    fn edge(&mut self, before: &Address, after: &Address) {
+        let (before, after) = (self.node(before), self.node(after));
+        self.graph.update_edge(before, after, ());
+    }
+
+    fn add_environment(&mut self, environment: &Environment) {
+        let id = environment.id.as_str();
+        let at = |kind, name: &str| Address::new(id, kind, name);
+        let cluster = at(Kind::Cluster, "primary");
+        let owner = at(Kind::Role, &environment.database.owner);
+        let database = at(Kind::Database, &environment.database.name);
+        self.node(&cluster);
+        self.edge(&cluster, &owner);
+        self.edge(&owner, &database);
+
+        if !environment.replicas.is_empty() {
+            let replicator = at(Kind::Role, &environment.replication.user);
+            let hba = at(Kind::Hba, "replication");
+            self.edge(&cluster, &replicator);
+            self.edge(&cluster, &hba);
+            for replica in &environment.replicas {
+                let slot = at(Kind::Slot, &replica.name);
+                let standby = at(Kind::Replica, &replica.name);
+                self.edge(&cluster, &slot);
+                self.edge(&slot, &standby);
+                self.edge(&replicator, &standby);
+                self.edge(&hba, &standby);
+                // The database must exist before the base backup copies it.
+                self.edge(&database, &standby);
+                if environment.pooler.is_some() {
+                    let pooler = at(Kind::Pooler, &replica.name);
+                    self.edge(&standby, &pooler);
+                }
+            }
+        }
+        if environment.pooler.is_some() {
+            self.edge(&database, &at(Kind::Pooler, "primary"));
+        }
+        if let Some(filestore) = &environment.filestore {
+            for name in &filestore.mirror_to {
+                self.edge(&at(Kind::Replica, name), &at(Kind::Filestore, name));
+            }
+        }
+        if environment.backups.is_some() {
+            self.edge(&database, &at(Kind::Backup, "storage"));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.graph.node_count() == 0
+    }
+
+    pub fn contains(&self, address: &Address) -> bool {
+        self.nodes.contains_key(address)
+    }
+
+    /// Every (before, after) pair, sorted.
+    pub fn edges(&self) -> Vec<(&Address, &Address)> {
+        let mut edges: Vec<_> = self
+            .graph
+            .edge_indices()
+            .filter_map(|edge| self.graph.edge_endpoints(edge))
+            .map(|(before, after)| (&self.graph[before], &self.graph[after]))
+            .collect();
+        edges.sort();
+        edges
+    }
+
+    /// Topological order (Kahn's algorithm), the smallest address first
+    /// among those ready.
+    pub fn order(&self) -> Vec<&Address> {
+        let mut waiting: Vec<usize> = self
+            .graph
+            .node_indices()
+            .map(|node| self.graph.neighbors_directed(node, Direction::Incoming).count())
+            .collect();
+        let mut ready: BinaryHeap<Reverse<(&Address, NodeIndex)>> = self
+            .graph
+            .node_indices()
+            .filter(|node| waiting[node.index()] == 0)
+            .map(|node| Reverse((&self.graph[node], node)))
+            .collect();
+        let mut order = Vec::with_capacity(self.graph.node_count());
+        while let Some(Reverse((address, node))) = ready.pop() {
+            order.push(address);
+            for next in self.graph.neighbors_directed(node, Direction::Outgoing) {
+                waiting[next.index()] -= 1;
+                if waiting[next.index()] == 0 {
+                    ready.push(Reverse((&self.graph[next], next)));
+                }
+            }
+        }
+        debug_assert_eq!(order.len(), self.graph.node_count(), "the resource graph is acyclic by construction");
+        order
+    }
+
+    /// Everything `address` depends on, directly or not, itself included.
+    pub fn dependencies(&self, address: &Address) -> Vec<&Address> {
+        let Some(&start) = self.nodes.get(address) else {
+            return Vec::new();
+        };
+        let mut seen = vec![false; self.graph.node_count()];
+        let mut stack = vec![start];
+        let mut found = Vec::new();
+        while let Some(node) = stack.pop() {
+            if std::mem::replace(&mut seen[node.index()], true) {
+                continue;
+            }
+            found.push(&self.graph[node]);
+            stack.extend(self.graph.neighbors_directed(node, Direction::Incoming));
+        }
+        found.sort();
+        found
+    }
+
+    /// Graphviz DOT, one cluster box per environment.
+    pub fn to_dot(&self) -> String {
+        let mut dot = String::from("digraph pgfleet {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+        let mut by_environment: BTreeMap<&str, Vec<&Address>> = BTreeMap::new();
+        for address in self.order() {
+            by_environment.entry(&address.environment).or_default().push(address);
+        }
+        for (environment, addresses) in &by_environment {
+            let _ = writeln!(dot, "  subgraph \"cluster_{environment}\" {{\n    label=\"{environment}\";");
+            for address in addresses {
+                let _ = writeln!(dot, "    \"{address}\";");
+            }
+            dot.push_str("  }\n");
+        }
+        for (before, after) in self.edges() {
+            let _ = writeln!(dot, "  \"{before}\" -> \"{after}\";");
+        }
+        dot.push_str("}\n");
+        dot
+    }
+}

@@ -1,0 +1,18 @@
+//! pgfleet: declarative reconciliation of PostgreSQL high-availability
+//! topologies. The pipeline is load → resolve → (observe → plan → apply);
+//! see DESIGN.md. This crate root only wires the modules together.
+
+#![forbid(unsafe_code)]
+#![warn(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
+
+pub mod address;
+pub mod cli;
+pub mod graph;
+pub mod ops;
+pub mod printer;
+pub mod spec;
+pub mod suggest;
+pub mod topology;
+
+pub use spec::Spec;
+pub use topology::Topology;

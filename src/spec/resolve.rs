@@ -1,0 +1,964 @@
+//! Spec → Topology: fills in every default and enforces every rule of
+//! SPEC.md. Pure: no I/O, no secret is read (secrets are resolved when a
+//! command needs them, not at `validate`).
+//!
+//! All problems are collected, not just the first, each with the YAML path
+//! of the token it concerns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+
+use super::path::{Anchor, YamlPath};
+use super::tuning::{self, Tier};
+use super::{Connect, PoolMode, PoolSize, Size, Spec, StateBackend, Tuning};
+use crate::suggest::did_you_mean;
+use crate::topology::{
+    Backups, Cluster, Database, Environment, Filestore, HealthThresholds, Host, Pooler, QuotaResource, QuotaRow,
+    QuotaTable, Replica, Replication, SshTarget, Topology, Transport,
+};
+
+/// Odoo versions that support read replicas.
+pub const ODOO_REPLICA_VERSIONS: [&str; 2] = ["18.0", "19.0"];
+/// PostgreSQL majors pgfleet drives.
+pub const SUPPORTED_MAJORS: std::ops::RangeInclusive<u32> = 13..=17;
+/// Share of its environment's CPU and RAM a replica costs; disk costs 100 %.
+pub const REPLICA_CPU_RAM_SHARE: f64 = 0.3;
+
+const DEFAULT_ADDRESS: &str = "127.0.0.1";
+const DEFAULT_PORT: u16 = 5432;
+const DEFAULT_MAJOR: u32 = 15;
+
+/// Settings pgfleet writes itself; a user override would fight it.
+const MANAGED_SETTINGS: [(&str, &str); 12] = [
+    ("port", "set `port` on the primary or replica"),
+    ("listen_addresses", "set `address` on the primary or replica"),
+    ("data_directory", "set `data_dir`"),
+    ("config_file", "pgfleet writes the configuration files"),
+    ("hba_file", "pgfleet manages pg_hba.conf"),
+    ("ident_file", "pgfleet manages the configuration files"),
+    ("primary_conninfo", "pgfleet writes the standby configuration"),
+    ("primary_slot_name", "slots are named after replicas"),
+    ("hot_standby_feedback", "set the replica's `purpose` (reporting: on, dr: off)"),
+    ("max_slot_wal_keep_size", "set `replication.max_slot_wal_keep_size`"),
+    ("wal_level", "pgfleet sets `replica`, which streaming replication needs"),
+    ("password_encryption", "pgfleet uses scram-sha-256"),
+];
+
+/// A rule of SPEC.md that the configuration breaks.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rule {
+    #[error("unsupported configuration version {version}; this pgfleet reads version 1")]
+    UnsupportedVersion { version: u32 },
+    #[error("{what} `{value}` is not valid: use {allowed}")]
+    InvalidName { what: &'static str, value: String, allowed: &'static str },
+    #[error("environment id `{id}` is used twice")]
+    DuplicateEnvironment { id: String },
+    #[error("replica name `{name}` is used twice in environment `{environment}`")]
+    DuplicateReplica { name: String, environment: String },
+    #[error("`{name}` cannot name a replica: it is the address of the primary's pooler")]
+    ReservedReplicaName { name: String },
+    #[error("replicas `{first}` and `{second}` would both use replication slot `{slot}`")]
+    DuplicateSlot { slot: String, first: String, second: String },
+    #[error("host `{name}` is not defined under `hosts:`")]
+    UndefinedHost { name: String, suggestion: Option<String>, known: Vec<String> },
+    #[error("Read replicas are only supported for Odoo versions 18.0, 19.0. Your project is using Odoo {version}.")]
+    OdooReplicasUnsupported { version: String },
+    #[error(
+        "Cannot deploy {subject} - organization {resource} quota exceeded ({} > {} {})",
+        resource.format(*used), resource.format(*total), resource.unit()
+    )]
+    QuotaExceeded { subject: &'static str, resource: QuotaResource, used: f64, total: f64 },
+    #[error("environment `{environment}` has no `resources`, so the organization quota cannot be checked")]
+    QuotaNeedsResources { environment: String },
+    #[error("{second} listens on {address}:{port} on host `{host}`, already used by {first}")]
+    EndpointCollision { host: String, address: String, port: u16, first: String, second: String },
+    #[error("{second} uses data directory {} on host `{host}`, {relation} that of {first}", dir.display())]
+    DataDirCollision { host: String, dir: PathBuf, relation: &'static str, first: String, second: String },
+    #[error("data directory {} is relative, which only a `transport: local` host allows", dir.display())]
+    RelativeDataDir { dir: PathBuf },
+    #[error(
+        "replica `{replica}` on host `{replica_host}` cannot connect directly to the primary: it listens on {address} (loopback) on host `{primary_host}`"
+    )]
+    LoopbackPrimary { replica: String, replica_host: String, primary_host: String, address: String },
+    #[error("`{address}` is not an IP address or `localhost`")]
+    InvalidListenAddress { address: String },
+    #[error("host `{host}` uses SSH but has no `address`")]
+    MissingHostAddress { host: String },
+    #[error("host `{host}` has `transport: local` but also `{key}`")]
+    LocalHostWithSsh { host: String, key: &'static str },
+    #[error("`{key}: auto` needs `resources.ram_mb` on environment `{environment}`")]
+    AutoNeedsResources { key: &'static str, environment: String },
+    #[error("`{name}` is managed by pgfleet and cannot be set here")]
+    ManagedSetting { name: String, instead: &'static str },
+    #[error("`{name}` is not a PostgreSQL setting name")]
+    InvalidSettingName { name: String },
+    #[error("PostgreSQL {version} is not supported; pgfleet drives majors 13 to 17")]
+    UnsupportedMajor { version: u32 },
+    #[error("the {level} threshold ({bytes}, {seconds} s) is above the critical one")]
+    ThresholdOrder { level: &'static str, bytes: Size, seconds: u64 },
+    #[error("filestore mirror names `{name}`, which is not a replica of environment `{environment}`")]
+    UnknownMirrorReplica { name: String, environment: String, suggestion: Option<String> },
+    #[error("the postgres state backend needs `url`")]
+    StateUrlMissing,
+    #[error("`{key}` belongs to the {backend} state backend")]
+    StateKeyMismatch { key: &'static str, backend: &'static str },
+    #[error("the primary pooler and the replica poolers both use port {port}")]
+    PoolerPortsEqual { port: u16 },
+    #[error("`{value}` is not a valid value for `{key}`")]
+    ZeroValue { key: &'static str, value: u64 },
+}
+
+impl Rule {
+    /// What the user should do about it.
+    pub fn help(&self) -> Option<String> {
+        Some(match self {
+            Rule::UnsupportedVersion { .. } => "set `version: 1`".into(),
+            Rule::DuplicateEnvironment { .. } | Rule::DuplicateReplica { .. } => "give each a distinct name".into(),
+            Rule::ReservedReplicaName { .. } => "choose another name, e.g. `r1`".into(),
+            Rule::DuplicateSlot { .. } => "slot names replace `-` with `_`; rename one of the replicas".into(),
+            Rule::UndefinedHost { suggestion: Some(name), .. } => format!("did you mean `{name}`?"),
+            Rule::UndefinedHost { known, .. } if known.is_empty() => "define the host under `hosts:`".into(),
+            Rule::UndefinedHost { known, .. } => format!("defined hosts: {}", known.join(", ")),
+            Rule::OdooReplicasUnsupported { .. } => {
+                "Please upgrade to Odoo 18.0 or 19.0 to use read replica features.".into()
+            }
+            Rule::QuotaExceeded { resource, .. } => {
+                format!("raise organization.quota.{}, or lower the environments' resources or their number of replicas", match resource {
+                    QuotaResource::Cpu => "cpu",
+                    QuotaResource::Ram => "ram_mb",
+                    QuotaResource::Disk => "disk_gb",
+                })
+            }
+            Rule::QuotaNeedsResources { .. } => "add `resources: {cpu, ram_mb, disk_gb}` to the environment".into(),
+            Rule::EndpointCollision { .. } => "use another port, or another loopback address (127.0.0.x)".into(),
+            Rule::DataDirCollision { .. } => "give each cluster its own data directory".into(),
+            Rule::RelativeDataDir { .. } => "write the full path, starting with /".into(),
+            Rule::LoopbackPrimary { .. } => {
+                "set `connect: ssh_tunnel` on the replica, or give the primary an `address` the replica's host can reach"
+                    .into()
+            }
+            Rule::InvalidListenAddress { .. } => "write an IPv4 or IPv6 address, e.g. 127.0.0.1".into(),
+            Rule::MissingHostAddress { .. } => "add `address:`, or `transport: local` for this machine".into(),
+            Rule::LocalHostWithSsh { key, .. } => format!("remove `{key}`, or drop `transport: local`"),
+            Rule::AutoNeedsResources { key, .. } => {
+                format!("add `resources: {{cpu, ram_mb, disk_gb}}`, or set `{key}` explicitly")
+            }
+            Rule::ManagedSetting { instead, .. } => (*instead).into(),
+            Rule::InvalidSettingName { .. } => "setting names are lowercase words joined by `_`".into(),
+            Rule::UnsupportedMajor { .. } => "set `version:` to 13, 14, 15, 16 or 17".into(),
+            Rule::ThresholdOrder { .. } => "warning thresholds must not exceed the critical ones".into(),
+            Rule::UnknownMirrorReplica { suggestion: Some(name), .. } => format!("did you mean `{name}`?"),
+            Rule::UnknownMirrorReplica { .. } => "list replica names from this environment".into(),
+            Rule::StateUrlMissing => "add `url: {env: NAME}`".into(),
+            Rule::StateKeyMismatch { .. } => "remove it, or change `backend`".into(),
+            Rule::PoolerPortsEqual { .. } => "set different `port` and `replica_port`".into(),
+            Rule::InvalidName { .. } | Rule::ZeroValue { .. } => return None,
+        })
+    }
+
+    /// Stable short code shown with the diagnostic (`pgfleet::quota`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rule::UnsupportedVersion { .. } => "pgfleet::version",
+            Rule::InvalidName { .. } | Rule::InvalidSettingName { .. } | Rule::ReservedReplicaName { .. } => {
+                "pgfleet::name"
+            }
+            Rule::DuplicateEnvironment { .. } | Rule::DuplicateReplica { .. } | Rule::DuplicateSlot { .. } => {
+                "pgfleet::duplicate"
+            }
+            Rule::UndefinedHost { .. } | Rule::UnknownMirrorReplica { .. } => "pgfleet::reference",
+            Rule::OdooReplicasUnsupported { .. } => "pgfleet::odoo_version",
+            Rule::QuotaExceeded { .. } | Rule::QuotaNeedsResources { .. } => "pgfleet::quota",
+            Rule::EndpointCollision { .. } | Rule::PoolerPortsEqual { .. } => "pgfleet::port_collision",
+            Rule::DataDirCollision { .. } | Rule::RelativeDataDir { .. } => "pgfleet::data_dir",
+            Rule::LoopbackPrimary { .. } | Rule::InvalidListenAddress { .. } => "pgfleet::address",
+            Rule::MissingHostAddress { .. } | Rule::LocalHostWithSsh { .. } => "pgfleet::host",
+            Rule::AutoNeedsResources { .. } => "pgfleet::resources",
+            Rule::ManagedSetting { .. } => "pgfleet::setting",
+            Rule::UnsupportedMajor { .. } => "pgfleet::major",
+            Rule::ThresholdOrder { .. } => "pgfleet::health",
+            Rule::StateUrlMissing | Rule::StateKeyMismatch { .. } => "pgfleet::state",
+            Rule::ZeroValue { .. } => "pgfleet::value",
+        }
+    }
+}
+
+/// A broken rule and where: the token it points at, plus other places that
+/// explain it (the first use of a duplicated port, the quota total …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub rule: Rule,
+    pub path: YamlPath,
+    pub anchor: Anchor,
+    pub label: String,
+    pub related: Vec<RelatedPlace>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelatedPlace {
+    pub path: YamlPath,
+    pub anchor: Anchor,
+    pub label: String,
+}
+
+impl Violation {
+    fn at(rule: Rule, path: YamlPath, label: impl Into<String>) -> Self {
+        Violation { rule, path, anchor: Anchor::Value, label: label.into(), related: Vec::new() }
+    }
+
+    fn on_key(mut self) -> Self {
+        self.anchor = Anchor::Key;
+        self
+    }
+
+    fn with(mut self, path: YamlPath, label: impl Into<String>) -> Self {
+        self.related.push(RelatedPlace { path, anchor: Anchor::Value, label: label.into() });
+        self
+    }
+}
+
+/// Validates `spec` and builds the topology, or returns every violation.
+pub fn resolve(spec: &Spec) -> Result<Topology, Vec<Violation>> {
+    let mut resolver = Resolver::default();
+    let topology = resolver.topology(spec);
+    if resolver.violations.is_empty() { Ok(topology) } else { Err(resolver.violations) }
+}
+
+#[derive(Default)]
+struct Resolver {
+    violations: Vec<Violation>,
+}
+
+/// Something listening on a host: a PostgreSQL cluster or a pooler.
+struct Endpoint {
+    machine: String,
+    host: String,
+    address: String,
+    port: u16,
+    owner: String,
+    path: YamlPath,
+}
+
+/// A data directory on a host.
+struct DataDir {
+    machine: String,
+    host: String,
+    dir: PathBuf,
+    owner: String,
+    path: YamlPath,
+}
+
+impl Resolver {
+    fn report(&mut self, violation: Violation) {
+        self.violations.push(violation);
+    }
+
+    fn topology(&mut self, spec: &Spec) -> Topology {
+        let root = YamlPath::root();
+        if spec.version != 1 {
+            self.report(Violation::at(
+                Rule::UnsupportedVersion { version: spec.version },
+                root.key("version"),
+                "expected 1",
+            ));
+        }
+        let hosts = self.hosts(spec);
+        let environments: Vec<Environment> = spec
+            .environments
+            .iter()
+            .enumerate()
+            .map(|(index, environment)| self.environment(environment, &root.key("environments").index(index), &hosts))
+            .collect();
+        self.unique_environment_ids(spec);
+        self.endpoints_and_data_dirs(&environments, &hosts);
+        let quota = self.quota(spec);
+        let organization = spec
+            .organization
+            .as_ref()
+            .map(|organization| organization.name.clone())
+            .unwrap_or_else(|| "pgfleet".to_owned());
+        let state = self.state(spec, &organization);
+        Topology { organization, quota, state, hosts, environments }
+    }
+
+    fn hosts(&mut self, spec: &Spec) -> BTreeMap<String, Host> {
+        let mut hosts = BTreeMap::new();
+        for (name, host) in &spec.hosts {
+            let path = YamlPath::root().key("hosts").key(name.as_str());
+            self.check_name("host name", name, &path, Anchor::Key);
+            let transport = match host.transport {
+                super::TransportKind::Local => {
+                    if host.ssh.is_some() {
+                        self.report(
+                            Violation::at(
+                                Rule::LocalHostWithSsh { host: name.clone(), key: "ssh" },
+                                path.key("ssh"),
+                                "SSH settings on a local host",
+                            )
+                            .on_key(),
+                        );
+                    }
+                    if host.address.is_some() {
+                        self.report(
+                            Violation::at(
+                                Rule::LocalHostWithSsh { host: name.clone(), key: "address" },
+                                path.key("address"),
+                                "an address on a local host",
+                            )
+                            .on_key(),
+                        );
+                    }
+                    Transport::Local
+                }
+                super::TransportKind::Ssh => {
+                    let ssh = host.ssh.clone().unwrap_or_default();
+                    let address = host.address.clone().unwrap_or_else(|| {
+                        self.report(
+                            Violation::at(Rule::MissingHostAddress { host: name.clone() }, path.clone(), "no address")
+                                .on_key(),
+                        );
+                        String::new()
+                    });
+                    Transport::Ssh(SshTarget {
+                        address,
+                        port: ssh.port.unwrap_or(22),
+                        user: ssh.user.unwrap_or_else(|| "postgres".to_owned()),
+                        identity_file: ssh.identity_file,
+                        known_hosts: ssh.known_hosts.unwrap_or_else(|| PathBuf::from("~/.ssh/known_hosts")),
+                        become_user: ssh.become_user,
+                    })
+                }
+            };
+            hosts.insert(name.clone(), Host { name: name.clone(), transport });
+        }
+        hosts
+    }
+
+    fn check_host_reference(&mut self, name: &str, path: &YamlPath, hosts: &BTreeMap<String, Host>) {
+        if hosts.contains_key(name) {
+            return;
+        }
+        let suggestion = did_you_mean(name, hosts.keys().map(String::as_str)).map(str::to_owned);
+        self.report(Violation::at(
+            Rule::UndefinedHost { name: name.to_owned(), suggestion, known: hosts.keys().cloned().collect() },
+            path.clone(),
+            "undefined host",
+        ));
+    }
+
+    fn check_name(&mut self, what: &'static str, value: &str, path: &YamlPath, anchor: Anchor) {
+        let valid = !value.is_empty()
+            && value.len() <= 48
+            && value.starts_with(|c: char| c.is_ascii_lowercase())
+            && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !valid {
+            let mut violation = Violation::at(
+                Rule::InvalidName {
+                    what,
+                    value: value.to_owned(),
+                    allowed: "up to 48 lowercase letters, digits, `-` and `_`, starting with a letter",
+                },
+                path.clone(),
+                "invalid name",
+            );
+            violation.anchor = anchor;
+            self.report(violation);
+        }
+    }
+
+    fn listen_address(&mut self, address: Option<&String>, path: &YamlPath) -> String {
+        let Some(address) = address else {
+            return DEFAULT_ADDRESS.to_owned();
+        };
+        if address != "localhost" && address.parse::<IpAddr>().is_err() {
+            self.report(Violation::at(
+                Rule::InvalidListenAddress { address: address.clone() },
+                path.clone(),
+                "not an address",
+            ));
+        }
+        address.clone()
+    }
+
+    /// A relative data directory means "relative to where pgfleet runs",
+    /// which only makes sense on the local host (the sandbox).
+    fn data_dir(&mut self, dir: Option<&PathBuf>, default: PathBuf, path: &YamlPath, host: Option<&Host>) -> PathBuf {
+        let local = host.is_some_and(|host| host.transport == Transport::Local);
+        match dir {
+            Some(dir) if !dir.is_absolute() && !local => {
+                self.report(Violation::at(Rule::RelativeDataDir { dir: dir.clone() }, path.clone(), "relative path"));
+                dir.clone()
+            }
+            Some(dir) => dir.clone(),
+            None => default,
+        }
+    }
+
+    fn environment(
+        &mut self,
+        environment: &super::Environment,
+        path: &YamlPath,
+        hosts: &BTreeMap<String, Host>,
+    ) -> Environment {
+        let id = environment.id.clone();
+        self.check_name("environment id", &id, &path.key("id"), Anchor::Value);
+        let ram_mb = environment.resources.map(|resources| resources.ram_mb);
+        let primary = self.primary(environment, &path.key("primary"), hosts);
+        let replicas = self.replicas(environment, path, hosts, &primary);
+        self.odoo_gate(environment, path);
+
+        let database = environment.database.clone().unwrap_or_default();
+        let replication = environment.replication.clone().unwrap_or_default();
+        let pooler = self.pooler(environment, path, ram_mb);
+        let health = self.health(environment, &path.key("health"));
+        let filestore = self.filestore(environment, path);
+
+        Environment {
+            odoo_version: environment.odoo_version.clone(),
+            resources: environment.resources,
+            database: Database {
+                name: database.name.unwrap_or_else(|| id.clone()),
+                owner: database.owner.unwrap_or_else(|| "odoo".to_owned()),
+                password: database.password.unwrap_or_default(),
+            },
+            replication: Replication {
+                user: replication.user.unwrap_or_else(|| "replicator".to_owned()),
+                password: replication.password.unwrap_or_default(),
+                max_slot_wal_keep_size: replication.max_slot_wal_keep_size.unwrap_or(Size::mebibytes(10 * 1024)),
+            },
+            pooler,
+            health,
+            backups: environment.backups.clone().map(|backups| Backups {
+                format: backups.format,
+                storage: backups.storage,
+                retention: backups.retention.unwrap_or_default(),
+            }),
+            filestore,
+            primary,
+            replicas,
+            id,
+        }
+    }
+
+    fn primary(
+        &mut self,
+        environment: &super::Environment,
+        path: &YamlPath,
+        hosts: &BTreeMap<String, Host>,
+    ) -> Cluster {
+        let primary = &environment.primary;
+        self.check_host_reference(&primary.host, &path.key("host"), hosts);
+        let version = primary.version.unwrap_or(DEFAULT_MAJOR);
+        if !SUPPORTED_MAJORS.contains(&version) {
+            self.report(Violation::at(Rule::UnsupportedMajor { version }, path.key("version"), "unsupported major"));
+        }
+        let address = self.listen_address(primary.address.as_ref(), &path.key("address"));
+        let data_dir = self.data_dir(
+            primary.data_dir.as_ref(),
+            PathBuf::from(format!("/var/lib/postgresql/{version}/{}", environment.id)),
+            &path.key("data_dir"),
+            hosts.get(&primary.host),
+        );
+
+        let ram_mb = environment.resources.map(|resources| resources.ram_mb);
+        let tuning_choice = primary.tuning.unwrap_or(if ram_mb.is_some() { Tuning::Auto } else { Tuning::None });
+        if tuning_choice == Tuning::Auto && ram_mb.is_none() {
+            self.report(Violation::at(
+                Rule::AutoNeedsResources { key: "tuning", environment: environment.id.clone() },
+                path.key("tuning"),
+                "no resources to size from",
+            ));
+        }
+        let tier: Option<Tier> = tuning::tier(tuning_choice, ram_mb);
+        let mut settings: BTreeMap<String, String> = tier
+            .map(|tier| tier.settings().into_iter().map(|(name, value)| (name.to_owned(), value.to_owned())).collect())
+            .unwrap_or_default();
+        for (name, value) in &primary.settings {
+            let setting_path = path.key("settings").key(name.as_str());
+            if let Some((_, instead)) = MANAGED_SETTINGS.iter().find(|(managed, _)| managed == name) {
+                self.report(
+                    Violation::at(
+                        Rule::ManagedSetting { name: name.clone(), instead },
+                        setting_path,
+                        "managed by pgfleet",
+                    )
+                    .on_key(),
+                );
+                continue;
+            }
+            let valid_name = name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+            if !valid_name {
+                self.report(
+                    Violation::at(Rule::InvalidSettingName { name: name.clone() }, setting_path, "not a setting name")
+                        .on_key(),
+                );
+                continue;
+            }
+            settings.insert(name.clone(), value.to_string());
+        }
+
+        Cluster {
+            host: primary.host.clone(),
+            address,
+            port: primary.port.unwrap_or(DEFAULT_PORT),
+            version,
+            data_dir,
+            runtime: primary.runtime,
+            tier: tier.map(Into::into),
+            settings,
+        }
+    }
+
+    fn replicas(
+        &mut self,
+        environment: &super::Environment,
+        path: &YamlPath,
+        hosts: &BTreeMap<String, Host>,
+        primary: &Cluster,
+    ) -> Vec<Replica> {
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut slots: BTreeMap<String, &str> = BTreeMap::new();
+        let mut replicas = Vec::new();
+        for (index, replica) in environment.replicas.iter().enumerate() {
+            let replica_path = path.key("replicas").index(index);
+            self.check_name("replica name", &replica.name, &replica_path.key("name"), Anchor::Value);
+            if replica.name == "primary" {
+                self.report(Violation::at(
+                    Rule::ReservedReplicaName { name: replica.name.clone() },
+                    replica_path.key("name"),
+                    "reserved",
+                ));
+            }
+            if let Some(first) = names.insert(&replica.name, index) {
+                self.report(
+                    Violation::at(
+                        Rule::DuplicateReplica { name: replica.name.clone(), environment: environment.id.clone() },
+                        replica_path.key("name"),
+                        "second use",
+                    )
+                    .with(path.key("replicas").index(first).key("name"), "first use"),
+                );
+            } else {
+                let slot = slot_name(&replica.name);
+                if let Some(first) = slots.insert(slot.clone(), &replica.name) {
+                    self.report(Violation::at(
+                        Rule::DuplicateSlot { slot, first: first.to_owned(), second: replica.name.clone() },
+                        replica_path.key("name"),
+                        "same slot name",
+                    ));
+                }
+            }
+            self.check_host_reference(&replica.host, &replica_path.key("host"), hosts);
+            let address = self.listen_address(replica.address.as_ref(), &replica_path.key("address"));
+            let data_dir = self.data_dir(
+                replica.data_dir.as_ref(),
+                PathBuf::from(format!("/var/lib/postgresql/{}/{}-{}", primary.version, environment.id, replica.name)),
+                &replica_path.key("data_dir"),
+                hosts.get(&replica.host),
+            );
+
+            if replica.connect == Connect::Direct && is_loopback(&primary.address) {
+                let machine = |name: &str| hosts.get(name).map(Host::machine);
+                if let (Some(replica_machine), Some(primary_machine)) = (machine(&replica.host), machine(&primary.host))
+                    && replica_machine != primary_machine
+                {
+                    self.report(
+                        Violation::at(
+                            Rule::LoopbackPrimary {
+                                replica: replica.name.clone(),
+                                replica_host: replica.host.clone(),
+                                primary_host: primary.host.clone(),
+                                address: primary.address.clone(),
+                            },
+                            replica_path.key("host"),
+                            "on another host",
+                        )
+                        .with(path.key("primary").key("host"), "the primary listens only on this host's loopback"),
+                    );
+                }
+            }
+
+            replicas.push(Replica {
+                name: replica.name.clone(),
+                slot: slot_name(&replica.name),
+                host: replica.host.clone(),
+                address,
+                port: replica.port.unwrap_or(DEFAULT_PORT),
+                data_dir,
+                purpose: replica.purpose,
+                connect: replica.connect,
+            });
+        }
+        replicas
+    }
+
+    fn odoo_gate(&mut self, environment: &super::Environment, path: &YamlPath) {
+        let Some(version) = &environment.odoo_version else {
+            return;
+        };
+        if environment.replicas.is_empty() || ODOO_REPLICA_VERSIONS.contains(&version.as_str()) {
+            return;
+        }
+        self.report(
+            Violation::at(
+                Rule::OdooReplicasUnsupported { version: version.clone() },
+                path.key("odoo_version"),
+                "replicas need Odoo 18.0 or 19.0",
+            )
+            .with(path.key("replicas"), "replicas requested here"),
+        );
+    }
+
+    fn pooler(&mut self, environment: &super::Environment, path: &YamlPath, ram_mb: Option<f64>) -> Option<Pooler> {
+        let pgbouncer = environment.pgbouncer.as_ref()?;
+        let path = path.key("pgbouncer");
+        let pool_size = match pgbouncer.pool_size.unwrap_or(PoolSize::Auto) {
+            PoolSize::Fixed(0) => return None,
+            PoolSize::Fixed(size) => size,
+            PoolSize::Auto => match ram_mb {
+                Some(ram_mb) => tuning::auto_pool_size(ram_mb),
+                None => {
+                    self.report(Violation::at(
+                        Rule::AutoNeedsResources { key: "pool_size", environment: environment.id.clone() },
+                        if pgbouncer.pool_size.is_some() { path.key("pool_size") } else { path.clone() },
+                        "no resources to size from",
+                    ));
+                    0
+                }
+            },
+        };
+        let port = pgbouncer.port.unwrap_or(6432);
+        let replica_port = pgbouncer.replica_port.unwrap_or(6433);
+        if port == replica_port && !environment.replicas.is_empty() {
+            self.report(
+                Violation::at(Rule::PoolerPortsEqual { port }, path.key("replica_port"), "same as `port`")
+                    .with(path.key("port"), "primary pooler port"),
+            );
+        }
+        let max_client_conn = pgbouncer.max_client_conn.unwrap_or(1000);
+        if max_client_conn == 0 {
+            self.report(Violation::at(
+                Rule::ZeroValue { key: "max_client_conn", value: 0 },
+                path.key("max_client_conn"),
+                "must be at least 1",
+            ));
+        }
+        Some(Pooler {
+            pool_size,
+            pool_mode: pgbouncer.pool_mode.unwrap_or(PoolMode::Transaction),
+            port,
+            replica_port,
+            max_client_conn,
+            reserve_pool_size: pgbouncer.reserve_pool_size.unwrap_or(5),
+            reserve_pool_timeout: pgbouncer.reserve_pool_timeout.unwrap_or(3),
+        })
+    }
+
+    fn health(&mut self, environment: &super::Environment, path: &YamlPath) -> HealthThresholds {
+        let threshold =
+            |bytes_mb: u64, seconds| super::LagThreshold { lag_bytes: Size::mebibytes(bytes_mb), lag_seconds: seconds };
+        let health = environment.health.clone().unwrap_or_default();
+        let thresholds = HealthThresholds {
+            warning: health.warning.unwrap_or(threshold(50, 15)),
+            critical: health.critical.unwrap_or(threshold(100, 30)),
+            rebuild_skip_if_healthy: health.rebuild_skip_if_healthy.unwrap_or(threshold(10, 60)),
+        };
+        let warning = thresholds.warning;
+        if warning.lag_bytes > thresholds.critical.lag_bytes || warning.lag_seconds > thresholds.critical.lag_seconds {
+            self.report(Violation::at(
+                Rule::ThresholdOrder { level: "warning", bytes: warning.lag_bytes, seconds: warning.lag_seconds },
+                if health.warning.is_some() { path.key("warning") } else { path.key("critical") },
+                "above critical",
+            ));
+        }
+        thresholds
+    }
+
+    fn filestore(&mut self, environment: &super::Environment, path: &YamlPath) -> Option<Filestore> {
+        let filestore = environment.filestore.as_ref()?;
+        let names: Vec<&str> = environment.replicas.iter().map(|replica| replica.name.as_str()).collect();
+        for (index, name) in filestore.mirror_to.iter().enumerate() {
+            if !names.contains(&name.as_str()) {
+                self.report(Violation::at(
+                    Rule::UnknownMirrorReplica {
+                        name: name.clone(),
+                        environment: environment.id.clone(),
+                        suggestion: did_you_mean(name, names.iter().copied()).map(str::to_owned),
+                    },
+                    path.key("filestore").key("mirror_to").index(index),
+                    "not a replica",
+                ));
+            }
+        }
+        Some(Filestore {
+            path: filestore.path.clone(),
+            mirror_to: filestore.mirror_to.clone(),
+            every: filestore.every.unwrap_or(super::Duration::from_seconds(300)),
+        })
+    }
+
+    fn unique_environment_ids(&mut self, spec: &Spec) {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (index, environment) in spec.environments.iter().enumerate() {
+            if let Some(first) = seen.insert(&environment.id, index) {
+                let environments = YamlPath::root().key("environments");
+                self.report(
+                    Violation::at(
+                        Rule::DuplicateEnvironment { id: environment.id.clone() },
+                        environments.index(index).key("id"),
+                        "second use",
+                    )
+                    .with(environments.index(first).key("id"), "first use"),
+                );
+            }
+        }
+    }
+
+    /// (host, address, port) unique across every PostgreSQL and PgBouncer,
+    /// and data directories unique (and not nested) per host.
+    fn endpoints_and_data_dirs(&mut self, environments: &[Environment], hosts: &BTreeMap<String, Host>) {
+        let machine = |host: &str| hosts.get(host).map(|host| host.machine().to_owned());
+        let mut endpoints = Vec::new();
+        let mut data_dirs = Vec::new();
+        for (index, environment) in environments.iter().enumerate() {
+            let path = YamlPath::root().key("environments").index(index);
+            let id = &environment.id;
+            let primary = &environment.primary;
+            let Some(primary_machine) = machine(&primary.host) else { continue };
+            endpoints.push(Endpoint {
+                machine: primary_machine.clone(),
+                host: primary.host.clone(),
+                address: primary.address.clone(),
+                port: primary.port,
+                owner: format!("{id}.cluster.primary"),
+                path: path.key("primary").key("port"),
+            });
+            data_dirs.push(DataDir {
+                machine: primary_machine.clone(),
+                host: primary.host.clone(),
+                dir: primary.data_dir.clone(),
+                owner: format!("{id}.cluster.primary"),
+                path: path.key("primary").key("data_dir"),
+            });
+            if let Some(pooler) = &environment.pooler {
+                endpoints.push(Endpoint {
+                    machine: primary_machine,
+                    host: primary.host.clone(),
+                    address: primary.address.clone(),
+                    port: pooler.port,
+                    owner: format!("{id}.pooler.primary"),
+                    path: path.key("pgbouncer").key("port"),
+                });
+            }
+            for (replica_index, replica) in environment.replicas.iter().enumerate() {
+                let Some(replica_machine) = machine(&replica.host) else { continue };
+                let replica_path = path.key("replicas").index(replica_index);
+                endpoints.push(Endpoint {
+                    machine: replica_machine.clone(),
+                    host: replica.host.clone(),
+                    address: replica.address.clone(),
+                    port: replica.port,
+                    owner: format!("{id}.replica.{}", replica.name),
+                    path: replica_path.key("port"),
+                });
+                data_dirs.push(DataDir {
+                    machine: replica_machine.clone(),
+                    host: replica.host.clone(),
+                    dir: replica.data_dir.clone(),
+                    owner: format!("{id}.replica.{}", replica.name),
+                    path: replica_path.key("data_dir"),
+                });
+                if let Some(pooler) = &environment.pooler {
+                    endpoints.push(Endpoint {
+                        machine: replica_machine,
+                        host: replica.host.clone(),
+                        address: replica.address.clone(),
+                        port: pooler.replica_port,
+                        owner: format!("{id}.pooler.{}", replica.name),
+                        path: replica_path.key("address"),
+                    });
+                }
+            }
+        }
+
+        let mut reported = BTreeSet::new();
+        for (later, second) in endpoints.iter().enumerate() {
+            if let Some(first) = endpoints[..later].iter().find(|first| {
+                first.machine == second.machine
+                    && first.port == second.port
+                    && addresses_overlap(&first.address, &second.address)
+            }) && reported.insert(second.path.clone())
+            {
+                self.report(
+                    Violation::at(
+                        Rule::EndpointCollision {
+                            host: second.host.clone(),
+                            address: second.address.clone(),
+                            port: second.port,
+                            first: first.owner.clone(),
+                            second: second.owner.clone(),
+                        },
+                        second.path.clone(),
+                        format!("{} also needs {}:{}", second.owner, second.address, second.port),
+                    )
+                    .with(first.path.clone(), format!("{} listens here", first.owner)),
+                );
+            }
+        }
+
+        for (later, second) in data_dirs.iter().enumerate() {
+            for first in &data_dirs[..later] {
+                if first.machine != second.machine {
+                    continue;
+                }
+                let relation = if same_path(&first.dir, &second.dir) {
+                    "the same as"
+                } else if second.dir.starts_with(&first.dir) {
+                    "inside"
+                } else if first.dir.starts_with(&second.dir) {
+                    "containing"
+                } else {
+                    continue;
+                };
+                self.report(
+                    Violation::at(
+                        Rule::DataDirCollision {
+                            host: second.host.clone(),
+                            dir: second.dir.clone(),
+                            relation,
+                            first: first.owner.clone(),
+                            second: second.owner.clone(),
+                        },
+                        second.path.clone(),
+                        "data directory in use",
+                    )
+                    .with(first.path.clone(), format!("{}'s data directory", first.owner)),
+                );
+                break;
+            }
+        }
+    }
+
+    /// Quota arithmetic. The first environment or replica that takes a
+    /// running total over its limit is the one the error points at.
+    fn quota(&mut self, spec: &Spec) -> Option<QuotaTable> {
+        let quota = spec.organization.as_ref()?.quota?;
+        let totals = [
+            (QuotaResource::Cpu, quota.cpu, "cpu"),
+            (QuotaResource::Ram, quota.ram_mb, "ram_mb"),
+            (QuotaResource::Disk, quota.disk_gb, "disk_gb"),
+        ];
+        let mut used = [0.0_f64; 3];
+        let mut first_over: [Option<(YamlPath, &'static str)>; 3] = Default::default();
+        for (index, environment) in spec.environments.iter().enumerate() {
+            let path = YamlPath::root().key("environments").index(index);
+            let Some(resources) = environment.resources else {
+                self.report(
+                    Violation::at(
+                        Rule::QuotaNeedsResources { environment: environment.id.clone() },
+                        path.key("id"),
+                        "no resources",
+                    )
+                    .with(YamlPath::root().key("organization").key("quota"), "quota declared here"),
+                );
+                continue;
+            };
+            let environment_cost = [resources.cpu, resources.ram_mb, resources.disk_gb];
+            let replica_cost =
+                [resources.cpu * REPLICA_CPU_RAM_SHARE, resources.ram_mb * REPLICA_CPU_RAM_SHARE, resources.disk_gb];
+            let charges = std::iter::once((environment_cost, path.key("resources"), "environment")).chain(
+                (0..environment.replicas.len())
+                    .map(|replica| (replica_cost, path.key("replicas").index(replica).key("name"), "replica")),
+            );
+            for (cost, place, subject) in charges {
+                for resource in 0..3 {
+                    used[resource] += cost[resource];
+                    if used[resource] > totals[resource].1 + 1e-9 && first_over[resource].is_none() {
+                        first_over[resource] = Some((place.clone(), subject));
+                    }
+                }
+            }
+        }
+        for (resource, over) in first_over.into_iter().enumerate() {
+            let Some((place, subject)) = over else { continue };
+            let (kind, total, key) = totals[resource];
+            self.report(
+                Violation::at(
+                    Rule::QuotaExceeded { subject, resource: kind, used: used[resource], total },
+                    place,
+                    format!("this {subject} takes the organization over its {kind} quota"),
+                )
+                .with(
+                    YamlPath::root().key("organization").key("quota").key(key),
+                    format!("quota: {} {}", kind.format(total), kind.unit()),
+                ),
+            );
+        }
+        let row = |index: usize| QuotaRow { resource: totals[index].0, used: used[index], total: totals[index].1 };
+        Some(QuotaTable { cpu: row(0), ram: row(1), disk: row(2) })
+    }
+
+    fn state(&mut self, spec: &Spec, organization: &str) -> crate::topology::StateSettings {
+        let config =
+            spec.state.clone().unwrap_or(super::StateConfig { backend: StateBackend::Local, path: None, url: None });
+        let path = YamlPath::root().key("state");
+        match config.backend {
+            StateBackend::Local if config.url.is_some() => self.report(
+                Violation::at(
+                    Rule::StateKeyMismatch { key: "url", backend: "postgres" },
+                    path.key("url"),
+                    "only for backend: postgres",
+                )
+                .on_key(),
+            ),
+            StateBackend::Postgres if config.url.is_none() => {
+                self.report(Violation::at(Rule::StateUrlMissing, path.key("backend"), "needs `url`"))
+            }
+            StateBackend::Postgres if config.path.is_some() => self.report(
+                Violation::at(
+                    Rule::StateKeyMismatch { key: "path", backend: "local" },
+                    path.key("path"),
+                    "only for backend: local",
+                )
+                .on_key(),
+            ),
+            _ => {}
+        }
+        crate::topology::StateSettings {
+            backend: config.backend,
+            path: config.path.unwrap_or_else(|| PathBuf::from(format!("state/{organization}.json"))),
+            url: config.url,
+        }
+    }
+}
+
+/// The replication slot of a replica: its name with every character outside
+/// `[a-z0-9_]` replaced by `_`.
+pub fn slot_name(replica: &str) -> String {
+    replica.chars().map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '_' }).collect()
+}
+
+fn is_loopback(address: &str) -> bool {
+    address == "localhost" || address.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_wildcard(address: &str) -> bool {
+    matches!(address, "*" | "0.0.0.0" | "::")
+}
+
+fn canonical_address(address: &str) -> &str {
+    if address == "localhost" { "127.0.0.1" } else { address }
+}
+
+fn addresses_overlap(first: &str, second: &str) -> bool {
+    is_wildcard(first) || is_wildcard(second) || canonical_address(first) == canonical_address(second)
+}
+
+fn same_path(first: &Path, second: &Path) -> bool {
+    fn normal(path: &Path) -> impl Iterator<Item = Component<'_>> {
+        path.components().filter(|component| !matches!(component, Component::CurDir))
+    }
+    normal(first).eq(normal(second))
+}

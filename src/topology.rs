@@ -1,0 +1,235 @@
+//! The validated model: what `resolve` makes of a `Spec`, with every default
+//! filled in and every rule of SPEC.md already enforced. Code past resolve
+//! reads these types and never re-checks what validation settled.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::spec::tuning::Tier;
+use crate::spec::{
+    BackupFormat, Connect, Duration, LagThreshold, PoolMode, Purpose, Retention, Runtime, SecretRef, Size,
+    StateBackend, Storage,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Topology {
+    pub organization: String,
+    pub quota: Option<QuotaTable>,
+    pub state: StateSettings,
+    pub hosts: BTreeMap<String, Host>,
+    pub environments: Vec<Environment>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StateSettings {
+    pub backend: StateBackend,
+    pub path: PathBuf,
+    pub url: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub name: String,
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Transport {
+    Local,
+    Ssh(SshTarget),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshTarget {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub become_user: Option<String>,
+}
+
+impl Host {
+    /// Two hosts with the same machine identity share ports and directories.
+    pub fn machine(&self) -> &str {
+        match &self.transport {
+            Transport::Local => "local",
+            Transport::Ssh(target) => &target.address,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Environment {
+    pub id: String,
+    pub odoo_version: Option<String>,
+    pub resources: Option<crate::spec::Resources>,
+    pub primary: Cluster,
+    pub database: Database,
+    pub replication: Replication,
+    pub pooler: Option<Pooler>,
+    pub replicas: Vec<Replica>,
+    pub health: HealthThresholds,
+    pub backups: Option<Backups>,
+    pub filestore: Option<Filestore>,
+}
+
+/// The primary cluster and the settings pgfleet manages on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    pub version: u32,
+    pub data_dir: PathBuf,
+    pub runtime: Runtime,
+    pub tier: Option<TierName>,
+    /// Tier settings overlaid with the user's, as postgresql.conf text.
+    pub settings: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierName {
+    Small,
+    Medium,
+    Large,
+}
+
+impl From<Tier> for TierName {
+    fn from(tier: Tier) -> Self {
+        match tier {
+            Tier::Small => TierName::Small,
+            Tier::Medium => TierName::Medium,
+            Tier::Large => TierName::Large,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Database {
+    pub name: String,
+    pub owner: String,
+    pub password: SecretRef,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Replication {
+    pub user: String,
+    pub password: SecretRef,
+    pub max_slot_wal_keep_size: Size,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Pooler {
+    pub pool_size: u32,
+    pub pool_mode: PoolMode,
+    pub port: u16,
+    pub replica_port: u16,
+    pub max_client_conn: u32,
+    pub reserve_pool_size: u32,
+    pub reserve_pool_timeout: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Replica {
+    pub name: String,
+    /// Physical replication slot on the primary, derived from the name.
+    pub slot: String,
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub purpose: Purpose,
+    pub connect: Connect,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HealthThresholds {
+    pub warning: LagThreshold,
+    pub critical: LagThreshold,
+    pub rebuild_skip_if_healthy: LagThreshold,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Backups {
+    pub format: BackupFormat,
+    pub storage: Storage,
+    pub retention: Retention,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Filestore {
+    pub path: PathBuf,
+    pub mirror_to: Vec<String>,
+    pub every: Duration,
+}
+
+/// Organisation quota: used and total per resource.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct QuotaTable {
+    pub cpu: QuotaRow,
+    pub ram: QuotaRow,
+    pub disk: QuotaRow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct QuotaRow {
+    pub resource: QuotaResource,
+    pub used: f64,
+    pub total: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaResource {
+    Cpu,
+    Ram,
+    Disk,
+}
+
+impl QuotaResource {
+    pub fn unit(self) -> &'static str {
+        match self {
+            QuotaResource::Cpu => "cores",
+            QuotaResource::Ram => "MB",
+            QuotaResource::Disk => "GB",
+        }
+    }
+
+    /// Cores keep one decimal (`10.6`); MB and GB are shown whole when they
+    /// are whole.
+    pub fn format(self, amount: f64) -> String {
+        match self {
+            QuotaResource::Cpu => format!("{amount:.1}"),
+            _ if amount.fract().abs() < 1e-9 => format!("{amount:.0}"),
+            _ => format!("{amount:.1}"),
+        }
+    }
+}
+
+impl fmt::Display for QuotaResource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            QuotaResource::Cpu => "CPU",
+            QuotaResource::Ram => "RAM",
+            QuotaResource::Disk => "disk",
+        })
+    }
+}
+
+impl QuotaTable {
+    pub fn rows(&self) -> [QuotaRow; 3] {
+        [self.cpu, self.ram, self.disk]
+    }
+}
+
+impl Topology {
+    pub fn environment(&self, id: &str) -> Option<&Environment> {
+        self.environments.iter().find(|environment| environment.id == id)
+    }
+}
