@@ -13,6 +13,7 @@ pub mod printer;
 pub mod spec;
 pub mod suggest;
 pub mod topology;
+pub mod transport;
 
 pub use spec::Spec;
 pub use topology::Topology;

@@ -1,0 +1,62 @@
+//! The test harness's sshd is real: pgfleet's SSH transport connects to it,
+//! verifies its host key from known_hosts, and runs commands as postgres.
+
+mod support;
+
+use std::time::Duration;
+
+use pgfleet::topology::SshTarget;
+use pgfleet::transport::ssh::{SshError, SshSession};
+use support::SshServer;
+
+fn target(server: &SshServer) -> SshTarget {
+    SshTarget {
+        address: server.address.to_string(),
+        port: server.port,
+        user: "postgres".into(),
+        identity_file: Some(server.identity_file.clone()),
+        known_hosts: server.known_hosts.clone(),
+        become_user: None,
+    }
+}
+
+#[tokio::test]
+async fn harness_sshd_verifies_host_key_and_runs_commands_as_postgres() {
+    let server = SshServer::start();
+    let session =
+        SshSession::connect("db1", &target(&server)).await.unwrap_or_else(|e| panic!("{e}: {}", server.log()));
+
+    let output = session.exec("id -un; echo \"$SSH_CONNECTION\"", b"", Duration::from_secs(10)).await.unwrap();
+    assert!(output.success(), "{output:?}");
+    let stdout = output.stdout_text();
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("postgres"));
+    // The connection really went to the test's own loopback address and port.
+    let connection: Vec<&str> = lines.next().unwrap_or_default().split(' ').collect();
+    assert_eq!(connection.get(2), Some(&server.address.to_string().as_str()));
+    assert_eq!(connection.get(3), Some(&server.port.to_string().as_str()));
+
+    let echoed = session.exec("cat; exit 7", b"through stdin", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(echoed.status, 7);
+    assert_eq!(echoed.stdout, b"through stdin");
+    session.close().await;
+}
+
+#[tokio::test]
+async fn harness_sshd_with_another_host_key_is_refused_as_changed() {
+    let server = SshServer::start();
+    let other = SshServer::start();
+    // known_hosts says `server`'s address has `other`'s key.
+    let forged = other.dir().join("forged_known_hosts");
+    std::fs::write(&forged, format!("[{}]:{} {}\n", server.address, server.port, other.host_public_key)).unwrap();
+    let mut target = target(&server);
+    target.known_hosts = forged;
+    match SshSession::connect("db1", &target).await {
+        Err(SshError::HostKeyChanged { host, line, .. }) => {
+            assert_eq!(host, "db1");
+            assert_eq!(line, 1);
+        }
+        Err(other) => panic!("expected a changed host key, got {other}"),
+        Ok(_) => panic!("a forged host key was accepted"),
+    }
+}

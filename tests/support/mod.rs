@@ -1,0 +1,164 @@
+//! Real servers for integration tests. Each test host is a private sshd on
+//! its own loopback address (picked free per test) with its own host key and
+//! a known_hosts file written for the test; logins are as `postgres`.
+//! Everything started here is stopped by pid when its guard drops, panics
+//! included.
+
+#![allow(dead_code)]
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A random loopback address outside 127.0.0.0/16, so tests do not meet
+/// each other or services bound to 127.0.0.1.
+pub fn free_loopback_address() -> Ipv4Addr {
+    loop {
+        let random = RandomState::new().hash_one((std::process::id(), Instant::now()));
+        let bytes = random.to_le_bytes();
+        let address = Ipv4Addr::new(127, 1 + bytes[0] % 254, bytes[1], 1 + bytes[2] % 254);
+        if TcpListener::bind((address, 0)).is_ok() {
+            return address;
+        }
+    }
+}
+
+/// A port nothing listens on at `address` right now.
+pub fn free_port(address: Ipv4Addr) -> u16 {
+    TcpListener::bind((address, 0)).and_then(|listener| listener.local_addr()).map(|local| local.port()).expect("bind")
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().unwrap_or_else(|error| panic!("{command:?}: {error}"));
+    assert!(output.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// A directory every user can read (sshd reads authorized_keys as the
+/// login user), removed on drop.
+pub fn shared_temp_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// A running private sshd.
+pub struct SshServer {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    /// The client's private key, authorised for `postgres`.
+    pub identity_file: PathBuf,
+    /// A known_hosts file holding exactly this server's host key.
+    pub known_hosts: PathBuf,
+    pub host_public_key: String,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl SshServer {
+    /// Starts sshd with an ed25519 host key.
+    pub fn start() -> Self {
+        Self::start_with_host_key("ed25519")
+    }
+
+    /// Starts sshd with a host key of the given `ssh-keygen -t` type.
+    pub fn start_with_host_key(key_type: &str) -> Self {
+        let dir = shared_temp_dir("pgfleet-sshd-");
+        let path = |name: &str| dir.path().join(name);
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", key_type, "-N", "", "-C", "pgfleet-test-host", "-f"])
+            .arg(path("host_key")));
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "pgfleet-test-client", "-f"])
+            .arg(path("client_key")));
+        std::fs::copy(path("client_key.pub"), path("authorized_keys")).expect("authorized_keys");
+        std::fs::set_permissions(path("authorized_keys"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+
+        let address = free_loopback_address();
+        let port = free_port(address);
+        let config = format!(
+            "ListenAddress {address}:{port}\n\
+             HostKey {host_key}\n\
+             PidFile {pid}\n\
+             AuthorizedKeysFile {authorized}\n\
+             UsePAM yes\n\
+             StrictModes no\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             PubkeyAuthentication yes\n\
+             PermitRootLogin no\n\
+             AllowUsers postgres\n\
+             AllowTcpForwarding yes\n\
+             LogLevel VERBOSE\n",
+            host_key = path("host_key").display(),
+            pid = path("sshd.pid").display(),
+            authorized = path("authorized_keys").display(),
+        );
+        std::fs::write(path("sshd_config"), config).expect("sshd_config");
+        let host_public_key = std::fs::read_to_string(path("host_key.pub")).expect("host key").trim().to_owned();
+        std::fs::write(path("known_hosts"), format!("[{address}]:{port} {host_public_key}\n")).expect("known_hosts");
+
+        let log = std::fs::File::create(path("sshd.log")).expect("sshd.log");
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(path("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start /usr/sbin/sshd (apt-get install openssh-server)");
+        let mut server = SshServer {
+            address,
+            port,
+            identity_file: path("client_key"),
+            known_hosts: path("known_hosts"),
+            host_public_key,
+            child: Some(child),
+            dir,
+        };
+        server.wait_until_listening();
+        server
+    }
+
+    fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect((self.address, self.port)).is_ok() {
+                return;
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("sshd exited with {status}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sshd did not listen on {}:{} within 10 s: {}", self.address, self.port, self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops sshd (a host going down); the guard stays valid.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
