@@ -180,3 +180,64 @@ impl ResourceGraph {
         dot
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::load;
+
+    /// Twenty environments, each with three replicas, a pooler, a filestore
+    /// mirror and backups: the order is complete, respects every edge, and
+    /// is the same on every build.
+    #[test]
+    fn large_topology_orders_every_resource_after_its_dependencies() {
+        let mut yaml = String::from("version: 1\nhosts:\n  here: { transport: local }\nenvironments:\n");
+        for environment in 0..20 {
+            let octet = environment + 1;
+            yaml.push_str(&format!(
+                "  - id: env{environment}\n    primary: {{ host: here, address: 127.1.{octet}.1, data_dir: /d/{environment}/p, tuning: none }}\n    pgbouncer: {{ pool_size: 10 }}\n    backups: {{ storage: {{ kind: local, path: /b }} }}\n    filestore: {{ path: /f, mirror_to: [r0, r2] }}\n    replicas:\n"
+            ));
+            for replica in 0..3 {
+                yaml.push_str(&format!(
+                    "      - {{ name: r{replica}, host: here, address: 127.1.{octet}.{}, data_dir: /d/{environment}/r{replica} }}\n",
+                    replica + 2
+                ));
+            }
+        }
+        let topology = load::parse("generated.yaml", yaml).unwrap().resolve().unwrap();
+        let graph = ResourceGraph::build(&topology);
+        let order = graph.order();
+        // Per environment: cluster, 2 roles, hba, database, 3 slots,
+        // 3 replicas, 4 poolers, 2 filestores, 1 backup.
+        assert_eq!(graph.len(), 20 * 18);
+        assert_eq!(order.len(), graph.len());
+        let position: BTreeMap<&Address, usize> =
+            order.iter().enumerate().map(|(at, address)| (*address, at)).collect();
+        for (before, after) in graph.edges() {
+            assert!(position[before] < position[after], "{before} must come before {after}");
+        }
+        assert_eq!(order, ResourceGraph::build(&topology).order());
+    }
+
+    #[test]
+    fn dependencies_include_everything_upstream() {
+        let yaml = "version: 1\nhosts:\n  here: { transport: local }\nenvironments:\n  - id: prod\n    primary: { host: here, data_dir: /p, tuning: none }\n    pgbouncer: { pool_size: 10 }\n    replicas:\n      - { name: r1, host: here, address: 127.0.0.2, data_dir: /r1 }\n";
+        let topology = load::parse("t.yaml", yaml.to_owned()).unwrap().resolve().unwrap();
+        let graph = ResourceGraph::build(&topology);
+        let pooler: Address = "prod.pooler.r1".parse().unwrap();
+        let names: Vec<String> = graph.dependencies(&pooler).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "prod.cluster.primary",
+                "prod.role.odoo",
+                "prod.role.replicator",
+                "prod.hba.replication",
+                "prod.database.prod",
+                "prod.slot.r1",
+                "prod.replica.r1",
+                "prod.pooler.r1"
+            ]
+        );
+    }
+}

@@ -62,7 +62,7 @@ impl SourceFile {
                     .find(" #")
                     .into_iter()
                     .chain(line_rest.find([',', '}', ']']))
-                    .chain(line_rest.find(": ").into_iter())
+                    .chain(line_rest.find(": "))
                     .min()
                     .unwrap_or(line_rest.len());
                 let end = if line_rest[..end].ends_with(':') { end - 1 } else { end };

@@ -150,26 +150,6 @@ fn strip_location(message: &str) -> String {
     .fold(text, |text, (from, to)| text.replace(from, to))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::strip_location;
-
-    #[test]
-    fn locations_and_type_names_leave_messages() {
-        assert_eq!(
-            strip_location(
-                "did not find expected ',' at line 4 column 13, while parsing a flow mapping at line 3 column 9"
-            ),
-            "did not find expected ',', while parsing a flow mapping"
-        );
-        assert_eq!(
-            strip_location("a: invalid type: string, expected u16"),
-            "a: invalid type: string, expected a port number (0 to 65535)"
-        );
-        assert_eq!(strip_location("stays at line x"), "stays at line x");
-    }
-}
-
 fn path_of(path: &serde_path_to_error::Path) -> YamlPath {
     use serde_path_to_error::Segment;
     path.iter().fold(YamlPath::root(), |path, segment| match segment {
@@ -289,5 +269,25 @@ impl<'a> UnknownKeys<'a> {
         let suggestion = did_you_mean(key.as_str(), expected.iter().map(String::as_str)).map(str::to_owned);
         let span = key.span().start().map(|marker| self.source.token_at(marker.line(), marker.column()));
         self.problems.push(Problem::unknown_key(parent.clone(), key.as_str().to_owned(), suggestion, expected, span));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_location;
+
+    #[test]
+    fn locations_and_type_names_leave_messages() {
+        assert_eq!(
+            strip_location(
+                "did not find expected ',' at line 4 column 13, while parsing a flow mapping at line 3 column 9"
+            ),
+            "did not find expected ',', while parsing a flow mapping"
+        );
+        assert_eq!(
+            strip_location("a: invalid type: string, expected u16"),
+            "a: invalid type: string, expected a port number (0 to 65535)"
+        );
+        assert_eq!(strip_location("stays at line x"), "stays at line x");
     }
 }

@@ -962,3 +962,68 @@ fn same_path(first: &Path, second: &Path) -> bool {
     }
     normal(first).eq(normal(second))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::load;
+    use crate::topology::{Topology, Transport};
+
+    fn resolve(yaml: &str) -> Topology {
+        load::parse("test.yaml", yaml.to_owned()).unwrap().resolve().unwrap()
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let topology = resolve(
+            "version: 1\nhosts:\n  db1: { address: 192.0.2.1 }\nenvironments:\n  - id: prod\n    resources: { cpu: 2, ram_mb: 4096, disk_gb: 20 }\n    primary: { host: db1 }\n    pgbouncer: {}\n",
+        );
+        let environment = &topology.environments[0];
+        assert_eq!(environment.primary.address, "127.0.0.1");
+        assert_eq!(environment.primary.port, 5432);
+        assert_eq!(environment.primary.version, 15);
+        assert_eq!(environment.primary.data_dir.to_str(), Some("/var/lib/postgresql/15/prod"));
+        // 4096 MB: the medium tier, and a pool of 40.
+        assert_eq!(environment.primary.settings["shared_buffers"], "2GB");
+        assert_eq!(environment.pooler.as_ref().map(|pooler| pooler.pool_size), Some(40));
+        assert_eq!(environment.database.name, "prod");
+        assert_eq!(environment.database.owner, "odoo");
+        assert_eq!(environment.replication.user, "replicator");
+        assert_eq!(environment.replication.max_slot_wal_keep_size.to_string(), "10GB");
+        assert_eq!(environment.health.warning.lag_bytes.to_string(), "50MB");
+        assert_eq!(environment.health.critical.lag_seconds, 30);
+        let Transport::Ssh(ssh) = &topology.hosts["db1"].transport else { panic!("db1 is an SSH host") };
+        assert_eq!((ssh.user.as_str(), ssh.port), ("postgres", 22));
+        assert_eq!(topology.state.path.to_str(), Some("state/pgfleet.json"));
+    }
+
+    #[test]
+    fn settings_override_the_tier_and_pool_size_zero_means_no_pooler() {
+        let topology = resolve(
+            "version: 1\nhosts:\n  h: { transport: local }\nenvironments:\n  - id: e\n    resources: { cpu: 1, ram_mb: 1024, disk_gb: 5 }\n    primary: { host: h, data_dir: /d, settings: { work_mem: 32MB, jit: false } }\n    pgbouncer: { pool_size: 0 }\n",
+        );
+        let settings = &topology.environments[0].primary.settings;
+        assert_eq!(settings["work_mem"], "32MB");
+        assert_eq!(settings["shared_buffers"], "512MB");
+        assert_eq!(settings["jit"], "off");
+        assert!(topology.environments[0].pooler.is_none());
+    }
+
+    #[test]
+    fn quota_table_adds_thirty_percent_per_replica() {
+        let topology = resolve(
+            "version: 1\norganization: { name: o, quota: { cpu: 10, ram_mb: 16384, disk_gb: 200 } }\nhosts:\n  a: { address: 192.0.2.1 }\n  b: { address: 192.0.2.2 }\nenvironments:\n  - id: e\n    odoo_version: 19.0\n    resources: { cpu: 2, ram_mb: 4096, disk_gb: 20 }\n    primary: { host: a, address: 192.0.2.1 }\n    replicas:\n      - { name: r1, host: b }\n      - { name: r2, host: b, port: 5433 }\n",
+        );
+        let quota = topology.quota.unwrap();
+        assert!((quota.cpu.used - 3.2).abs() < 1e-9);
+        assert!((quota.ram.used - 6553.6).abs() < 1e-9);
+        assert!((quota.disk.used - 60.0).abs() < 1e-9);
+        assert_eq!(quota.cpu.total, 10.0);
+        assert_eq!(topology.environments[0].odoo_version.as_deref(), Some("19.0"));
+    }
+
+    #[test]
+    fn slot_names_keep_only_lowercase_letters_digits_and_underscores() {
+        assert_eq!(super::slot_name("standby-1"), "standby_1");
+        assert_eq!(super::slot_name("r1"), "r1");
+    }
+}

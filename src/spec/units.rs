@@ -77,7 +77,7 @@ impl fmt::Display for Size {
             return f.write_str("0");
         }
         for (name, multiplier) in SIZE_UNITS {
-            if self.0 % multiplier == 0 {
+            if self.0.is_multiple_of(multiplier) {
                 return write!(f, "{}{name}", self.0 / multiplier);
             }
         }
@@ -120,7 +120,7 @@ impl FromStr for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (name, multiplier) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-            if self.0 != 0 && self.0 % multiplier == 0 {
+            if self.0 != 0 && self.0.is_multiple_of(multiplier) {
                 return write!(f, "{}{name}", self.0 / multiplier);
             }
         }

@@ -61,7 +61,7 @@ pub enum SshError {
         host: String,
         path: String,
         #[source]
-        source: keys::Error,
+        source: Box<keys::Error>,
     },
 
     #[error("no SSH agent to authenticate to host `{host}` and no `identity_file` set")]
@@ -89,7 +89,7 @@ pub enum SshError {
         address: String,
         port: u16,
         #[source]
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
 
     #[error("command on host `{host}` did not finish within {} s", after.as_secs())]
@@ -211,7 +211,7 @@ impl SshSession {
                     SshError::KnownHosts { host, path: known_hosts, reason }
                 }
                 (None, russh::Error::IO(source)) => SshError::Connect { host, address, port, source },
-                (None, source) => SshError::Protocol { host, address, port, source },
+                (None, source) => SshError::Protocol { host, address, port, source: Box::new(source) },
             }
         };
 
@@ -225,7 +225,7 @@ impl SshSession {
                 let key = keys::load_secret_key(&path, None).map_err(|source| SshError::Identity {
                     host: host.to_owned(),
                     path: path.display().to_string(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 let hash = handle.best_supported_rsa_hash().await.map_err(protocol)?.flatten();
                 handle
@@ -256,7 +256,7 @@ impl SshSession {
             host: self.host.clone(),
             address: self.target.address.clone(),
             port: self.target.port,
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what pgfleet's build, tests and sandbox need, when missing:
+# PostgreSQL 15, PgBouncer, OpenSSH server and rsync from the distribution,
+# and a Rust toolchain. Safe to run again; does nothing when all is present.
+set -euo pipefail
+
+packages=()
+[ -x /usr/lib/postgresql/15/bin/postgres ] || packages+=(postgresql-15)
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || packages+=(pgbouncer)
+[ -x /usr/sbin/sshd ] || packages+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || packages+=(openssh-client)
+command -v rsync >/dev/null 2>&1 || packages+=(rsync)
+command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
+command -v runuser >/dev/null 2>&1 || packages+=(util-linux)
+
+if [ "${#packages[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "pgfleet: missing ${packages[*]}; run this as root (or install them)" >&2
+    exit 1
+  fi
+  echo "pgfleet: installing ${packages[*]}" >&2
+  # The packages' own services (a PostgreSQL on 5432, PgBouncer on 6432,
+  # sshd on 22) are not wanted: pgfleet starts its own. policy-rc.d keeps
+  # them from starting during installation.
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  trap '[ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "pgfleet: installing Rust with rustup" >&2
+  command -v curl >/dev/null 2>&1 || apt-get install -y -qq curl ca-certificates >/dev/null
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
+fi
