@@ -11,6 +11,7 @@ pub mod graph;
 pub mod ops;
 pub mod printer;
 pub mod spec;
+pub mod sql;
 pub mod suggest;
 pub mod topology;
 pub mod transport;

@@ -1,9 +1,113 @@
 //! How pgfleet reaches a host: the local machine or SSH. Owns running
-//! commands and moving bytes; knows nothing of PostgreSQL.
+//! commands, reading and writing files, and opening TCP streams to ports on
+//! the host; knows nothing of PostgreSQL.
 
+pub mod local;
 pub mod ssh;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How long an ordinary command may run.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A boxed future, so `Remote` can be used as a trait object.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, TransportError>> + Send + 'a>>;
+
+/// A byte stream to a port on the host (SQL travels on it).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A file to write: where, what, and who may read it.
+#[derive(Debug, Clone, Copy)]
+pub struct FileSpec<'a> {
+    pub path: &'a Path,
+    pub contents: &'a [u8],
+    /// Octal mode, e.g. 0o600 for a secret.
+    pub mode: u32,
+}
+
+/// A host pgfleet can act on. Commands run as the service user (`postgres`),
+/// never as root: PostgreSQL and PgBouncer refuse root.
+pub trait Remote: Send + Sync {
+    /// The host's name in the configuration, for messages.
+    fn host(&self) -> &str;
+
+    /// Runs a shell command with `stdin`, within `timeout`.
+    fn exec<'a>(&'a self, command: &'a str, stdin: &'a [u8], timeout: Duration) -> Pending<'a, Output>;
+
+    /// Opens a TCP stream to `address:port` as seen from the host, so a
+    /// service listening only on the host's loopback is reachable.
+    fn connect_tcp<'a>(&'a self, address: &'a str, port: u16) -> Pending<'a, Box<dyn Stream>>;
+
+    /// The file's contents, or `None` when it does not exist.
+    fn read_file<'a>(&'a self, path: &'a Path) -> Pending<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let command = format!("if [ -e {0} ]; then cat {0}; else exit 3; fi", shell_quote(&path.to_string_lossy()));
+            let output = self.exec(&command, b"", COMMAND_TIMEOUT).await?;
+            match output.status {
+                0 => Ok(Some(output.stdout)),
+                3 => Ok(None),
+                _ => Err(TransportError::command(self.host(), "read file", &output)),
+            }
+        })
+    }
+
+    /// Writes a file atomically (a temporary file beside it, then rename)
+    /// with `mode`; the temporary file is created under `umask 077`, so a
+    /// secret is never readable by others, not even for a moment. The
+    /// contents travel on stdin, never on a command line.
+    fn write_file<'a>(&'a self, file: FileSpec<'a>) -> Pending<'a, ()> {
+        Box::pin(async move {
+            let path = shell_quote(&file.path.to_string_lossy());
+            let command = format!(
+                "umask 077 && tmp=$(mktemp {path}.pgfleet.XXXXXX) && cat > \"$tmp\" && chmod {mode:o} \"$tmp\" && mv -f \"$tmp\" {path}",
+                mode = file.mode
+            );
+            let output = self.exec(&command, file.contents, COMMAND_TIMEOUT).await?;
+            if output.success() { Ok(()) } else { Err(TransportError::command(self.host(), "write file", &output)) }
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum TransportError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Ssh(#[from] ssh::SshError),
+
+    #[error("cannot {action} on host `{host}`")]
+    #[diagnostic(code(pgfleet::transport::io))]
+    Io {
+        host: String,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{action} on host `{host}` failed with status {status}: {stderr}")]
+    #[diagnostic(code(pgfleet::transport::command))]
+    Command { host: String, action: &'static str, status: i32, stderr: String },
+
+    #[error("command on host `{host}` did not finish within {} s", after.as_secs())]
+    #[diagnostic(code(pgfleet::transport::timeout))]
+    Timeout { host: String, after: Duration },
+}
+
+impl TransportError {
+    pub fn command(host: &str, action: &'static str, output: &Output) -> Self {
+        TransportError::Command {
+            host: host.to_owned(),
+            action,
+            status: output.status,
+            stderr: output.stderr_text().trim().to_owned(),
+        }
+    }
+}
 
 /// What a finished command left behind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

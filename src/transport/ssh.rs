@@ -345,3 +345,26 @@ async fn authenticate_with_agent(
     }
     Ok(false)
 }
+
+impl super::Remote for SshSession {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn exec<'a>(&'a self, command: &'a str, stdin: &'a [u8], timeout: Duration) -> super::Pending<'a, Output> {
+        Box::pin(async move { Ok(SshSession::exec(self, command, stdin, timeout).await?) })
+    }
+
+    /// A `direct-tcpip` channel: sshd on the host opens the connection, so
+    /// the port need not be reachable from here.
+    fn connect_tcp<'a>(&'a self, address: &'a str, port: u16) -> super::Pending<'a, Box<dyn super::Stream>> {
+        Box::pin(async move {
+            let channel = self
+                .handle
+                .channel_open_direct_tcpip(address, u32::from(port), "127.0.0.1", 0)
+                .await
+                .map_err(|source| self.protocol_error(source))?;
+            Ok(Box::new(channel.into_stream()) as Box<dyn super::Stream>)
+        })
+    }
+}

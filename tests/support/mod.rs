@@ -162,3 +162,92 @@ impl Drop for SshServer {
         self.stop();
     }
 }
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Runs a command as `postgres` (servers refuse root) and returns stdout.
+pub fn as_postgres(command: &str) -> String {
+    let output = Command::new("runuser")
+        .args(["-u", "postgres", "--", "sh", "-c", command])
+        .output()
+        .unwrap_or_else(|error| panic!("runuser: {error}"));
+    assert!(
+        output.status.success(),
+        "`{command}` failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A PostgreSQL 15 cluster made by hand for a test (initdb + pg_ctl as
+/// postgres), listening on `address:port`; stopped on drop.
+pub struct PgServer {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    dir: tempfile::TempDir,
+    running: bool,
+}
+
+impl PgServer {
+    /// initdb with trust auth for local connections; `settings` are appended
+    /// to postgresql.conf.
+    pub fn start(address: Ipv4Addr, settings: &str) -> Self {
+        let dir = shared_temp_dir("pgfleet-pg-");
+        run(Command::new("chown").args(["postgres:postgres"]).arg(dir.path()));
+        let data_dir = dir.path().join("data");
+        let port = free_port(address);
+        as_postgres(&format!(
+            "{PG_BIN}/initdb -A trust -U postgres --data-checksums -D {} >/dev/null",
+            data_dir.display()
+        ));
+        let conf = format!(
+            "listen_addresses = '{address}'\nport = {port}\nunix_socket_directories = '{}'\n{settings}\n",
+            dir.path().display()
+        );
+        as_postgres(&format!("cat >> {}/postgresql.conf <<'CONF'\n{conf}CONF", data_dir.display()));
+        let mut server = PgServer { address, port, data_dir, dir, running: false };
+        server.pg_ctl("start -w -t 30 -l");
+        server.running = true;
+        server
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let log = self.dir.path().join("postgres.log");
+        let action = if action.ends_with("-l") { format!("{action} {}", log.display()) } else { action.to_owned() };
+        as_postgres(&format!("{PG_BIN}/pg_ctl -D {} {action} >/dev/null", self.data_dir.display()));
+    }
+
+    /// Runs SQL with psql as postgres over TCP and returns the unaligned
+    /// output.
+    pub fn psql(&self, sql: &str) -> String {
+        as_postgres(&format!(
+            "{PG_BIN}/psql -X -A -t -h {} -p {} -U postgres -d postgres -c {}",
+            self.address,
+            self.port,
+            shell_quote(sql)
+        ))
+    }
+
+    pub fn stop(&mut self) {
+        if std::mem::take(&mut self.running) {
+            self.pg_ctl("stop -m immediate -w");
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = Command::new("runuser")
+                .args(["-u", "postgres", "--", "sh", "-c"])
+                .arg(format!("{PG_BIN}/pg_ctl -D {} stop -m immediate -w >/dev/null 2>&1", self.data_dir.display()))
+                .status();
+        }
+    }
+}
+
+pub fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
