@@ -8,6 +8,7 @@
 pub mod address;
 pub mod cli;
 pub mod graph;
+pub mod observe;
 pub mod ops;
 pub mod printer;
 pub mod spec;

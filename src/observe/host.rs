@@ -1,0 +1,174 @@
+//! Host facts, gathered with one command per host: PostgreSQL binaries and
+//! major version, locales, free disk, pgbouncer and rsync, and for each data
+//! directory pgfleet cares about on that host: present, initialised
+//! (`pg_controldata`), running (postmaster.pid + `pg_isready`).
+//!
+//! Read-only: the script only reads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::transport::{COMMAND_TIMEOUT, Remote, TransportError, shell_quote};
+
+/// What pgfleet needs to know about a data directory and its server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataDirProbe {
+    pub path: PathBuf,
+    pub address: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// Directory of the PostgreSQL binaries of the wanted major, if present.
+    pub pg_bin_dir: Option<PathBuf>,
+    /// Major version those binaries report.
+    pub pg_major: Option<u32>,
+    pub locales: Vec<String>,
+    pub pgbouncer: Option<PathBuf>,
+    pub rsync: Option<PathBuf>,
+    pub data_dirs: BTreeMap<PathBuf, DataDirFacts>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataDirFacts {
+    pub exists: bool,
+    /// Major version in PG_VERSION, when initialised.
+    pub initialised_major: Option<u32>,
+    pub system_identifier: Option<String>,
+    pub timeline: Option<u32>,
+    /// `pg_controldata`'s "Database cluster state" (e.g. `in production`,
+    /// `in archive recovery`, `shut down`).
+    pub cluster_state: Option<String>,
+    /// standby.signal present: the cluster starts as a standby.
+    pub standby_signal: bool,
+    /// postmaster.pid present and `pg_isready` answers.
+    pub running: bool,
+    /// Free bytes on the file system holding the directory (or its nearest
+    /// existing parent).
+    pub free_bytes: Option<u64>,
+}
+
+/// Runs the facts script on `remote` for PostgreSQL `major` and the given
+/// data directories.
+pub async fn gather(remote: &dyn Remote, major: u32, data_dirs: &[DataDirProbe]) -> Result<HostFacts, TransportError> {
+    let output = remote.exec(&facts_script(major, data_dirs), b"", COMMAND_TIMEOUT).await?;
+    if !output.success() {
+        return Err(TransportError::command(remote.host(), "gather host facts", &output));
+    }
+    Ok(parse_facts(&output.stdout_text()))
+}
+
+fn facts_script(major: u32, data_dirs: &[DataDirProbe]) -> String {
+    let bin = format!("/usr/lib/postgresql/{major}/bin");
+    let mut script = format!(
+        r#"bin={bin}
+if [ -x "$bin/postgres" ]; then echo "pg_bin=$bin"; echo "pg_version=$("$bin/postgres" --version)"; fi
+p=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null); [ -n "$p" ] && echo "pgbouncer=$p"
+r=$(command -v rsync); [ -n "$r" ] && echo "rsync=$r"
+locale -a 2>/dev/null | sed 's/^/locale=/'
+"#
+    );
+    for (index, probe) in data_dirs.iter().enumerate() {
+        let dir = shell_quote(&probe.path.to_string_lossy());
+        script.push_str(&format!(
+            r#"d={dir}; k=dir{index}
+echo "$k.path=$d"
+if [ -d "$d" ]; then echo "$k.exists=1"; fi
+if [ -f "$d/PG_VERSION" ]; then
+  echo "$k.major=$(cat "$d/PG_VERSION")"
+  LC_ALL=C "$bin/pg_controldata" "$d" 2>/dev/null | sed -n -e 's/^Database system identifier: *\(.*\)/'$k'.sysid=\1/p' -e 's/^Latest checkpoint.s TimeLineID: *\(.*\)/'$k'.timeline=\1/p' -e 's/^Database cluster state: *\(.*\)/'$k'.state=\1/p'
+fi
+[ -f "$d/standby.signal" ] && echo "$k.standby=1"
+if [ -f "$d/postmaster.pid" ] && "$bin/pg_isready" -q -h {address} -p {port} -t 3; then echo "$k.running=1"; fi
+e="$d"; while [ ! -e "$e" ]; do e=$(dirname "$e"); done
+echo "$k.free=$(df -Pk "$e" | awk 'NR==2 {{printf "%.0f", $4 * 1024}}')"
+"#,
+            address = shell_quote(&probe.address),
+            port = probe.port,
+        ));
+    }
+    script
+}
+
+fn parse_facts(text: &str) -> HostFacts {
+    let mut facts = HostFacts::default();
+    let mut dirs: BTreeMap<String, (Option<PathBuf>, DataDirFacts)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else { continue };
+        match key {
+            "pg_bin" => facts.pg_bin_dir = Some(PathBuf::from(value)),
+            // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+            "pg_version" => {
+                facts.pg_major = value
+                    .split_whitespace()
+                    .nth(2)
+                    .and_then(|version| version.split('.').next())
+                    .and_then(|major| major.parse().ok());
+            }
+            "pgbouncer" => facts.pgbouncer = Some(PathBuf::from(value)),
+            "rsync" => facts.rsync = Some(PathBuf::from(value)),
+            "locale" => facts.locales.push(value.to_owned()),
+            _ => {
+                let Some((dir, field)) = key.split_once('.') else { continue };
+                let (path, entry) = dirs.entry(dir.to_owned()).or_default();
+                match field {
+                    "path" => *path = Some(PathBuf::from(value)),
+                    "exists" => entry.exists = true,
+                    "major" => entry.initialised_major = value.trim().parse().ok(),
+                    "sysid" => entry.system_identifier = Some(value.trim().to_owned()),
+                    "timeline" => entry.timeline = value.trim().parse().ok(),
+                    "state" => entry.cluster_state = Some(value.trim().to_owned()),
+                    "standby" => entry.standby_signal = true,
+                    "running" => entry.running = true,
+                    "free" => entry.free_bytes = value.trim().parse().ok(),
+                    _ => {}
+                }
+            }
+        }
+    }
+    facts.data_dirs = dirs.into_values().filter_map(|(path, entry)| Some((path?, entry))).collect();
+    facts
+}
+
+impl HostFacts {
+    pub fn data_dir(&self, path: &Path) -> Option<&DataDirFacts> {
+        self.data_dirs.get(path)
+    }
+
+    /// Whether the host has the locale, compared the way glibc names them
+    /// (`en_US.UTF-8` and `en_US.utf8` are the same locale).
+    pub fn has_locale(&self, locale: &str) -> bool {
+        let normal = |name: &str| name.to_ascii_lowercase().replace("utf-8", "utf8");
+        let wanted = normal(locale);
+        self.locales.iter().any(|candidate| normal(candidate) == wanted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_facts_script_output() {
+        let text = "pg_bin=/usr/lib/postgresql/15/bin\npg_version=postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n\
+                    pgbouncer=/usr/sbin/pgbouncer\nlocale=C\nlocale=C.utf8\nlocale=en_US.utf8\n\
+                    dir0.path=/srv/pg/main\ndir0.exists=1\ndir0.major=15\ndir0.sysid=7300000000000000001\n\
+                    dir0.timeline=2\ndir0.state=in production\ndir0.running=1\ndir0.free=1048576\n\
+                    dir1.path=/srv/pg/r1\ndir1.free=2048\n";
+        let facts = parse_facts(text);
+        assert_eq!(facts.pg_major, Some(15));
+        assert_eq!(facts.rsync, None);
+        assert!(facts.has_locale("en_US.UTF-8"));
+        assert!(!facts.has_locale("fr_FR.UTF-8"));
+        let main = facts.data_dir(Path::new("/srv/pg/main")).unwrap();
+        assert_eq!(main.system_identifier.as_deref(), Some("7300000000000000001"));
+        assert_eq!(main.timeline, Some(2));
+        assert!(main.running && main.exists);
+        let replica = facts.data_dir(Path::new("/srv/pg/r1")).unwrap();
+        assert!(!replica.exists && replica.initialised_major.is_none());
+        assert_eq!(replica.free_bytes, Some(2048));
+    }
+}

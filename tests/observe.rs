@@ -1,0 +1,92 @@
+//! Observation against real hosts: a hand-built primary behind a real sshd is
+//! seen as it is; an empty host and a host whose sshd is down are values,
+//! not failures.
+
+mod support;
+
+use pgfleet::observe::{ClusterObservation, HostObservation, observe};
+use pgfleet::spec::load;
+use support::{PgServer, SshServer};
+
+fn host_yaml(name: &str, ssh: &SshServer) -> String {
+    format!(
+        "  {name}:\n    address: {}\n    ssh: {{ user: postgres, port: {}, identity_file: {}, known_hosts: {} }}\n",
+        ssh.address,
+        ssh.port,
+        ssh.identity_file.display(),
+        ssh.known_hosts.display()
+    )
+}
+
+#[tokio::test]
+async fn observe_sees_a_hand_built_primary_and_an_empty_replica_host() {
+    let db1 = SshServer::start();
+    let db2 = SshServer::start();
+    let pg = PgServer::start(db1.address, "work_mem = '8MB'");
+    let replica_dir = db2.dir().join("r1");
+    let yaml = format!(
+        "version: 1\nhosts:\n{}{}environments:\n  - id: prod\n    primary:\n      host: db1\n      address: {}\n      port: {}\n      data_dir: {}\n      tuning: none\n      settings: {{ work_mem: 16MB }}\n    replicas:\n      - {{ name: r1, host: db2, address: {}, data_dir: {}, connect: ssh_tunnel }}\n",
+        host_yaml("db1", &db1),
+        host_yaml("db2", &db2),
+        pg.address,
+        pg.port,
+        pg.data_dir.display(),
+        db2.address,
+        replica_dir.display(),
+    );
+    let topology = load::parse("test.yaml", yaml).unwrap().resolve().unwrap();
+
+    let observed = observe(&topology).await;
+
+    let facts = observed.host_facts("db1").unwrap_or_else(|| panic!("db1 unreachable: {observed:?}"));
+    assert_eq!(facts.pg_major, Some(15));
+    let primary_dir = facts.data_dir(&pg.data_dir).unwrap();
+    assert!(primary_dir.running && primary_dir.initialised_major == Some(15), "{primary_dir:?}");
+    assert_eq!(primary_dir.cluster_state.as_deref(), Some("in production"));
+    let ClusterObservation::Running { probe } = observed.cluster("prod.cluster.primary").unwrap() else {
+        panic!("primary not probed: {observed:?}");
+    };
+    assert!(!probe.in_recovery);
+    assert_eq!(primary_dir.system_identifier.as_deref(), Some(probe.system_identifier.as_str()));
+    // The hand-set value is what the server reports, in its own unit.
+    let work_mem = &probe.settings["work_mem"];
+    assert_eq!((work_mem.value.as_str(), work_mem.unit.as_deref()), ("8192", Some("kB")));
+    assert_eq!(probe.settings["port"].value, pg.port.to_string());
+    assert!(probe.roles.iter().any(|role| role.name == "postgres" && role.superuser));
+    assert!(probe.slots.is_empty());
+    assert!(!probe.hba_rules.is_empty());
+
+    let replica_facts = observed.data_dir("db2", &replica_dir).unwrap();
+    assert!(!replica_facts.exists && !replica_facts.running);
+    assert!(replica_facts.free_bytes.unwrap_or(0) > 0);
+    assert_eq!(observed.cluster("prod.replica.r1"), Some(&ClusterObservation::Stopped));
+    assert!(observed.unreachable().is_empty());
+    // Observation changed nothing on the empty host.
+    assert!(!replica_dir.exists());
+}
+
+#[tokio::test]
+async fn a_host_whose_sshd_is_down_is_reported_unreachable_and_the_rest_observed() {
+    let db1 = SshServer::start();
+    let mut db2 = SshServer::start();
+    let yaml = format!(
+        "version: 1\nhosts:\n{}{}environments:\n  - id: a\n    primary: {{ host: db1, address: {}, data_dir: /nonexistent/a, tuning: none }}\n  - id: b\n    primary: {{ host: db2, address: {}, data_dir: /nonexistent/b, tuning: none }}\n",
+        host_yaml("db1", &db1),
+        host_yaml("db2", &db2),
+        db1.address,
+        db2.address,
+    );
+    let topology = load::parse("test.yaml", yaml).unwrap().resolve().unwrap();
+    db2.stop();
+
+    let observed = observe(&topology).await;
+
+    assert!(matches!(observed.hosts["db1"], HostObservation::Reachable { .. }));
+    let unreachable = observed.unreachable();
+    assert_eq!(unreachable.len(), 1);
+    let (host, reason) = unreachable[0];
+    assert_eq!(host, "db2");
+    assert!(reason.contains("db2") && reason.contains(&db2.port.to_string()), "{reason}");
+    assert_eq!(observed.cluster("a.cluster.primary"), Some(&ClusterObservation::Stopped));
+    assert_eq!(observed.cluster("b.cluster.primary"), None);
+}
