@@ -51,15 +51,15 @@ impl ResourceGraph {
         let cluster = at(Kind::Cluster, "primary");
         let owner = at(Kind::Role, &environment.database.owner);
         let database = at(Kind::Database, &environment.database.name);
-        self.node(&cluster);
+        // The hba block admits pgfleet, the poolers and the replicas.
+        let hba = at(Kind::Hba, "replication");
+        self.edge(&cluster, &hba);
         self.edge(&cluster, &owner);
         self.edge(&owner, &database);
 
         if !environment.replicas.is_empty() {
             let replicator = at(Kind::Role, &environment.replication.user);
-            let hba = at(Kind::Hba, "replication");
             self.edge(&cluster, &replicator);
-            self.edge(&cluster, &hba);
             for replica in &environment.replicas {
                 let slot = at(Kind::Slot, &replica.name);
                 let standby = at(Kind::Replica, &replica.name);
@@ -76,7 +76,9 @@ impl ResourceGraph {
             }
         }
         if environment.pooler.is_some() {
-            self.edge(&database, &at(Kind::Pooler, "primary"));
+            let pooler = at(Kind::Pooler, "primary");
+            self.edge(&database, &pooler);
+            self.edge(&hba, &pooler);
         }
         if let Some(filestore) = &environment.filestore {
             for name in &filestore.mirror_to {

@@ -5,14 +5,18 @@
 #![forbid(unsafe_code)]
 #![warn(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
+pub mod action;
 pub mod address;
 pub mod cli;
+pub mod desired;
 pub mod graph;
 pub mod observe;
 pub mod ops;
+pub mod plan;
 pub mod printer;
 pub mod spec;
 pub mod sql;
+pub mod state;
 pub mod suggest;
 pub mod topology;
 pub mod transport;

@@ -22,6 +22,8 @@ pub enum ColorChoice {
 #[derive(Debug, Clone)]
 pub struct Printer {
     color: bool,
+    /// Colour for data on stdout (only when stdout is a terminal).
+    color_out: bool,
     width: usize,
 }
 
@@ -34,8 +36,18 @@ impl Printer {
             ColorChoice::Never => false,
             ColorChoice::Auto => terminal && !no_color,
         };
+        let color_out = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => std::io::stdout().is_terminal() && !no_color,
+        };
         let width = if terminal { terminal_width().unwrap_or(PLAIN_WIDTH) } else { PLAIN_WIDTH };
-        Printer { color, width }
+        Printer { color, color_out, width }
+    }
+
+    /// Whether data written to stdout may carry colour.
+    pub fn color_out(&self) -> bool {
+        self.color_out
     }
 
     /// Data: the output of a command, for pipes and files.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::spec::tuning::Tier;
 use crate::spec::{
@@ -170,21 +170,21 @@ pub struct Filestore {
 }
 
 /// Organisation quota: used and total per resource.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct QuotaTable {
     pub cpu: QuotaRow,
     pub ram: QuotaRow,
     pub disk: QuotaRow,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct QuotaRow {
     pub resource: QuotaResource,
     pub used: f64,
     pub total: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QuotaResource {
     Cpu,

@@ -75,6 +75,16 @@ pub enum Command {
     ///
     /// Exit codes: 0.
     Schema,
+    /// Observe the hosts and show what apply would change.
+    ///
+    /// Read-only: observes every host over SSH (or locally) and SQL, then
+    /// prints the ordered changes with their reasons, diffs and disruption,
+    /// the quota table and warnings.
+    ///
+    /// Exit codes: 0 no changes (or changes without --detailed-exitcode),
+    /// 1 error or a host could not be observed, 2 changes (with
+    /// --detailed-exitcode).
+    Plan(PlanArgs),
     /// Print the resource dependency graph in Graphviz DOT.
     ///
     /// Edges point from a resource to those that need it; apply follows
@@ -82,6 +92,25 @@ pub enum Command {
     ///
     /// Exit codes: 0, 1 invalid configuration.
     Graph(FileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ops::plan::Format::Text)]
+    pub format: ops::plan::Format,
+    /// Save the plan (mode 0600) for `pgfleet apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 2 when there are changes, 0 when there are none.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Plan only this resource (ENV.KIND.NAME) and what it depends on.
+    /// Repeatable.
+    #[arg(long, value_name = "ADDRESS")]
+    pub target: Vec<crate::address::Address>,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +144,16 @@ pub fn run() -> ExitCode {
         Command::Validate(args) => ops::validate::run(&printer, &args.file),
         Command::Schema => ops::schema::run(&printer),
         Command::Graph(args) => ops::graph::run(&printer, &args.file),
+        Command::Plan(args) => ops::plan::run(
+            &printer,
+            &ops::plan::Options {
+                file: &args.file.file,
+                format: args.format,
+                out: args.out.as_deref(),
+                detailed_exitcode: args.detailed_exitcode,
+                targets: &args.target,
+            },
+        ),
     };
     match outcome {
         Ok(exit) => exit.into(),

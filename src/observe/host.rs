@@ -30,11 +30,30 @@ pub struct HostFacts {
     pub pgbouncer: Option<PathBuf>,
     pub rsync: Option<PathBuf>,
     pub data_dirs: BTreeMap<PathBuf, DataDirFacts>,
+    /// By ini path.
+    pub poolers: BTreeMap<PathBuf, PoolerFacts>,
+}
+
+/// Where a pooler keeps its ini and pid files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolerProbe {
+    pub ini: PathBuf,
+    pub pidfile: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolerFacts {
+    /// The ini file's text (it holds no secret: the userlist does).
+    pub ini: Option<String>,
+    /// The pid file names a live process.
+    pub running: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataDirFacts {
     pub exists: bool,
+    /// Exists and holds nothing (initdb and pg_basebackup need that).
+    pub empty: bool,
     /// Major version in PG_VERSION, when initialised.
     pub initialised_major: Option<u32>,
     pub system_identifier: Option<String>,
@@ -53,15 +72,20 @@ pub struct DataDirFacts {
 
 /// Runs the facts script on `remote` for PostgreSQL `major` and the given
 /// data directories.
-pub async fn gather(remote: &dyn Remote, major: u32, data_dirs: &[DataDirProbe]) -> Result<HostFacts, TransportError> {
-    let output = remote.exec(&facts_script(major, data_dirs), b"", COMMAND_TIMEOUT).await?;
+pub async fn gather(
+    remote: &dyn Remote,
+    major: u32,
+    data_dirs: &[DataDirProbe],
+    poolers: &[PoolerProbe],
+) -> Result<HostFacts, TransportError> {
+    let output = remote.exec(&facts_script(major, data_dirs, poolers), b"", COMMAND_TIMEOUT).await?;
     if !output.success() {
         return Err(TransportError::command(remote.host(), "gather host facts", &output));
     }
     Ok(parse_facts(&output.stdout_text()))
 }
 
-fn facts_script(major: u32, data_dirs: &[DataDirProbe]) -> String {
+fn facts_script(major: u32, data_dirs: &[DataDirProbe], poolers: &[PoolerProbe]) -> String {
     let bin = format!("/usr/lib/postgresql/{major}/bin");
     let mut script = format!(
         r#"bin={bin}
@@ -76,7 +100,7 @@ locale -a 2>/dev/null | sed 's/^/locale=/'
         script.push_str(&format!(
             r#"d={dir}; k=dir{index}
 echo "$k.path=$d"
-if [ -d "$d" ]; then echo "$k.exists=1"; fi
+if [ -d "$d" ]; then echo "$k.exists=1"; [ -z "$(ls -A "$d" 2>/dev/null)" ] && echo "$k.empty=1"; fi
 if [ -f "$d/PG_VERSION" ]; then
   echo "$k.major=$(cat "$d/PG_VERSION")"
   LC_ALL=C "$bin/pg_controldata" "$d" 2>/dev/null | sed -n -e 's/^Database system identifier: *\(.*\)/'$k'.sysid=\1/p' -e 's/^Latest checkpoint.s TimeLineID: *\(.*\)/'$k'.timeline=\1/p' -e 's/^Database cluster state: *\(.*\)/'$k'.state=\1/p'
@@ -90,12 +114,27 @@ echo "$k.free=$(df -Pk "$e" | awk 'NR==2 {{printf "%.0f", $4 * 1024}}')"
             port = probe.port,
         ));
     }
+    for (index, probe) in poolers.iter().enumerate() {
+        script.push_str(&format!(
+            r#"k=pooler{index}; i={ini}; p={pid}
+echo "$k.path=$i"
+[ -f "$i" ] && echo "$k.ini=$(base64 -w0 "$i")"
+[ -f "$p" ] && kill -0 "$(cat "$p")" 2>/dev/null && echo "$k.running=1"
+"#,
+            ini = shell_quote(&probe.ini.to_string_lossy()),
+            pid = shell_quote(&probe.pidfile.to_string_lossy()),
+        ));
+    }
+    // The script's status is that of its last command; success is the
+    // output, not the status.
+    script.push_str("exit 0\n");
     script
 }
 
 fn parse_facts(text: &str) -> HostFacts {
     let mut facts = HostFacts::default();
     let mut dirs: BTreeMap<String, (Option<PathBuf>, DataDirFacts)> = BTreeMap::new();
+    let mut poolers: BTreeMap<String, (Option<PathBuf>, PoolerFacts)> = BTreeMap::new();
     for line in text.lines() {
         let Some((key, value)) = line.split_once('=') else { continue };
         match key {
@@ -111,12 +150,23 @@ fn parse_facts(text: &str) -> HostFacts {
             "pgbouncer" => facts.pgbouncer = Some(PathBuf::from(value)),
             "rsync" => facts.rsync = Some(PathBuf::from(value)),
             "locale" => facts.locales.push(value.to_owned()),
+            _ if key.starts_with("pooler") => {
+                let Some((pooler, field)) = key.split_once('.') else { continue };
+                let (path, entry) = poolers.entry(pooler.to_owned()).or_default();
+                match field {
+                    "path" => *path = Some(PathBuf::from(value)),
+                    "ini" => entry.ini = decode_base64(value).and_then(|bytes| String::from_utf8(bytes).ok()),
+                    "running" => entry.running = true,
+                    _ => {}
+                }
+            }
             _ => {
                 let Some((dir, field)) = key.split_once('.') else { continue };
                 let (path, entry) = dirs.entry(dir.to_owned()).or_default();
                 match field {
                     "path" => *path = Some(PathBuf::from(value)),
                     "exists" => entry.exists = true,
+                    "empty" => entry.empty = true,
                     "major" => entry.initialised_major = value.trim().parse().ok(),
                     "sysid" => entry.system_identifier = Some(value.trim().to_owned()),
                     "timeline" => entry.timeline = value.trim().parse().ok(),
@@ -130,12 +180,23 @@ fn parse_facts(text: &str) -> HostFacts {
         }
     }
     facts.data_dirs = dirs.into_values().filter_map(|(path, entry)| Some((path?, entry))).collect();
+    facts.poolers = poolers.into_values().filter_map(|(path, entry)| Some((path?, entry))).collect();
     facts
+}
+
+/// Standard base64, as coreutils' `base64` writes it.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()
 }
 
 impl HostFacts {
     pub fn data_dir(&self, path: &Path) -> Option<&DataDirFacts> {
         self.data_dirs.get(path)
+    }
+
+    pub fn pooler(&self, ini: &Path) -> Option<&PoolerFacts> {
+        self.poolers.get(ini)
     }
 
     /// Whether the host has the locale, compared the way glibc names them
@@ -170,5 +231,14 @@ mod tests {
         let replica = facts.data_dir(Path::new("/srv/pg/r1")).unwrap();
         assert!(!replica.exists && replica.initialised_major.is_none());
         assert_eq!(replica.free_bytes, Some(2048));
+    }
+
+    #[test]
+    fn decodes_base64_like_coreutils() {
+        assert_eq!(decode_base64("aGVsbG8K").unwrap(), b"hello\n");
+        assert_eq!(decode_base64("YQ==").unwrap(), b"a");
+        assert_eq!(decode_base64("YWI=").unwrap(), b"ab");
+        assert_eq!(decode_base64("").unwrap(), b"");
+        assert!(decode_base64("!!").is_none());
     }
 }

@@ -15,13 +15,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::address::{Address, Kind};
+use crate::desired;
 use crate::sql::{self, SqlTarget};
 use crate::topology::{Host, Topology, Transport};
 use crate::transport::Remote;
 use crate::transport::local::Local;
 use crate::transport::ssh::SshSession;
 use cluster::ClusterProbe;
-use host::{DataDirProbe, HostFacts};
+use host::{DataDirProbe, HostFacts, PoolerProbe};
 
 /// Hosts observed at once.
 pub const PARALLEL_HOSTS: usize = 16;
@@ -61,12 +62,19 @@ struct Expected {
     probe: DataDirProbe,
 }
 
-/// Every cluster of the topology, grouped by host.
-fn expected_clusters(topology: &Topology) -> BTreeMap<String, Vec<Expected>> {
-    let mut by_host: BTreeMap<String, Vec<Expected>> = BTreeMap::new();
+/// What one host should hold: clusters and poolers.
+#[derive(Debug, Clone, Default)]
+struct HostWork {
+    clusters: Vec<Expected>,
+    poolers: Vec<PoolerProbe>,
+}
+
+/// Every cluster and pooler of the topology, grouped by host.
+fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
+    let mut by_host: BTreeMap<String, HostWork> = BTreeMap::new();
     for environment in &topology.environments {
         let primary = &environment.primary;
-        by_host.entry(primary.host.clone()).or_default().push(Expected {
+        by_host.entry(primary.host.clone()).or_default().clusters.push(Expected {
             address: Address::new(&environment.id, Kind::Cluster, "primary"),
             probe: DataDirProbe {
                 path: primary.data_dir.clone(),
@@ -75,7 +83,7 @@ fn expected_clusters(topology: &Topology) -> BTreeMap<String, Vec<Expected>> {
             },
         });
         for replica in &environment.replicas {
-            by_host.entry(replica.host.clone()).or_default().push(Expected {
+            by_host.entry(replica.host.clone()).or_default().clusters.push(Expected {
                 address: Address::new(&environment.id, Kind::Replica, &replica.name),
                 probe: DataDirProbe {
                     path: replica.data_dir.clone(),
@@ -83,6 +91,17 @@ fn expected_clusters(topology: &Topology) -> BTreeMap<String, Vec<Expected>> {
                     port: replica.port,
                 },
             });
+        }
+        if let Some(pooler) = &environment.pooler {
+            let sites = std::iter::once(desired::PoolerSite::Primary)
+                .chain(environment.replicas.iter().map(desired::PoolerSite::Replica));
+            for site in sites {
+                let place = desired::pooler_place(environment, pooler, site);
+                by_host.entry(place.host.clone()).or_default().poolers.push(PoolerProbe {
+                    ini: desired::pgbouncer_ini_path(&place),
+                    pidfile: desired::pgbouncer_pid_path(&place),
+                });
+            }
         }
     }
     by_host
@@ -109,7 +128,7 @@ pub async fn observe(topology: &Topology) -> Observed {
 
     let limit = Arc::new(Semaphore::new(PARALLEL_HOSTS));
     let mut tasks = JoinSet::new();
-    for (host_name, expected) in expected_clusters(topology) {
+    for (host_name, expected) in expected_by_host(topology) {
         let Some(host) = topology.hosts.get(&host_name).cloned() else { continue };
         let (limit, settings) = (limit.clone(), settings.clone());
         tasks.spawn(async move {
@@ -129,7 +148,7 @@ pub async fn observe(topology: &Topology) -> Observed {
 async fn observe_host(
     host: &Host,
     major: u32,
-    expected: &[Expected],
+    expected: &HostWork,
     settings: &[String],
 ) -> (String, HostObservation, Vec<(String, ClusterObservation)>) {
     let unreachable = |reason: String| (host.name.clone(), HostObservation::Unreachable { reason }, Vec::new());
@@ -137,13 +156,13 @@ async fn observe_host(
         Ok(remote) => remote,
         Err(error) => return unreachable(error_chain(&error)),
     };
-    let probes: Vec<DataDirProbe> = expected.iter().map(|cluster| cluster.probe.clone()).collect();
-    let facts = match host::gather(remote.as_ref(), major, &probes).await {
+    let probes: Vec<DataDirProbe> = expected.clusters.iter().map(|cluster| cluster.probe.clone()).collect();
+    let facts = match host::gather(remote.as_ref(), major, &probes, &expected.poolers).await {
         Ok(facts) => facts,
         Err(error) => return unreachable(error_chain(&error)),
     };
     let mut clusters = Vec::new();
-    for cluster in expected {
+    for cluster in &expected.clusters {
         let running = facts.data_dir(&cluster.probe.path).is_some_and(|dir| dir.running);
         let observation = if running {
             probe_cluster(remote.as_ref(), &cluster.probe, settings).await
@@ -156,9 +175,7 @@ async fn observe_host(
 }
 
 async fn probe_cluster(remote: &dyn Remote, probe: &DataDirProbe, settings: &[String]) -> ClusterObservation {
-    let target =
-        SqlTarget { address: &probe.address, port: probe.port, user: "postgres", database: "postgres", password: None };
-    let client = match sql::connect(remote, target).await {
+    let client = match superuser_session(remote, &probe.path, &probe.address, probe.port).await {
         Ok(client) => client,
         Err(error) => return ClusterObservation::Unreachable { reason: error_chain(&error) },
     };
@@ -166,6 +183,24 @@ async fn probe_cluster(remote: &dyn Remote, probe: &DataDirProbe, settings: &[St
         Ok(probe) => ClusterObservation::Running { probe: Box::new(probe) },
         Err(error) => ClusterObservation::Unreachable { reason: error_chain(&error) },
     }
+}
+
+/// A superuser session to a cluster: with the password pgfleet keeps on the
+/// host for clusters it created, or none (peer/trust set up by hand). The
+/// password stays in memory for the length of the connection attempt.
+pub async fn superuser_session(
+    remote: &dyn Remote,
+    data_dir: &std::path::Path,
+    address: &str,
+    port: u16,
+) -> Result<tokio_postgres::Client, sql::SqlError> {
+    let password_file = desired::home(data_dir).join(desired::SUPERUSER_PASSWORD_FILE);
+    let password = remote
+        .read_file(&password_file)
+        .await?
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim_end_matches(['\n', '\r']).to_owned());
+    let target = SqlTarget { address, port, user: "postgres", database: "postgres", password: password.as_deref() };
+    sql::connect(remote, target).await
 }
 
 /// An error and its causes on one line, for `Unreachable { reason }`.

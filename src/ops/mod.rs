@@ -3,6 +3,7 @@
 //! diagnostics for the CLI edge to show.
 
 pub mod graph;
+pub mod plan;
 pub mod schema;
 pub mod validate;
 
@@ -21,6 +22,34 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Invalid(#[from] SpecErrors),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("`{address}` is not a resource of this configuration")]
+    #[diagnostic(code(pgfleet::target), help("list the resources with `pgfleet graph`"))]
+    UnknownTarget { address: String },
+    #[error("cannot start the async runtime")]
+    #[diagnostic(code(pgfleet::runtime))]
+    Runtime {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    #[diagnostic(code(pgfleet::refused), help("{}", .0.refusals.iter().map(|refusal| refusal.help()).collect::<Vec<_>>().join("; ")))]
+    Refused(crate::plan::PlanError),
+    #[error("could not observe host(s) {hosts}: {first}")]
+    #[diagnostic(
+        code(pgfleet::unreachable),
+        help("the plan above covers only what could be observed; fix access to the host(s) and plan again")
+    )]
+    Unreachable { hosts: String, first: String },
+    #[error("cannot write the plan to {path}")]
+    #[diagnostic(code(pgfleet::write_plan))]
+    WritePlan {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Result of a command: an exit code, or a diagnostic to show (exit 1).

@@ -85,8 +85,16 @@ pub fn parse(name: &str, text: String) -> Result<Document, SpecErrors> {
 
 impl Document {
     /// Validates the spec against every rule of SPEC.md.
+    /// Validates the spec against every rule of SPEC.md; relative paths are
+    /// relative to the current directory.
     pub fn resolve(&self) -> Result<Topology, SpecErrors> {
-        resolve::resolve(&self.spec).map_err(|violations| {
+        let working_dir = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("/"));
+        self.resolve_in(&working_dir)
+    }
+
+    /// As `resolve`, with relative paths taken from `working_dir`.
+    pub fn resolve_in(&self, working_dir: &Path) -> Result<Topology, SpecErrors> {
+        resolve::resolve(&self.spec, working_dir).map_err(|violations| {
             let problems = violations.into_iter().map(|violation| rule_problem(&self.source, violation)).collect();
             SpecErrors::new(self.source.clone(), problems)
         })

@@ -219,15 +219,18 @@ impl Violation {
 }
 
 /// Validates `spec` and builds the topology, or returns every violation.
-pub fn resolve(spec: &Spec) -> Result<Topology, Vec<Violation>> {
-    let mut resolver = Resolver::default();
+///
+/// Relative paths (a local host's data directories, the local state file)
+/// are taken relative to `working_dir`, the directory pgfleet runs in.
+pub fn resolve(spec: &Spec, working_dir: &Path) -> Result<Topology, Vec<Violation>> {
+    let mut resolver = Resolver { violations: Vec::new(), working_dir: working_dir.to_owned() };
     let topology = resolver.topology(spec);
     if resolver.violations.is_empty() { Ok(topology) } else { Err(resolver.violations) }
 }
 
-#[derive(Default)]
 struct Resolver {
     violations: Vec<Violation>,
+    working_dir: PathBuf,
 }
 
 /// Something listening on a host: a PostgreSQL cluster or a pooler.
@@ -390,7 +393,7 @@ impl Resolver {
                 self.report(Violation::at(Rule::RelativeDataDir { dir: dir.clone() }, path.clone(), "relative path"));
                 dir.clone()
             }
-            Some(dir) => dir.clone(),
+            Some(dir) => self.working_dir.join(dir),
             None => default,
         }
     }
@@ -928,7 +931,9 @@ impl Resolver {
         }
         crate::topology::StateSettings {
             backend: config.backend,
-            path: config.path.unwrap_or_else(|| PathBuf::from(format!("state/{organization}.json"))),
+            path: self
+                .working_dir
+                .join(config.path.unwrap_or_else(|| PathBuf::from(format!("state/{organization}.json")))),
             url: config.url,
         }
     }
@@ -993,7 +998,7 @@ mod tests {
         assert_eq!(environment.health.critical.lag_seconds, 30);
         let Transport::Ssh(ssh) = &topology.hosts["db1"].transport else { panic!("db1 is an SSH host") };
         assert_eq!((ssh.user.as_str(), ssh.port), ("postgres", 22));
-        assert_eq!(topology.state.path.to_str(), Some("state/pgfleet.json"));
+        assert!(topology.state.path.ends_with("state/pgfleet.json") && topology.state.path.is_absolute());
     }
 
     #[test]

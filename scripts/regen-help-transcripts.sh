@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Rewrites tests/cmd/help.trycmd from the current binary's --help output.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --quiet
+{
+  echo 'Every command says what it does and its exit codes.'
+  echo
+  for args in "--help" "validate --help" "schema --help" "graph --help" "plan --help"; do
+    echo '```console'
+    echo "\$ pgfleet $args"
+    # shellcheck disable=SC2086
+    target/debug/pgfleet $args
+    echo
+    echo '```'
+    echo
+  done
+} > tests/cmd/help.trycmd

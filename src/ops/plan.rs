@@ -1,0 +1,107 @@
+//! `pgfleet plan`: observe the hosts, plan, print; optionally save the plan
+//! for `apply FILE`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Error, Outcome};
+use crate::address::Address;
+use crate::cli::Exit;
+use crate::observe::observe;
+use crate::plan::{self, Plan, render};
+use crate::printer::Printer;
+use crate::spec::load;
+use crate::state::State;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+pub struct Options<'a> {
+    pub file: &'a Path,
+    pub format: Format,
+    pub out: Option<&'a Path>,
+    pub detailed_exitcode: bool,
+    pub targets: &'a [Address],
+}
+
+/// A plan saved with `--out`: the configuration it was made from (which
+/// holds secret references, never secrets) and the plan itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedPlan {
+    pub format_version: u32,
+    pub pgfleet_version: String,
+    pub config_file: PathBuf,
+    pub config_sha256: String,
+    pub config: String,
+    pub plan: Plan,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
+    let document = load::load(options.file)?;
+    let topology = document.resolve()?;
+    for target in options.targets {
+        if !crate::graph::ResourceGraph::build(&topology).contains(target) {
+            return Err(Error::UnknownTarget { address: target.to_string() });
+        }
+    }
+    let state = State::load_local(&topology.state.path)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
+    let observed = runtime.block_on(observe(&topology));
+    let mut plan = plan::plan(&topology, &observed, &state).map_err(Error::Refused)?;
+    if !options.targets.is_empty() {
+        plan.restrict_to(&topology, options.targets);
+    }
+
+    printer.out(&match options.format {
+        Format::Text => render::text(&plan, printer.color_out()),
+        Format::Json => render::json(&plan),
+        Format::Markdown => render::markdown(&plan),
+    });
+
+    if let Some(out) = options.out {
+        let saved = SavedPlan {
+            format_version: plan::FORMAT_VERSION,
+            pgfleet_version: env!("CARGO_PKG_VERSION").to_owned(),
+            config_file: options.file.to_owned(),
+            config_sha256: sha256_hex(document.source.text().as_bytes()),
+            config: document.source.text().to_owned(),
+            plan: plan.clone(),
+        };
+        write_private(out, &serde_json::to_vec_pretty(&saved).unwrap_or_default())
+            .map_err(|source| Error::WritePlan { path: out.display().to_string(), source })?;
+        printer.note(&format!(
+            "Saved the plan to {}; run `pgfleet apply {}` to carry it out.",
+            out.display(),
+            out.display()
+        ));
+    }
+
+    if !plan.unreachable.is_empty() {
+        let hosts: Vec<String> = plan.unreachable.iter().map(|host| host.host.clone()).collect();
+        return Err(Error::Unreachable { hosts: hosts.join(", "), first: plan.unreachable[0].reason.clone() });
+    }
+    Ok(if options.detailed_exitcode && !plan.is_empty() { Exit::Changes } else { Exit::Ok })
+}
+
+/// Writes a file only its owner can read, atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let temporary =
+        directory.join(format!(".{}.tmp", path.file_name().and_then(|name| name.to_str()).unwrap_or("plan")));
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}

@@ -1,0 +1,185 @@
+//! The primary cluster and its managed hba block.
+
+use std::collections::BTreeMap;
+
+use super::settings::{same_value, shown};
+use super::{ChangeKind, Planner, Presence, Refusal, settings_text, unified_diff};
+use crate::action::Action;
+use crate::address::{Address, Kind};
+use crate::desired::{self, HbaLine};
+use crate::observe::cluster::{ClusterProbe, HbaRule};
+use crate::topology::Environment;
+
+/// Compares managed settings with a running cluster: the settings to set,
+/// whether a restart is needed, and a diff.
+pub(super) struct SettingsDelta {
+    pub set: BTreeMap<String, String>,
+    pub restart: bool,
+    pub diff: Option<String>,
+    pub unknown: Vec<String>,
+}
+
+pub(super) fn settings_delta(desired: &BTreeMap<String, String>, probe: &ClusterProbe) -> SettingsDelta {
+    let mut set = BTreeMap::new();
+    let mut restart = false;
+    let mut unknown = Vec::new();
+    let mut old = BTreeMap::new();
+    for (name, value) in desired {
+        match probe.settings.get(name) {
+            None => unknown.push(name.clone()),
+            Some(observed) => {
+                if observed.pending_restart {
+                    restart = true;
+                }
+                if !same_value(value, observed) {
+                    restart |= observed.context == "postmaster";
+                    old.insert(name.clone(), shown(observed));
+                    set.insert(name.clone(), value.clone());
+                }
+            }
+        }
+    }
+    let diff = unified_diff(&settings_text(&old), &settings_text(&set), "observed", "desired");
+    SettingsDelta { set, restart, diff, unknown }
+}
+
+pub(super) fn plan_primary(planner: &mut Planner<'_>, environment: &Environment, presence: Presence<'_>) {
+    let primary = &environment.primary;
+    let address = Address::new(&environment.id, Kind::Cluster, "primary");
+    let settings = desired::primary_settings(environment);
+    match presence {
+        Presence::Absent => {
+            let directory = planner.observed.data_dir(&primary.host, &primary.data_dir);
+            if directory.is_some_and(|directory| directory.exists && !directory.empty) {
+                planner.refuse(Refusal::DataDirNotEmpty {
+                    host: primary.host.clone(),
+                    path: primary.data_dir.display().to_string(),
+                });
+                return;
+            }
+            planner.change(
+                address,
+                ChangeKind::Create,
+                format!("no cluster in {} on host `{}`", primary.data_dir.display(), primary.host),
+                unified_diff("", &settings_text(&settings), "observed", "desired"),
+                vec![Action::InitCluster, Action::Start],
+            );
+        }
+        Presence::Stopped => {
+            if let Some(found) = planner
+                .observed
+                .data_dir(&primary.host, &primary.data_dir)
+                .and_then(|directory| directory.initialised_major)
+                .filter(|found| *found != primary.version)
+            {
+                planner.refuse(Refusal::DataDirMajor {
+                    host: primary.host.clone(),
+                    path: primary.data_dir.display().to_string(),
+                    found,
+                    wanted: primary.version,
+                });
+                return;
+            }
+            planner.change(
+                address,
+                ChangeKind::Update,
+                "PostgreSQL is not running",
+                None,
+                vec![Action::Start, Action::Configure { set: settings, reset: Vec::new() }],
+            );
+        }
+        Presence::Unknown => planner.warn(Some(address), "PostgreSQL runs but pgfleet could not log in to compare it"),
+        Presence::Running(probe) => {
+            if probe.in_recovery {
+                planner.warn(
+                    Some(address),
+                    "the primary is in recovery (it runs as a standby): pgfleet changes nothing on it",
+                );
+                return;
+            }
+            let delta = settings_delta(&settings, probe);
+            for name in delta.unknown {
+                planner.refuse(Refusal::UnknownSetting { address: address.to_string(), name });
+            }
+            if delta.set.is_empty() && !delta.restart {
+                planner.no_op(address);
+                return;
+            }
+            let reason = if delta.set.is_empty() {
+                "settings changed earlier wait for a restart".to_owned()
+            } else {
+                format!("{} differ", delta.set.keys().cloned().collect::<Vec<_>>().join(", "))
+            };
+            let apply = if delta.restart { Action::Restart } else { Action::Reload };
+            let mut actions = Vec::new();
+            if !delta.set.is_empty() {
+                actions.push(Action::Configure { set: delta.set, reset: Vec::new() });
+            }
+            actions.push(apply);
+            planner.change(address, ChangeKind::Update, reason, delta.diff, actions);
+        }
+    }
+}
+
+/// The managed hba rules as the server parsed them, in the same shape as
+/// the desired ones.
+fn observed_lines(rules: &[HbaRule], wanted: &[HbaLine]) -> Vec<HbaLine> {
+    let mut lines: Vec<HbaLine> = rules
+        .iter()
+        .filter(|rule| rule.error.is_none())
+        .filter_map(|rule| {
+            let prefix = match rule.netmask.as_deref() {
+                Some("255.255.255.255") => 32,
+                Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff") => 128,
+                _ => return None,
+            };
+            Some(HbaLine {
+                kind: rule.kind.clone()?,
+                database: rule.databases.as_ref()?.join(","),
+                user: rule.users.as_ref()?.join(","),
+                address: format!("{}/{prefix}", rule.address.as_ref()?),
+                method: rule.method.clone()?,
+            })
+        })
+        .filter(|line| wanted.contains(line) || line.database == "replication")
+        .collect();
+    lines.sort();
+    lines.dedup();
+    lines
+}
+
+pub(super) fn plan_hba(planner: &mut Planner<'_>, environment: &Environment, presence: Presence<'_>) {
+    let address = Address::new(&environment.id, Kind::Hba, "replication");
+    let mut wanted = desired::hba_lines(environment, &planner.topology.hosts);
+    wanted.sort();
+    let block = |lines: &[HbaLine]| lines.iter().map(|line| format!("{line}\n")).collect::<String>();
+    match presence {
+        Presence::Absent | Presence::Stopped => planner.change(
+            address,
+            if matches!(presence, Presence::Absent) { ChangeKind::Create } else { ChangeKind::Update },
+            "pg_hba.conf needs pgfleet's block",
+            unified_diff("", &block(&wanted), "pg_hba.conf", "desired"),
+            vec![Action::WriteHba, Action::Reload],
+        ),
+        Presence::Unknown => {}
+        Presence::Running(probe) => {
+            if probe.in_recovery {
+                return;
+            }
+            let found = observed_lines(&probe.hba_rules, &wanted);
+            if found == wanted {
+                planner.no_op(address);
+                return;
+            }
+            let missing = wanted.iter().filter(|line| !found.contains(line)).count();
+            let extra = found.iter().filter(|line| !wanted.contains(line)).count();
+            planner.change(
+                address,
+                ChangeKind::Update,
+                format!("{missing} rule(s) missing, {extra} replication rule(s) not wanted"),
+                unified_diff(&block(&found), &block(&wanted), "pg_hba.conf", "desired"),
+                vec![Action::WriteHba, Action::Reload],
+            );
+        }
+    }
+}

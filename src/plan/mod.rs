@@ -1,0 +1,328 @@
+//! plan: `plan(&Topology, &Observed, &State) -> Result<Plan, PlanError>`.
+//! Pure and synchronous: never performs I/O. The plan is data — resource
+//! changes in dependency order, each with its reason, diff, disruption and
+//! actions — plus the quota table, warnings, what could not be observed,
+//! and a fingerprint of the observations it was made from.
+
+mod cluster;
+mod pooler;
+pub mod render;
+mod replica;
+mod role;
+pub mod settings;
+mod slot;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::action::{Action, Disruption};
+use crate::address::{Address, Kind};
+use crate::graph::ResourceGraph;
+use crate::observe::cluster::ClusterProbe;
+use crate::observe::{ClusterObservation, Observed};
+use crate::state::State;
+use crate::topology::{Environment, QuotaTable, Topology};
+
+/// Version of the JSON plan format; bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub resource_changes: Vec<ResourceChange>,
+    pub quota: Option<QuotaTable>,
+    pub warnings: Vec<Warning>,
+    pub unreachable: Vec<Unreachable>,
+    /// sha256 of the observations; `apply FILE` refuses a plan whose hosts
+    /// have changed since.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceChange {
+    pub address: Address,
+    pub action: ChangeKind,
+    pub reason: String,
+    pub disruption: Disruption,
+    /// Unified diff of the managed configuration, when there is one.
+    pub diff: Option<String>,
+    /// What data can be lost, where a change can lose any.
+    pub rpo: Option<String>,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeKind {
+    Create,
+    Update,
+    Replace,
+    Delete,
+    NoOp,
+}
+
+impl fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Update => "update",
+            ChangeKind::Replace => "replace",
+            ChangeKind::Delete => "delete",
+            ChangeKind::NoOp => "no-op",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    pub address: Option<Address>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreachable {
+    pub host: String,
+    pub reason: String,
+}
+
+/// Why pgfleet refuses to plan: something it must not try to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("host `{host}` has no PostgreSQL {wanted} binaries (looked in /usr/lib/postgresql/{wanted}/bin)")]
+    MissingBinaries { host: String, wanted: u32 },
+    #[error(
+        "replica `{replica}` on host `{host}` has PostgreSQL {found}, the primary runs {wanted}: physical replication needs the same major version"
+    )]
+    MajorMismatch { replica: String, host: String, found: u32, wanted: u32 },
+    #[error("host `{host}` lacks the locale {locale} that the primary's databases use (replica `{replica}`)")]
+    MissingLocale { replica: String, host: String, locale: String },
+    #[error("data directory {path} on host `{host}` is not empty and holds no PostgreSQL cluster")]
+    DataDirNotEmpty { host: String, path: String },
+    #[error("data directory {path} on host `{host}` holds PostgreSQL {found}, the configuration says {wanted}")]
+    DataDirMajor { host: String, path: String, found: u32, wanted: u32 },
+    #[error("replica `{replica}`: {path} on host `{host}` holds another cluster ({why}) that pgfleet did not create")]
+    ForeignDataDir { replica: String, host: String, path: String, why: String },
+    #[error("host `{host}` has no pgbouncer binary")]
+    MissingPgbouncer { host: String },
+    #[error("`{name}` is not a setting of PostgreSQL on {address}")]
+    UnknownSetting { address: String, name: String },
+}
+
+impl Refusal {
+    pub fn help(&self) -> &'static str {
+        match self {
+            Refusal::MissingBinaries { .. } | Refusal::MajorMismatch { .. } => {
+                "install the primary's PostgreSQL major on the host (e.g. apt-get install postgresql-15)"
+            }
+            Refusal::MissingLocale { .. } => "generate the locale on the host (locale-gen), then plan again",
+            Refusal::DataDirNotEmpty { .. } => "move its contents away or choose another data_dir",
+            Refusal::DataDirMajor { .. } => "set the primary's `version` to match, or choose another data_dir",
+            Refusal::ForeignDataDir { .. } => {
+                "move the directory away yourself (pgfleet removes only what it created), or choose another data_dir"
+            }
+            Refusal::MissingPgbouncer { .. } => "install PgBouncer on the host (apt-get install pgbouncer)",
+            Refusal::UnknownSetting { .. } => "check the setting's name under primary.settings",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pgfleet will not plan this: {}", refusals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct PlanError {
+    pub refusals: Vec<Refusal>,
+}
+
+impl Plan {
+    /// Changes other than no-ops.
+    pub fn changes(&self) -> impl Iterator<Item = &ResourceChange> {
+        self.resource_changes.iter().filter(|change| change.action != ChangeKind::NoOp)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes().next().is_none()
+    }
+
+    /// Count per kind of change: (create, update, replace, delete).
+    pub fn summary(&self) -> (usize, usize, usize, usize) {
+        let count = |kind| self.resource_changes.iter().filter(|change| change.action == kind).count();
+        (count(ChangeKind::Create), count(ChangeKind::Update), count(ChangeKind::Replace), count(ChangeKind::Delete))
+    }
+
+    /// Keeps only the changes to `targets` and what they depend on.
+    pub fn restrict_to(&mut self, topology: &Topology, targets: &[Address]) {
+        let graph = ResourceGraph::build(topology);
+        let mut keep: Vec<Address> = Vec::new();
+        for target in targets {
+            keep.extend(graph.dependencies(target).into_iter().cloned());
+            keep.push(target.clone());
+        }
+        self.resource_changes.retain(|change| keep.contains(&change.address));
+    }
+}
+
+/// sha256 of the observations, hex.
+pub fn fingerprint(observed: &Observed) -> String {
+    let bytes = serde_json::to_vec(observed).unwrap_or_default();
+    Sha256::digest(&bytes).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// How a cluster was found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Presence<'a> {
+    /// No initialised data directory.
+    Absent,
+    Stopped,
+    Running(&'a ClusterProbe),
+    /// Running, but SQL failed: its SQL-level resources cannot be planned.
+    Unknown,
+}
+
+pub(crate) fn presence<'a>(
+    observed: &'a Observed,
+    host: &str,
+    data_dir: &std::path::Path,
+    address: &str,
+) -> Presence<'a> {
+    let initialised = observed.data_dir(host, data_dir).is_some_and(|directory| directory.initialised_major.is_some());
+    match observed.cluster(address) {
+        _ if !initialised => Presence::Absent,
+        Some(ClusterObservation::Running { probe }) => Presence::Running(probe),
+        Some(ClusterObservation::Unreachable { .. }) => Presence::Unknown,
+        Some(ClusterObservation::Stopped) | None => Presence::Stopped,
+    }
+}
+
+/// Collects changes, warnings and refusals while walking the topology.
+pub(crate) struct Planner<'a> {
+    pub topology: &'a Topology,
+    pub observed: &'a Observed,
+    pub state: &'a State,
+    pub changes: Vec<ResourceChange>,
+    pub warnings: Vec<Warning>,
+    pub refusals: Vec<Refusal>,
+}
+
+impl Planner<'_> {
+    pub fn change(
+        &mut self,
+        address: Address,
+        action: ChangeKind,
+        reason: impl Into<String>,
+        diff: Option<String>,
+        actions: Vec<Action>,
+    ) {
+        let disruption = actions.iter().map(Action::disruption).max().unwrap_or(Disruption::None);
+        self.changes.push(ResourceChange {
+            address,
+            action,
+            reason: reason.into(),
+            disruption,
+            diff,
+            rpo: None,
+            actions,
+        });
+    }
+
+    pub fn no_op(&mut self, address: Address) {
+        self.change(address, ChangeKind::NoOp, "up to date", None, Vec::new());
+    }
+
+    pub fn warn(&mut self, address: Option<Address>, message: impl Into<String>) {
+        self.warnings.push(Warning { address, message: message.into() });
+    }
+
+    pub fn refuse(&mut self, refusal: Refusal) {
+        if !self.refusals.contains(&refusal) {
+            self.refusals.push(refusal);
+        }
+    }
+
+    fn environment(&mut self, environment: &Environment) {
+        // Without the primary's host nothing of the environment can be
+        // planned; the host is listed as unreachable.
+        let Some(facts) = self.observed.host_facts(&environment.primary.host) else { return };
+        if facts.pg_major != Some(environment.primary.version) {
+            self.refuse(Refusal::MissingBinaries {
+                host: environment.primary.host.clone(),
+                wanted: environment.primary.version,
+            });
+            return;
+        }
+        let primary = presence(
+            self.observed,
+            &environment.primary.host,
+            &environment.primary.data_dir,
+            &format!("{}.cluster.primary", environment.id),
+        );
+        cluster::plan_primary(self, environment, primary);
+        cluster::plan_hba(self, environment, primary);
+        role::plan(self, environment, primary);
+        slot::plan(self, environment, primary);
+        replica::plan(self, environment, primary);
+        pooler::plan(self, environment);
+        if environment.odoo_version.is_some()
+            && environment.pooler.as_ref().is_some_and(|pooler| pooler.pool_mode == crate::spec::PoolMode::Transaction)
+        {
+            self.warn(
+                Some(Address::new(&environment.id, Kind::Pooler, "primary")),
+                "Odoo's bus uses LISTEN/NOTIFY, which transaction pooling breaks: point the bus at the session-mode \
+                 `postgres` pool, or connect it to PostgreSQL directly",
+            );
+        }
+    }
+}
+
+/// The plan for `topology` given what was observed and pgfleet's state.
+pub fn plan(topology: &Topology, observed: &Observed, state: &State) -> Result<Plan, PlanError> {
+    let mut planner =
+        Planner { topology, observed, state, changes: Vec::new(), warnings: Vec::new(), refusals: Vec::new() };
+    for environment in &topology.environments {
+        planner.environment(environment);
+    }
+    if !planner.refusals.is_empty() {
+        return Err(PlanError { refusals: planner.refusals });
+    }
+
+    // Dependency order; deletions last, dependents before what they need.
+    let graph = ResourceGraph::build(topology);
+    let position: BTreeMap<&Address, usize> =
+        graph.order().into_iter().enumerate().map(|(at, address)| (address, at)).collect();
+    let mut changes = planner.changes;
+    changes.sort_by_key(|change| match position.get(&change.address) {
+        Some(&at) if change.action != ChangeKind::Delete => {
+            (0, at, std::cmp::Reverse(change.address.kind), change.address.clone())
+        }
+        _ => (1, 0, std::cmp::Reverse(change.address.kind), change.address.clone()),
+    });
+
+    Ok(Plan {
+        format_version: FORMAT_VERSION,
+        resource_changes: changes,
+        quota: topology.quota,
+        warnings: planner.warnings,
+        unreachable: observed
+            .unreachable()
+            .into_iter()
+            .map(|(host, reason)| Unreachable { host: host.to_owned(), reason: reason.to_owned() })
+            .collect(),
+        fingerprint: fingerprint(observed),
+    })
+}
+
+/// Unified diff of two texts, `None` when equal.
+pub fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> Option<String> {
+    if old == new {
+        return None;
+    }
+    Some(
+        similar::TextDiff::from_lines(old, new).unified_diff().context_radius(2).header(old_name, new_name).to_string(),
+    )
+}
+
+/// `name = value` lines, sorted, for settings diffs.
+pub fn settings_text<'a>(settings: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    settings.into_iter().map(|(name, value)| format!("{name} = '{value}'\n")).collect()
+}

@@ -1,0 +1,89 @@
+//! PgBouncer in front of the primary and of each replica: its ini file is
+//! compared as text, so the plan shows the exact diff.
+
+use super::{ChangeKind, Planner, Refusal, unified_diff};
+use crate::action::Action;
+use crate::address::{Address, Kind};
+use crate::desired::{self, POOLER_RESTART_KEYS, PoolerSite};
+use crate::topology::Environment;
+
+/// Whether the ini lines that differ include one RELOAD cannot apply.
+fn needs_restart(old: &str, new: &str) -> bool {
+    let value = |text: &str, key: &str| {
+        text.lines().find_map(|line| {
+            line.split_once('=').filter(|(name, _)| name.trim() == key).map(|(_, value)| value.trim().to_owned())
+        })
+    };
+    POOLER_RESTART_KEYS.iter().any(|key| value(old, key) != value(new, key))
+}
+
+pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment) {
+    let Some(pooler) = &environment.pooler else { return remove_departed(planner, environment, &[]) };
+    let sites: Vec<(String, PoolerSite<'_>)> = std::iter::once(("primary".to_owned(), PoolerSite::Primary))
+        .chain(environment.replicas.iter().map(|replica| (replica.name.clone(), PoolerSite::Replica(replica))))
+        .collect();
+    for (name, site) in &sites {
+        let address = Address::new(&environment.id, Kind::Pooler, name);
+        let place = desired::pooler_place(environment, pooler, *site);
+        let Some(facts) = planner.observed.host_facts(&place.host) else { continue };
+        if facts.pgbouncer.is_none() {
+            planner.refuse(Refusal::MissingPgbouncer { host: place.host.clone() });
+            continue;
+        }
+        let ini_path = desired::pgbouncer_ini_path(&place);
+        let wanted = desired::pgbouncer_ini(environment, pooler, *site);
+        let observed = facts.pooler(&ini_path).cloned().unwrap_or_default();
+        let shown_path = ini_path.display().to_string();
+        match observed.ini {
+            None => planner.change(
+                address,
+                ChangeKind::Create,
+                format!("no {shown_path} on host `{}`", place.host),
+                unified_diff("", &wanted, &shown_path, "desired"),
+                vec![Action::WritePoolerConfig, Action::StartPooler],
+            ),
+            Some(ini) if ini != wanted => {
+                let apply = match (observed.running, needs_restart(&ini, &wanted)) {
+                    (false, _) => Action::StartPooler,
+                    (true, true) => Action::RestartPooler,
+                    (true, false) => Action::ReloadPooler,
+                };
+                planner.change(
+                    address,
+                    ChangeKind::Update,
+                    format!("{shown_path} differs"),
+                    unified_diff(&ini, &wanted, &shown_path, "desired"),
+                    vec![Action::WritePoolerConfig, apply],
+                );
+            }
+            Some(_) if !observed.running => {
+                planner.change(
+                    address,
+                    ChangeKind::Update,
+                    "PgBouncer is not running",
+                    None,
+                    vec![Action::StartPooler],
+                );
+            }
+            Some(_) => planner.no_op(address),
+        }
+    }
+    let names: Vec<String> = sites.into_iter().map(|(name, _)| name).collect();
+    remove_departed(planner, environment, &names);
+}
+
+/// Poolers pgfleet started that the configuration no longer has.
+fn remove_departed(planner: &mut Planner<'_>, environment: &Environment, keep: &[String]) {
+    let departed: Vec<Address> = planner
+        .state
+        .owned
+        .keys()
+        .filter(|address| {
+            address.environment == environment.id && address.kind == Kind::Pooler && !keep.contains(&address.name)
+        })
+        .cloned()
+        .collect();
+    for address in departed {
+        planner.change(address, ChangeKind::Delete, "removed from the configuration", None, vec![Action::StopPooler]);
+    }
+}

@@ -1,0 +1,165 @@
+//! The plan as text (like Terraform's), JSON (versioned) and Markdown (for
+//! a pull-request comment). Rendering only: no decisions here.
+
+use std::fmt::Write as _;
+
+use super::{ChangeKind, Plan};
+
+/// Terminal colours, used only when the printer says so.
+struct Palette {
+    on: bool,
+}
+
+impl Palette {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.on { format!("\u{1b}[{code}m{text}\u{1b}[0m") } else { text.to_owned() }
+    }
+}
+
+fn symbol(kind: ChangeKind) -> (&'static str, &'static str) {
+    match kind {
+        ChangeKind::Create => ("+", "32"),
+        ChangeKind::Update => ("~", "33"),
+        ChangeKind::Replace => ("-/+", "35"),
+        ChangeKind::Delete => ("-", "31"),
+        ChangeKind::NoOp => (" ", "0"),
+    }
+}
+
+pub fn text(plan: &Plan, color: bool) -> String {
+    let palette = Palette { on: color };
+    let mut out = String::new();
+    for unreachable in &plan.unreachable {
+        let _ = writeln!(
+            out,
+            "{} host {} could not be observed: {}",
+            palette.paint("31", "!"),
+            unreachable.host,
+            unreachable.reason
+        );
+    }
+    if !plan.unreachable.is_empty() {
+        out.push('\n');
+    }
+    for change in plan.changes() {
+        let (mark, code) = symbol(change.action);
+        let _ = writeln!(
+            out,
+            "{} {} ({}; disruption: {})",
+            palette.paint(code, mark),
+            palette.paint("1", &change.address.to_string()),
+            change.action,
+            change.disruption
+        );
+        let _ = writeln!(out, "    reason: {}", change.reason);
+        if let Some(rpo) = &change.rpo {
+            let _ = writeln!(out, "    data loss: {rpo}");
+        }
+        for action in &change.actions {
+            let _ = writeln!(out, "    - {}", action.describe());
+        }
+        if let Some(diff) = &change.diff {
+            for line in diff.lines() {
+                let painted = match line.chars().next() {
+                    Some('+') if !line.starts_with("+++") => palette.paint("32", line),
+                    Some('-') if !line.starts_with("---") => palette.paint("31", line),
+                    _ => line.to_owned(),
+                };
+                let _ = writeln!(out, "      {painted}");
+            }
+        }
+        out.push('\n');
+    }
+    if let Some(quota) = &plan.quota {
+        out.push_str("Quota (used / total):\n");
+        for row in quota.rows() {
+            let _ = writeln!(
+                out,
+                "  {:<5} {:>8} / {:<8} {}",
+                row.resource.to_string(),
+                row.resource.format(row.used),
+                row.resource.format(row.total),
+                row.resource.unit()
+            );
+        }
+        out.push('\n');
+    }
+    for warning in &plan.warnings {
+        let place = warning.address.as_ref().map(|address| format!("{address}: ")).unwrap_or_default();
+        let _ = writeln!(out, "{} {place}{}", palette.paint("33", "warning:"), warning.message);
+    }
+    if !plan.warnings.is_empty() {
+        out.push('\n');
+    }
+    if plan.is_empty() {
+        out.push_str("No changes. The hosts match the configuration.\n");
+    } else {
+        let (create, update, replace, delete) = plan.summary();
+        let _ = writeln!(out, "Plan: {create} to add, {update} to change, {replace} to replace, {delete} to destroy.");
+    }
+    out
+}
+
+pub fn json(plan: &Plan) -> String {
+    let mut text = serde_json::to_string_pretty(plan).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+pub fn markdown(plan: &Plan) -> String {
+    let mut out = String::from("### pgfleet plan\n\n");
+    let (create, update, replace, delete) = plan.summary();
+    if plan.is_empty() {
+        out.push_str("**No changes.** The hosts match the configuration.\n\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "**Plan:** {create} to add, {update} to change, {replace} to replace, {delete} to destroy.\n"
+        );
+        out.push_str("| | resource | change | disruption | reason |\n|---|---|---|---|---|\n");
+        for change in plan.changes() {
+            let _ = writeln!(
+                out,
+                "| `{}` | `{}` | {} | {} | {} |",
+                symbol(change.action).0,
+                change.address,
+                change.action,
+                change.disruption,
+                change.reason.replace('|', "\\|")
+            );
+        }
+        out.push('\n');
+        for change in plan.changes() {
+            let _ = writeln!(out, "<details><summary><code>{}</code>: {}</summary>\n", change.address, change.action);
+            for action in &change.actions {
+                let _ = writeln!(out, "- {}", action.describe());
+            }
+            if let Some(diff) = &change.diff {
+                let _ = write!(out, "\n```diff\n{diff}```\n");
+            }
+            out.push_str("\n</details>\n\n");
+        }
+    }
+    if let Some(quota) = &plan.quota {
+        out.push_str("| quota | used | total |\n|---|---|---|\n");
+        for row in quota.rows() {
+            let unit = row.resource.unit();
+            let _ = writeln!(
+                out,
+                "| {} | {} {unit} | {} {unit} |",
+                row.resource,
+                row.resource.format(row.used),
+                row.resource.format(row.total)
+            );
+        }
+        out.push('\n');
+    }
+    for warning in &plan.warnings {
+        let place = warning.address.as_ref().map(|address| format!("`{address}`: ")).unwrap_or_default();
+        let _ = writeln!(out, "> ⚠️ {place}{}", warning.message);
+    }
+    for unreachable in &plan.unreachable {
+        let _ = writeln!(out, "> ❌ host `{}` could not be observed: {}", unreachable.host, unreachable.reason);
+    }
+    out
+}

@@ -1,0 +1,73 @@
+//! Roles (the application owner, the replication user) and the database.
+
+use super::{ChangeKind, Planner, Presence};
+use crate::action::Action;
+use crate::address::{Address, Kind};
+use crate::topology::Environment;
+
+pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presence: Presence<'_>) {
+    let owner = &environment.database.owner;
+    let mut roles = vec![(owner.clone(), false)];
+    if !environment.replicas.is_empty() {
+        roles.push((environment.replication.user.clone(), true));
+    }
+    for (name, replication) in roles {
+        let address = Address::new(&environment.id, Kind::Role, &name);
+        let create = Action::CreateRole { name: name.clone(), replication };
+        match presence {
+            Presence::Absent | Presence::Stopped => {
+                planner.change(address, ChangeKind::Create, "the cluster is being set up", None, vec![create]);
+            }
+            Presence::Unknown => {}
+            Presence::Running(probe) if probe.in_recovery => {}
+            Presence::Running(probe) => match probe.roles.iter().find(|role| role.name == name) {
+                None => planner.change(
+                    address,
+                    ChangeKind::Create,
+                    format!("role {name} does not exist"),
+                    None,
+                    vec![create],
+                ),
+                Some(role) if !role.login || (replication && !role.replication) => {
+                    let missing = if role.login { "REPLICATION" } else { "LOGIN" };
+                    planner.change(
+                        address,
+                        ChangeKind::Update,
+                        format!("role {name} lacks {missing}"),
+                        None,
+                        vec![create],
+                    );
+                }
+                Some(_) => planner.no_op(address),
+            },
+        }
+    }
+
+    let database = &environment.database.name;
+    let address = Address::new(&environment.id, Kind::Database, database);
+    let create = Action::CreateDatabase { name: database.clone(), owner: owner.clone() };
+    match presence {
+        Presence::Absent | Presence::Stopped => {
+            planner.change(address, ChangeKind::Create, "the cluster is being set up", None, vec![create]);
+        }
+        Presence::Unknown => {}
+        Presence::Running(probe) if probe.in_recovery => {}
+        Presence::Running(probe) => match probe.databases.iter().find(|row| &row.name == database) {
+            None => planner.change(
+                address,
+                ChangeKind::Create,
+                format!("database {database} does not exist"),
+                None,
+                vec![create],
+            ),
+            Some(row) if &row.owner != owner => planner.change(
+                address,
+                ChangeKind::Update,
+                format!("owned by {}, not {owner}", row.owner),
+                None,
+                vec![Action::SetDatabaseOwner { name: database.clone(), owner: owner.clone() }],
+            ),
+            Some(_) => planner.no_op(address),
+        },
+    }
+}
