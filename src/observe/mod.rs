@@ -37,8 +37,15 @@ pub struct Observed {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum HostObservation {
-    Reachable { facts: HostFacts },
-    Unreachable { reason: String },
+    Reachable {
+        facts: HostFacts,
+    },
+    Unreachable {
+        reason: String,
+        /// What to do about it, when the error says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        help: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,7 +127,10 @@ pub async fn observe(topology: &Topology) -> Observed {
     let major = topology.environments.first().map_or(15, |environment| environment.primary.version);
     let mut settings: Vec<String> = cluster::ALWAYS_PROBED_SETTINGS.iter().map(|name| (*name).to_owned()).collect();
     for environment in &topology.environments {
-        settings.extend(environment.primary.settings.keys().cloned());
+        settings.extend(desired::primary_settings(environment).into_keys());
+        for replica in &environment.replicas {
+            settings.extend(desired::replica_settings(environment, replica).into_keys());
+        }
     }
     settings.sort();
     settings.dedup();
@@ -151,15 +161,18 @@ async fn observe_host(
     expected: &HostWork,
     settings: &[String],
 ) -> (String, HostObservation, Vec<(String, ClusterObservation)>) {
-    let unreachable = |reason: String| (host.name.clone(), HostObservation::Unreachable { reason }, Vec::new());
+    let unreachable = |error: &crate::transport::TransportError| {
+        let help = miette::Diagnostic::help(error).map(|help| help.to_string());
+        (host.name.clone(), HostObservation::Unreachable { reason: error_chain(error), help }, Vec::new())
+    };
     let remote = match connect(host).await {
         Ok(remote) => remote,
-        Err(error) => return unreachable(error_chain(&error)),
+        Err(error) => return unreachable(&error),
     };
     let probes: Vec<DataDirProbe> = expected.clusters.iter().map(|cluster| cluster.probe.clone()).collect();
     let facts = match host::gather(remote.as_ref(), major, &probes, &expected.poolers).await {
         Ok(facts) => facts,
-        Err(error) => return unreachable(error_chain(&error)),
+        Err(error) => return unreachable(&error),
     };
     let mut clusters = Vec::new();
     for cluster in &expected.clusters {
@@ -235,12 +248,14 @@ impl Observed {
         self.host_facts(host)?.data_dir(path)
     }
 
-    /// Hosts that could not be reached, with the reason.
-    pub fn unreachable(&self) -> Vec<(&str, &str)> {
+    /// Hosts that could not be reached: name, reason, and what to do.
+    pub fn unreachable(&self) -> Vec<(&str, &str, Option<&str>)> {
         self.hosts
             .iter()
             .filter_map(|(name, observation)| match observation {
-                HostObservation::Unreachable { reason } => Some((name.as_str(), reason.as_str())),
+                HostObservation::Unreachable { reason, help } => {
+                    Some((name.as_str(), reason.as_str(), help.as_deref()))
+                }
                 HostObservation::Reachable { .. } => None,
             })
             .collect()

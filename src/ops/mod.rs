@@ -38,11 +38,8 @@ pub enum Error {
     #[diagnostic(code(pgfleet::refused), help("{}", .0.refusals.iter().map(|refusal| refusal.help()).collect::<Vec<_>>().join("; ")))]
     Refused(crate::plan::PlanError),
     #[error("could not observe host(s) {hosts}: {first}")]
-    #[diagnostic(
-        code(pgfleet::unreachable),
-        help("the plan above covers only what could be observed; fix access to the host(s) and plan again")
-    )]
-    Unreachable { hosts: String, first: String },
+    #[diagnostic(code(pgfleet::unreachable), help("{help}"))]
+    Unreachable { hosts: String, first: String, help: String },
     #[error("cannot write the plan to {path}")]
     #[diagnostic(code(pgfleet::write_plan))]
     WritePlan {

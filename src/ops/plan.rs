@@ -88,7 +88,12 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
 
     if !plan.unreachable.is_empty() {
         let hosts: Vec<String> = plan.unreachable.iter().map(|host| host.host.clone()).collect();
-        return Err(Error::Unreachable { hosts: hosts.join(", "), first: plan.unreachable[0].reason.clone() });
+        let first = &plan.unreachable[0];
+        let help = match &first.help {
+            Some(help) => format!("{help}; the plan above covers only what could be observed"),
+            None => "the plan above covers only what could be observed; fix access to the host and plan again".into(),
+        };
+        return Err(Error::Unreachable { hosts: hosts.join(", "), first: first.reason.clone(), help });
     }
     Ok(if options.detailed_exitcode && !plan.is_empty() { Exit::Changes } else { Exit::Ok })
 }

@@ -86,6 +86,7 @@ pub struct Warning {
 pub struct Unreachable {
     pub host: String,
     pub reason: String,
+    pub help: Option<String>,
 }
 
 /// Why pgfleet refuses to plan: something it must not try to fix.
@@ -306,7 +307,11 @@ pub fn plan(topology: &Topology, observed: &Observed, state: &State) -> Result<P
         unreachable: observed
             .unreachable()
             .into_iter()
-            .map(|(host, reason)| Unreachable { host: host.to_owned(), reason: reason.to_owned() })
+            .map(|(host, reason, help)| Unreachable {
+                host: host.to_owned(),
+                reason: reason.to_owned(),
+                help: help.map(str::to_owned),
+            })
             .collect(),
         fingerprint: fingerprint(observed),
     })

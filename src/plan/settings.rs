@@ -70,10 +70,28 @@ pub fn same_value(desired: &str, observed: &Setting) -> bool {
     if let (Ok(wanted), Ok(actual)) = (desired.parse::<f64>(), observed.value.parse::<f64>()) {
         return (wanted - actual).abs() < 1e-9;
     }
-    // Lists and enum names: PostgreSQL is case-insensitive about enums and
-    // normalises list spacing.
-    let normal = |text: &str| text.split(',').map(|part| part.trim().to_ascii_lowercase()).collect::<Vec<_>>();
-    normal(desired) == normal(&observed.value)
+    // Lists and enum names: PostgreSQL is case-insensitive about enums, and
+    // reports list elements that need it double-quoted (a path with
+    // capitals: "/tmp/aBc"), with its own spacing. A quoted element
+    // compares exactly, a bare one without regard to case.
+    let elements = |text: &str| -> Vec<(String, bool)> {
+        text.split(',')
+            .map(|part| {
+                let part = part.trim();
+                match part.strip_prefix('"').and_then(|inner| inner.strip_suffix('"')) {
+                    Some(quoted) => (quoted.replace("\"\"", "\""), true),
+                    None => (part.to_owned(), false),
+                }
+            })
+            .collect()
+    };
+    let (wanted, actual) = (elements(desired), elements(&observed.value));
+    wanted.len() == actual.len()
+        && wanted.iter().zip(&actual).all(
+            |((a, a_quoted), (b, b_quoted))| {
+                if *a_quoted || *b_quoted { a == b } else { a.eq_ignore_ascii_case(b) }
+            },
+        )
 }
 
 /// The value as the server reports it, with its unit, for diffs.
@@ -127,6 +145,8 @@ mod tests {
         assert!(same_value("SCRAM-SHA-256", &setting("scram-sha-256", None)));
         assert!(same_value("127.0.0.1", &setting("127.0.0.1", None)));
         assert!(!same_value("127.0.0.2", &setting("127.0.0.1", None)));
+        assert!(same_value("/tmp/pg-aBc.pgfleet", &setting("\"/tmp/pg-aBc.pgfleet\"", None)));
+        assert!(same_value("/a, /b", &setting("/a,/b", None)));
     }
 
     #[test]

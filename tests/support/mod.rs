@@ -232,8 +232,16 @@ impl PgServer {
 
     pub fn stop(&mut self) {
         if std::mem::take(&mut self.running) {
-            self.pg_ctl("stop -m immediate -w");
+            self.pg_ctl("stop -m fast -w");
         }
+    }
+
+    /// Starts the cluster again after `stop` (e.g. for settings that need
+    /// a restart).
+    pub fn restart_in_place(mut self) -> Self {
+        self.pg_ctl("start -w -t 30 -l");
+        self.running = true;
+        self
     }
 }
 

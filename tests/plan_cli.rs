@@ -1,0 +1,288 @@
+//! `pgfleet plan` against real hosts (private sshd per host, PostgreSQL 15):
+//! what it lists, its exit codes, its refusals to trust a host, and that no
+//! secret ever reaches its output.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::{PgServer, SshServer};
+
+fn host_yaml(name: &str, ssh: &SshServer) -> String {
+    format!(
+        "  {name}:\n    address: {}\n    ssh: {{ user: postgres, port: {}, identity_file: {}, known_hosts: {} }}\n",
+        ssh.address,
+        ssh.port,
+        ssh.identity_file.display(),
+        ssh.known_hosts.display()
+    )
+}
+
+fn pgfleet(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pgfleet"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("PGFLEET_TEST_SECRET", "env-secret-Zq81xLw")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A primary on db1 and two replicas on db2 and db3, all empty.
+fn three_host_config(db1: &SshServer, db2: &SshServer, db3: &SshServer, secret_file: &Path) -> String {
+    format!(
+        "version: 1\nhosts:\n{}{}{}environments:\n  - id: prod\n    odoo_version: \"18.0\"\n    resources: {{ cpu: 1, ram_mb: 1024, disk_gb: 5 }}\n    primary: {{ host: db1, address: {}, data_dir: {} }}\n    database: {{ password: {{ env: PGFLEET_TEST_SECRET }} }}\n    replication: {{ password: {{ file: {} }} }}\n    pgbouncer: {{ pool_mode: session }}\n    replicas:\n      - {{ name: r1, host: db2, address: {}, data_dir: {}, connect: ssh_tunnel }}\n      - {{ name: r2, host: db3, address: {}, data_dir: {}, connect: ssh_tunnel, purpose: dr }}\n",
+        host_yaml("db1", db1),
+        host_yaml("db2", db2),
+        host_yaml("db3", db3),
+        db1.address,
+        db1.dir().join("primary").display(),
+        secret_file.display(),
+        db2.address,
+        db2.dir().join("r1").display(),
+        db3.address,
+        db3.dir().join("r2").display(),
+    )
+}
+
+/// Every file under `dir`, with its size, to prove observation wrote nothing.
+fn listing(dir: &Path) -> Vec<(String, u64)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(directory) = stack.pop() {
+        for entry in std::fs::read_dir(&directory).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|name| name != "sshd.log") {
+                files.push((path.display().to_string(), entry.metadata().map(|m| m.len()).unwrap_or(0)));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn plan_against_empty_hosts_creates_everything_and_exits_2() {
+    let (db1, db2, db3) = (SshServer::start(), SshServer::start(), SshServer::start());
+    let work = support::shared_temp_dir("pgfleet-plan-");
+    let secret_file = work.path().join("replication.secret");
+    std::fs::write(&secret_file, "file-secret-Pk42vNe\n").unwrap();
+    std::fs::write(work.path().join("pgfleet.yaml"), three_host_config(&db1, &db2, &db3, &secret_file)).unwrap();
+    let before: Vec<_> = [&db1, &db2, &db3].iter().map(|server| listing(server.dir())).collect();
+
+    let output = pgfleet(work.path(), &["plan", "--format", "json", "--detailed-exitcode"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(plan["format_version"], 1);
+    let changes = plan["resource_changes"].as_array().unwrap();
+    let addresses: Vec<&str> = changes.iter().map(|change| change["address"].as_str().unwrap()).collect();
+    for expected in [
+        "prod.cluster.primary",
+        "prod.hba.replication",
+        "prod.role.odoo",
+        "prod.role.replicator",
+        "prod.database.prod",
+        "prod.slot.r1",
+        "prod.slot.r2",
+        "prod.replica.r1",
+        "prod.replica.r2",
+        "prod.pooler.primary",
+        "prod.pooler.r1",
+        "prod.pooler.r2",
+    ] {
+        let change = changes
+            .iter()
+            .find(|change| change["address"] == expected)
+            .unwrap_or_else(|| panic!("{expected} missing: {addresses:?}"));
+        assert_eq!(change["action"], "create", "{expected}");
+        assert!(!change["actions"].as_array().unwrap().is_empty(), "{expected} has actions");
+    }
+    // Dependency order: the primary first, each replica after its slot.
+    let position = |address: &str| addresses.iter().position(|candidate| *candidate == address).unwrap();
+    assert_eq!(position("prod.cluster.primary"), 0);
+    assert!(position("prod.slot.r1") < position("prod.replica.r1"));
+    assert!(position("prod.replica.r2") < position("prod.pooler.r2"));
+    assert_eq!(plan["quota"], serde_json::Value::Null);
+    assert_eq!(plan["unreachable"].as_array().unwrap().len(), 0);
+    assert_eq!(plan["fingerprint"].as_str().unwrap().len(), 64);
+
+    // Text: Terraform-like summary; plain exit 0 without --detailed-exitcode.
+    let output = pgfleet(work.path(), &["plan"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("+ prod.replica.r1 (create; disruption: none)"), "{stdout}");
+    assert!(stdout.contains("Plan: 12 to add, 0 to change, 0 to replace, 0 to destroy."), "{stdout}");
+
+    // Observation wrote nothing on any host.
+    let after: Vec<_> = [&db1, &db2, &db3].iter().map(|server| listing(server.dir())).collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn plan_against_a_hand_built_primary_shows_exactly_the_changed_setting() {
+    let db1 = SshServer::start();
+    let work = support::shared_temp_dir("pgfleet-plan-");
+    // Everything pgfleet manages matches the configuration, except
+    // work_mem (reload) in the first run and max_connections (restart) in
+    // the second.
+    let mut pg = PgServer::start(db1.address, "work_mem = '8MB'\nmax_slot_wal_keep_size = '10GB'\n");
+    let home = format!("{}.pgfleet", pg.data_dir.display());
+    support::as_postgres(&format!("mkdir -p {home}"));
+    pg.psql(&format!("alter system set unix_socket_directories = '{home}'"));
+    pg.stop();
+    pg = pg.restart_in_place();
+    let config = |settings: &str| {
+        format!(
+            "version: 1\nhosts:\n{}environments:\n  - id: prod\n    primary: {{ host: db1, address: {}, port: {}, data_dir: {}, tuning: none, settings: {{ {settings} }} }}\n",
+            host_yaml("db1", &db1),
+            pg.address,
+            pg.port,
+            pg.data_dir.display()
+        )
+    };
+    std::fs::write(work.path().join("pgfleet.yaml"), config("work_mem: 16MB")).unwrap();
+    let output = pgfleet(work.path(), &["plan", "--format", "json", "--detailed-exitcode"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let cluster = plan["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|change| change["address"] == "prod.cluster.primary")
+        .unwrap();
+    assert_eq!(cluster["action"], "update");
+    assert_eq!(cluster["disruption"], "reload", "{cluster:#}");
+    assert_eq!(
+        cluster["actions"][0],
+        serde_json::json!({"kind": "configure", "set": {"work_mem": "16MB"}, "reset": []})
+    );
+    assert_eq!(cluster["actions"][1], serde_json::json!({"kind": "reload"}));
+    let diff = cluster["diff"].as_str().unwrap();
+    assert!(diff.contains("-work_mem = '8MB'") && diff.contains("+work_mem = '16MB'"), "{diff}");
+
+    std::fs::write(work.path().join("pgfleet.yaml"), config("work_mem: 8MB, max_connections: 150")).unwrap();
+    let output = pgfleet(work.path(), &["plan", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let cluster = plan["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|change| change["address"] == "prod.cluster.primary")
+        .unwrap();
+    assert_eq!(cluster["disruption"], "restart");
+    assert_eq!(cluster["actions"][0]["set"], serde_json::json!({"max_connections": "150"}));
+    assert_eq!(cluster["actions"][1], serde_json::json!({"kind": "restart"}));
+}
+
+#[test]
+fn untrusted_or_unreachable_hosts_fail_with_the_host_named_and_nothing_written() {
+    let db1 = SshServer::start();
+    let other = SshServer::start();
+    let work = support::shared_temp_dir("pgfleet-plan-");
+    let wrong_key = work.path().join("wrong_key");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&wrong_key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let changed = work.path().join("changed_known_hosts");
+    std::fs::write(&changed, format!("[{}]:{} {}\n", db1.address, db1.port, other.host_public_key)).unwrap();
+    let unknown = work.path().join("empty_known_hosts");
+    std::fs::write(&unknown, "").unwrap();
+    let stopped_port = support::free_port(db1.address);
+
+    let cases: [(&str, String, &str); 4] = [
+        (
+            "changed host key",
+            format!(
+                "port: {}, identity_file: {}, known_hosts: {}",
+                db1.port,
+                db1.identity_file.display(),
+                changed.display()
+            ),
+            "differs from line 1",
+        ),
+        (
+            "unknown host key",
+            format!(
+                "port: {}, identity_file: {}, known_hosts: {}",
+                db1.port,
+                db1.identity_file.display(),
+                unknown.display()
+            ),
+            "unknown host key",
+        ),
+        (
+            "stopped sshd",
+            format!(
+                "port: {stopped_port}, identity_file: {}, known_hosts: {}",
+                db1.identity_file.display(),
+                db1.known_hosts.display()
+            ),
+            "cannot connect",
+        ),
+        (
+            "wrong identity",
+            format!(
+                "port: {}, identity_file: {}, known_hosts: {}",
+                db1.port,
+                wrong_key.display(),
+                db1.known_hosts.display()
+            ),
+            "refused the key",
+        ),
+    ];
+    let before = listing(db1.dir());
+    for (case, ssh, phrase) in cases {
+        let config = format!(
+            "version: 1\nhosts:\n  db1:\n    address: {}\n    ssh: {{ user: postgres, {ssh} }}\nenvironments:\n  - id: prod\n    primary: {{ host: db1, address: {}, data_dir: {}, tuning: none }}\n",
+            db1.address,
+            db1.address,
+            db1.dir().join("primary").display()
+        );
+        std::fs::write(work.path().join("pgfleet.yaml"), config).unwrap();
+        let output = pgfleet(work.path(), &["plan", "--detailed-exitcode"]);
+        let stderr = text(&output.stderr).replace('│', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(output.status.code(), Some(1), "{case}: {stderr}");
+        assert!(stderr.contains("db1"), "{case}: the host is named: {stderr}");
+        assert!(stderr.contains(phrase), "{case}: expected {phrase:?} in {stderr}");
+        assert!(text(&output.stdout).contains("! host db1 could not be observed"), "{case}");
+    }
+    assert_eq!(listing(db1.dir()), before, "nothing was written on the host");
+}
+
+#[test]
+fn no_secret_reaches_any_output_format_or_the_saved_plan() {
+    let (db1, db2, db3) = (SshServer::start(), SshServer::start(), SshServer::start());
+    let work = support::shared_temp_dir("pgfleet-plan-");
+    let secret_file = work.path().join("replication.secret");
+    std::fs::write(&secret_file, "file-secret-Pk42vNe\n").unwrap();
+    std::fs::write(work.path().join("pgfleet.yaml"), three_host_config(&db1, &db2, &db3, &secret_file)).unwrap();
+    let mut seen = String::new();
+    for format in ["text", "json", "markdown"] {
+        let output = pgfleet(work.path(), &["plan", "--format", format, "--out", "saved.plan"]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        seen.push_str(&text(&output.stdout));
+        seen.push_str(&text(&output.stderr));
+        let saved = std::fs::read_to_string(work.path().join("saved.plan")).unwrap();
+        assert!(saved.contains("prod.replica.r1"));
+        seen.push_str(&saved);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(work.path().join("saved.plan")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(!seen.is_empty());
+    for secret in ["env-secret-Zq81xLw", "file-secret-Pk42vNe"] {
+        assert!(!seen.contains(secret), "{secret} leaked");
+    }
+}
