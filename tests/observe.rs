@@ -84,7 +84,8 @@ async fn a_host_whose_sshd_is_down_is_reported_unreachable_and_the_rest_observed
     assert!(matches!(observed.hosts["db1"], HostObservation::Reachable { .. }));
     let unreachable = observed.unreachable();
     assert_eq!(unreachable.len(), 1);
-    let (host, reason) = unreachable[0];
+    let (host, reason, help) = unreachable[0];
+    assert!(help.is_some_and(|help| help.contains("sshd")), "{help:?}");
     assert_eq!(host, "db2");
     assert!(reason.contains("db2") && reason.contains(&db2.port.to_string()), "{reason}");
     assert_eq!(observed.cluster("a.cluster.primary"), Some(&ClusterObservation::Stopped));
