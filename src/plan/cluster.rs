@@ -97,28 +97,39 @@ pub(super) fn plan_primary(planner: &mut Planner<'_>, environment: &Environment,
                 );
                 return;
             }
-            let delta = settings_delta(&settings, probe);
-            for name in delta.unknown {
-                planner.refuse(Refusal::UnknownSetting { address: address.to_string(), name });
-            }
-            if delta.set.is_empty() && !delta.restart {
-                planner.no_op(address);
-                return;
-            }
-            let reason = if delta.set.is_empty() {
-                "settings changed earlier wait for a restart".to_owned()
-            } else {
-                format!("{} differ", delta.set.keys().cloned().collect::<Vec<_>>().join(", "))
-            };
-            let apply = if delta.restart { Action::Restart } else { Action::Reload };
-            let mut actions = Vec::new();
-            if !delta.set.is_empty() {
-                actions.push(Action::Configure { set: delta.set, reset: Vec::new() });
-            }
-            actions.push(apply);
-            planner.change(address, ChangeKind::Update, reason, delta.diff, actions);
+            plan_settings(planner, address, &settings, probe);
         }
     }
+}
+
+/// Compares a running cluster's settings with `desired` and plans the
+/// update: ALTER SYSTEM for what differs, then a reload, or a restart when a
+/// postmaster-context setting changed or one waits for a restart already.
+pub(super) fn plan_settings(
+    planner: &mut Planner<'_>,
+    address: Address,
+    desired: &BTreeMap<String, String>,
+    probe: &ClusterProbe,
+) {
+    let delta = settings_delta(desired, probe);
+    for name in delta.unknown {
+        planner.refuse(Refusal::UnknownSetting { address: address.to_string(), name });
+    }
+    if delta.set.is_empty() && !delta.restart {
+        return planner.no_op(address);
+    }
+    let reason = match delta.set.len() {
+        0 => "settings changed earlier wait for a restart".to_owned(),
+        1 => format!("{} differs", delta.set.keys().cloned().collect::<String>()),
+        _ => format!("{} differ", delta.set.keys().cloned().collect::<Vec<_>>().join(", ")),
+    };
+    let apply = if delta.restart { Action::Restart } else { Action::Reload };
+    let mut actions = Vec::new();
+    if !delta.set.is_empty() {
+        actions.push(Action::Configure { set: delta.set, reset: Vec::new() });
+    }
+    actions.push(apply);
+    planner.change(address, ChangeKind::Update, reason, delta.diff, actions);
 }
 
 /// The managed hba rules as the server parsed them, in the same shape as

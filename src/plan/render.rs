@@ -37,6 +37,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
             unreachable.host,
             unreachable.reason
         );
+        if let Some(help) = &unreachable.help {
+            let _ = writeln!(out, "  help: {help}");
+        }
     }
     if !plan.unreachable.is_empty() {
         out.push('\n');
@@ -91,7 +94,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
     if !plan.warnings.is_empty() {
         out.push('\n');
     }
-    if plan.is_empty() {
+    if plan.is_empty() && !plan.unreachable.is_empty() {
+        out.push_str("No changes in what could be observed; the hosts above were not.\n");
+    } else if plan.is_empty() {
         out.push_str("No changes. The hosts match the configuration.\n");
     } else {
         let (create, update, replace, delete) = plan.summary();
@@ -109,7 +114,9 @@ pub fn json(plan: &Plan) -> String {
 pub fn markdown(plan: &Plan) -> String {
     let mut out = String::from("### pgfleet plan\n\n");
     let (create, update, replace, delete) = plan.summary();
-    if plan.is_empty() {
+    if plan.is_empty() && !plan.unreachable.is_empty() {
+        out.push_str("**No changes** in what could be observed (see the hosts below).\n\n");
+    } else if plan.is_empty() {
         out.push_str("**No changes.** The hosts match the configuration.\n\n");
     } else {
         let _ = writeln!(

@@ -2,7 +2,7 @@
 //! directory holds something else, reconfigure, and remove those pgfleet
 //! created that left the configuration.
 
-use super::cluster::settings_delta;
+use super::cluster::plan_settings;
 use super::{ChangeKind, Planner, Presence, Refusal, presence};
 use crate::action::Action;
 use crate::address::{Address, Kind};
@@ -20,23 +20,47 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, primary
         .observed
         .data_dir(&environment.primary.host, &environment.primary.data_dir)
         .and_then(|directory| directory.system_identifier.clone());
-    let primary_locale = match primary {
-        Presence::Running(probe) => probe.settings.get("lc_collate").map(|setting| setting.value.clone()),
+    let primary_probe = match primary {
+        Presence::Running(probe) if !probe.in_recovery => Some(probe),
         _ => None,
     };
+    let primary_locale =
+        primary_probe.and_then(|probe| probe.settings.get("lc_collate")).map(|setting| setting.value.clone());
     for replica in &environment.replicas {
-        plan_replica(planner, environment, replica, primary_identifier.as_deref(), primary_locale.as_deref());
+        let slot_lost = primary_probe.is_some_and(|probe| {
+            probe.slots.iter().any(|slot| slot.name == replica.slot && slot.wal_status.as_deref() == Some("lost"))
+        });
+        let primary =
+            PrimaryView { identifier: primary_identifier.as_deref(), locale: primary_locale.as_deref(), slot_lost };
+        plan_replica(planner, environment, replica, primary);
     }
     remove_departed(planner, environment);
 }
 
-fn plan_replica(
-    planner: &mut Planner<'_>,
-    environment: &Environment,
-    replica: &Replica,
-    primary_identifier: Option<&str>,
-    primary_locale: Option<&str>,
-) {
+/// What a replica's plan needs to know of its primary.
+struct PrimaryView<'a> {
+    identifier: Option<&'a str>,
+    locale: Option<&'a str>,
+    /// The replica's slot lost WAL it needs: it can only be rebuilt.
+    slot_lost: bool,
+}
+
+fn rebuild_actions(slot: &str) -> Vec<Action> {
+    let mut actions = vec![Action::Stop, Action::RemoveDataDir];
+    actions.extend(build(slot));
+    actions
+}
+
+fn replace(planner: &mut Planner<'_>, address: Address, why: String, actions: Vec<Action>) {
+    planner.change(address, ChangeKind::Replace, why, None, actions);
+    if let Some(change) = planner.changes.last_mut() {
+        change.disruption = crate::action::Disruption::Rebuild;
+        change.rpo = Some("none on the primary; this replica serves no reads until it streams again".into());
+    }
+}
+
+fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &Replica, primary: PrimaryView<'_>) {
+    let PrimaryView { identifier: primary_identifier, locale: primary_locale, slot_lost } = primary;
     let Some(facts) = planner.observed.host_facts(&replica.host) else { return };
     let wanted = environment.primary.version;
     match facts.pg_major {
@@ -75,9 +99,7 @@ fn plan_replica(
                 why: why.clone(),
             });
         }
-        let mut actions = vec![Action::Stop, Action::RemoveDataDir];
-        actions.extend(build(&replica.slot));
-        Ok((why, actions))
+        Ok((why, rebuild_actions(&replica.slot)))
     };
 
     if directory.initialised_major.is_none() {
@@ -107,17 +129,16 @@ fn plan_replica(
     };
     if let Some(why) = mismatch {
         match rebuild(why) {
-            Ok((why, actions)) => {
-                planner.change(address.clone(), ChangeKind::Replace, why, None, actions);
-                if let Some(change) = planner.changes.last_mut() {
-                    change.disruption = crate::action::Disruption::Rebuild;
-                    change.rpo =
-                        Some("none on the primary; this replica serves no reads until it streams again".into());
-                }
-            }
+            Ok((why, actions)) => replace(planner, address, why, actions),
             Err(refusal) => planner.refuse(refusal),
         }
         return;
+    }
+    // A standby of this very primary may be rebuilt whoever made it: its
+    // data is the primary's.
+    if slot_lost {
+        let why = format!("its slot {} lost WAL the replica still needs", replica.slot);
+        return replace(planner, address, why, rebuild_actions(&replica.slot));
     }
 
     match presence(planner.observed, &replica.host, &replica.data_dir, &address.to_string()) {
@@ -126,25 +147,7 @@ fn plan_replica(
         }
         Presence::Unknown => planner.warn(Some(address), "the replica runs but pgfleet could not log in to compare it"),
         Presence::Running(probe) => {
-            let delta = settings_delta(&desired::replica_settings(environment, replica), probe);
-            for name in delta.unknown {
-                planner.refuse(Refusal::UnknownSetting { address: address.to_string(), name });
-            }
-            if delta.set.is_empty() && !delta.restart {
-                planner.no_op(address);
-                return;
-            }
-            let mut actions = Vec::new();
-            let reason = if delta.set.is_empty() {
-                "settings changed earlier wait for a restart".to_owned()
-            } else {
-                format!("{} differ", delta.set.keys().cloned().collect::<Vec<_>>().join(", "))
-            };
-            if !delta.set.is_empty() {
-                actions.push(Action::Configure { set: delta.set, reset: Vec::new() });
-            }
-            actions.push(if delta.restart { Action::Restart } else { Action::Reload });
-            planner.change(address, ChangeKind::Update, reason, delta.diff, actions);
+            plan_settings(planner, address, &desired::replica_settings(environment, replica), probe);
         }
     }
 }
