@@ -456,3 +456,24 @@ fn converged_plans_empty_and_the_fingerprint_follows_the_observations() {
     assert_ne!(plan::fingerprint(&observed), plan::fingerprint(&changed));
     assert_eq!(plan::fingerprint(&observed), plan.fingerprint);
 }
+
+#[test]
+fn target_keeps_the_resource_and_what_it_depends_on() {
+    let topology = topology();
+    let (observed, state) = load_case("empty-hosts");
+    let mut plan = plan::plan(&topology, &observed, &state).unwrap();
+    plan.restrict_to(&topology, &["prod.replica.reporting".parse().unwrap()]);
+    let addresses: Vec<String> = plan.resource_changes.iter().map(|change| change.address.to_string()).collect();
+    assert_eq!(
+        addresses,
+        [
+            "prod.cluster.primary",
+            "prod.role.odoo",
+            "prod.role.replicator",
+            "prod.hba.replication",
+            "prod.database.prod",
+            "prod.slot.reporting",
+            "prod.replica.reporting"
+        ]
+    );
+}

@@ -66,11 +66,22 @@ impl SshServer {
 
     /// Starts sshd with a host key of the given `ssh-keygen -t` type.
     pub fn start_with_host_key(key_type: &str) -> Self {
+        Self::start_with_host_keys(&[key_type])
+    }
+
+    /// Starts sshd with a host key of each type; known_hosts records only
+    /// the last one.
+    pub fn start_with_host_keys(key_types: &[&str]) -> Self {
         let dir = shared_temp_dir("pgfleet-sshd-");
         let path = |name: &str| dir.path().join(name);
-        run(Command::new("ssh-keygen")
-            .args(["-q", "-t", key_type, "-N", "", "-C", "pgfleet-test-host", "-f"])
-            .arg(path("host_key")));
+        let mut host_keys = String::new();
+        for (index, key_type) in key_types.iter().enumerate() {
+            let name = if index + 1 == key_types.len() { "host_key".to_owned() } else { format!("host_key_{key_type}") };
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", key_type, "-N", "", "-C", "pgfleet-test-host", "-f"])
+                .arg(path(&name)));
+            host_keys.push_str(&format!("HostKey {}\n", path(&name).display()));
+        }
         run(Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "pgfleet-test-client", "-f"])
             .arg(path("client_key")));
@@ -82,7 +93,7 @@ impl SshServer {
         let port = free_port(address);
         let config = format!(
             "ListenAddress {address}:{port}\n\
-             HostKey {host_key}\n\
+             {host_keys}\
              PidFile {pid}\n\
              AuthorizedKeysFile {authorized}\n\
              UsePAM yes\n\
@@ -94,7 +105,6 @@ impl SshServer {
              AllowUsers postgres\n\
              AllowTcpForwarding yes\n\
              LogLevel VERBOSE\n",
-            host_key = path("host_key").display(),
             pid = path("sshd.pid").display(),
             authorized = path("authorized_keys").display(),
         );
