@@ -275,6 +275,18 @@ fn cases() -> Vec<(&'static str, Mutation)> {
                 true;
             None
         }),
+        ("raise-max-connections", |_, observed| {
+            for address in ["prod.cluster.primary", "prod.replica.reporting", "prod.replica.dr"] {
+                probe_mut(observed, address).settings.get_mut("max_connections").unwrap().value = "50".into();
+            }
+            None
+        }),
+        ("lower-max-connections", |_, observed| {
+            for address in ["prod.cluster.primary", "prod.replica.reporting", "prod.replica.dr"] {
+                probe_mut(observed, address).settings.get_mut("max_connections").unwrap().value = "200".into();
+            }
+            None
+        }),
         ("hba-and-roles", |_, observed| {
             let probe = probe_mut(observed, "prod.cluster.primary");
             probe.hba_rules.retain(|rule| rule.databases.as_deref() != Some(&["replication".to_owned()][..]));
@@ -455,6 +467,17 @@ fn converged_plans_empty_and_the_fingerprint_follows_the_observations() {
     let (changed, _) = load_case("settings-reload");
     assert_ne!(plan::fingerprint(&observed), plan::fingerprint(&changed));
     assert_eq!(plan::fingerprint(&observed), plan.fingerprint);
+}
+
+#[test]
+fn standbys_are_raised_before_and_lowered_after_their_primary() {
+    let topology = topology();
+    let order = |case: &str| -> Vec<String> {
+        let (observed, state) = load_case(case);
+        plan::plan(&topology, &observed, &state).unwrap().changes().map(|change| change.address.to_string()).collect()
+    };
+    assert_eq!(order("raise-max-connections"), ["prod.replica.dr", "prod.replica.reporting", "prod.cluster.primary"]);
+    assert_eq!(order("lower-max-connections"), ["prod.cluster.primary", "prod.replica.dr", "prod.replica.reporting"]);
 }
 
 #[test]

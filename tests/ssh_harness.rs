@@ -67,7 +67,8 @@ async fn a_host_known_by_its_rsa_key_is_verified() {
     // holds only its RSA key, so pgfleet must ask for RSA host keys.
     let server = SshServer::start_with_host_keys(&["ed25519", "rsa"]);
     assert!(server.host_public_key.starts_with("ssh-rsa "));
-    let session = SshSession::connect("db1", &target(&server)).await.unwrap_or_else(|e| panic!("{e}: {}", server.log()));
+    let session =
+        SshSession::connect("db1", &target(&server)).await.unwrap_or_else(|e| panic!("{e}: {}", server.log()));
     let output = session.exec("id -un", b"", Duration::from_secs(10)).await.unwrap();
     assert_eq!(output.stdout_text().trim(), "postgres");
 }

@@ -102,6 +102,16 @@ pub(super) fn plan_primary(planner: &mut Planner<'_>, environment: &Environment,
     }
 }
 
+/// Settings a hot standby needs at least as high as its primary's: raised
+/// on the standbys first, lowered on the primary first.
+pub const STANDBY_FLOOR_SETTINGS: [&str; 5] = [
+    "max_connections",
+    "max_worker_processes",
+    "max_wal_senders",
+    "max_prepared_transactions",
+    "max_locks_per_transaction",
+];
+
 /// Compares a running cluster's settings with `desired` and plans the
 /// update: ALTER SYSTEM for what differs, then a reload, or a restart when a
 /// postmaster-context setting changed or one waits for a restart already.
@@ -112,6 +122,15 @@ pub(super) fn plan_settings(
     probe: &ClusterProbe,
 ) {
     let delta = settings_delta(desired, probe);
+    if address.kind == Kind::Cluster
+        && delta.set.iter().any(|(name, value)| {
+            STANDBY_FLOOR_SETTINGS.contains(&name.as_str())
+                && probe.settings.get(name).and_then(|setting| setting.value.parse::<f64>().ok())
+                    < value.parse::<f64>().ok()
+        })
+    {
+        planner.raises_standby_floor.push(address.environment.clone());
+    }
     for name in delta.unknown {
         planner.refuse(Refusal::UnknownSetting { address: address.to_string(), name });
     }

@@ -204,6 +204,8 @@ pub(crate) struct Planner<'a> {
     pub changes: Vec<ResourceChange>,
     pub warnings: Vec<Warning>,
     pub refusals: Vec<Refusal>,
+    /// Environments whose primary raises a setting standbys must match.
+    pub raises_standby_floor: Vec<String>,
 }
 
 impl Planner<'_> {
@@ -278,8 +280,15 @@ impl Planner<'_> {
 
 /// The plan for `topology` given what was observed and pgfleet's state.
 pub fn plan(topology: &Topology, observed: &Observed, state: &State) -> Result<Plan, PlanError> {
-    let mut planner =
-        Planner { topology, observed, state, changes: Vec::new(), warnings: Vec::new(), refusals: Vec::new() };
+    let mut planner = Planner {
+        topology,
+        observed,
+        state,
+        changes: Vec::new(),
+        warnings: Vec::new(),
+        refusals: Vec::new(),
+        raises_standby_floor: Vec::new(),
+    };
     for environment in &topology.environments {
         planner.environment(environment);
     }
@@ -298,6 +307,25 @@ pub fn plan(topology: &Topology, observed: &Observed, state: &State) -> Result<P
         }
         _ => (1, 0, std::cmp::Reverse(change.address.kind), change.address.clone()),
     });
+
+    // A standby refuses to run with max_connections (and the like) below
+    // its primary's: when the primary raises one, its replicas' updates go
+    // first. Lowering keeps the primary first, which dependency order gives.
+    for environment in &planner.raises_standby_floor {
+        let is_replica_update = |change: &ResourceChange| {
+            &change.address.environment == environment
+                && change.address.kind == Kind::Replica
+                && change.action == ChangeKind::Update
+        };
+        let replicas: Vec<ResourceChange> =
+            changes.iter().filter(|change| is_replica_update(change)).cloned().collect();
+        changes.retain(|change| !is_replica_update(change));
+        let primary = changes
+            .iter()
+            .position(|change| &change.address.environment == environment && change.address.kind == Kind::Cluster)
+            .unwrap_or(0);
+        changes.splice(primary..primary, replicas);
+    }
 
     Ok(Plan {
         format_version: FORMAT_VERSION,

@@ -76,7 +76,8 @@ impl SshServer {
         let path = |name: &str| dir.path().join(name);
         let mut host_keys = String::new();
         for (index, key_type) in key_types.iter().enumerate() {
-            let name = if index + 1 == key_types.len() { "host_key".to_owned() } else { format!("host_key_{key_type}") };
+            let name =
+                if index + 1 == key_types.len() { "host_key".to_owned() } else { format!("host_key_{key_type}") };
             run(Command::new("ssh-keygen")
                 .args(["-q", "-t", key_type, "-N", "", "-C", "pgfleet-test-host", "-f"])
                 .arg(path(&name)));
