@@ -500,3 +500,19 @@ fn target_keeps_the_resource_and_what_it_depends_on() {
         ]
     );
 }
+
+#[test]
+fn the_fingerprint_ignores_what_moves_by_itself() {
+    let (observed, _) = load_case("converged");
+    let mut moved = observed.clone();
+    if let Some(ClusterObservation::Running { probe }) = moved.clusters.get_mut("prod.cluster.primary") {
+        probe.lsn = Some("5/A0000000".into());
+        probe.slots[0].retained_bytes = Some(123_456);
+        probe.senders[0].flush_lsn = Some("5/90000000".into());
+    }
+    assert_eq!(plan::fingerprint(&observed), plan::fingerprint(&moved));
+    if let Some(ClusterObservation::Running { probe }) = moved.clusters.get_mut("prod.cluster.primary") {
+        probe.slots.remove(0);
+    }
+    assert_ne!(plan::fingerprint(&observed), plan::fingerprint(&moved), "a dropped slot makes the plan stale");
+}

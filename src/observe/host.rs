@@ -1,7 +1,8 @@
 //! Host facts, gathered with one command per host: PostgreSQL binaries and
 //! major version, locales, free disk, pgbouncer and rsync, and for each data
 //! directory pgfleet cares about on that host: present, initialised
-//! (`pg_controldata`), running (postmaster.pid + `pg_isready`).
+//! (`pg_controldata`), running (postmaster.pid names a live postmaster that
+//! says `ready`).
 //!
 //! Read-only: the script only reads.
 
@@ -63,7 +64,8 @@ pub struct DataDirFacts {
     pub cluster_state: Option<String>,
     /// standby.signal present: the cluster starts as a standby.
     pub standby_signal: bool,
-    /// postmaster.pid present and `pg_isready` answers.
+    /// postmaster.pid names a live postmaster whose status line says
+    /// `ready` (read from the file: no connection, no backend forked).
     pub running: bool,
     /// Free bytes on the file system holding the directory (or its nearest
     /// existing parent).
@@ -72,12 +74,31 @@ pub struct DataDirFacts {
 
 /// Runs the facts script on `remote` for PostgreSQL `major` and the given
 /// data directories.
+/// The superuser passwords pgfleet keeps beside the data directories it
+/// created, by data directory. Held in memory for the probe only: never
+/// part of the observations, never serialised.
+#[derive(Default)]
+pub struct SuperuserPasswords(BTreeMap<PathBuf, String>);
+
+impl SuperuserPasswords {
+    pub fn get(&self, data_dir: &Path) -> Option<&str> {
+        self.0.get(data_dir).map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for SuperuserPasswords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SuperuserPasswords({} redacted)", self.0.len())
+    }
+}
+
+/// Everything one command on the host reports.
 pub async fn gather(
     remote: &dyn Remote,
     major: u32,
     data_dirs: &[DataDirProbe],
     poolers: &[PoolerProbe],
-) -> Result<HostFacts, TransportError> {
+) -> Result<(HostFacts, SuperuserPasswords), TransportError> {
     let output = remote.exec(&facts_script(major, data_dirs, poolers), b"", COMMAND_TIMEOUT).await?;
     if !output.success() {
         return Err(TransportError::command(remote.host(), "gather host facts", &output));
@@ -106,12 +127,15 @@ if [ -f "$d/PG_VERSION" ]; then
   LC_ALL=C "$bin/pg_controldata" "$d" 2>/dev/null | sed -n -e 's/^Database system identifier: *\(.*\)/'$k'.sysid=\1/p' -e 's/^Latest checkpoint.s TimeLineID: *\(.*\)/'$k'.timeline=\1/p' -e 's/^Database cluster state: *\(.*\)/'$k'.state=\1/p'
 fi
 [ -f "$d/standby.signal" ] && echo "$k.standby=1"
-if [ -f "$d/postmaster.pid" ] && "$bin/pg_isready" -q -h {address} -p {port} -t 3; then echo "$k.running=1"; fi
+if [ -f "$d/postmaster.pid" ]; then
+  pid=$(head -n 1 "$d/postmaster.pid"); status=$(sed -n 8p "$d/postmaster.pid")
+  kill -0 "$pid" 2>/dev/null && [ "${{status%% *}}" = ready ] && echo "$k.running=1"
+fi
+s={secret}; [ -f "$s" ] && echo "$k.superuser=$(base64 -w0 "$s")"
 e="$d"; while [ ! -e "$e" ]; do e=$(dirname "$e"); done
 echo "$k.free=$(df -Pk "$e" | awk 'NR==2 {{printf "%.0f", $4 * 1024}}')"
 "#,
-            address = shell_quote(&probe.address),
-            port = probe.port,
+            secret = shell_quote(&crate::desired::home(&probe.path).join(crate::desired::SUPERUSER_PASSWORD_FILE).to_string_lossy()),
         ));
     }
     for (index, probe) in poolers.iter().enumerate() {
@@ -131,8 +155,9 @@ echo "$k.path=$i"
     script
 }
 
-fn parse_facts(text: &str) -> HostFacts {
+fn parse_facts(text: &str) -> (HostFacts, SuperuserPasswords) {
     let mut facts = HostFacts::default();
+    let mut passwords: BTreeMap<String, String> = BTreeMap::new();
     let mut dirs: BTreeMap<String, (Option<PathBuf>, DataDirFacts)> = BTreeMap::new();
     let mut poolers: BTreeMap<String, (Option<PathBuf>, PoolerFacts)> = BTreeMap::new();
     for line in text.lines() {
@@ -173,15 +198,23 @@ fn parse_facts(text: &str) -> HostFacts {
                     "state" => entry.cluster_state = Some(value.trim().to_owned()),
                     "standby" => entry.standby_signal = true,
                     "running" => entry.running = true,
+                    "superuser" => {
+                        if let Some(password) = decode_base64(value).and_then(|bytes| String::from_utf8(bytes).ok()) {
+                            passwords.insert(dir.to_owned(), password.trim_end_matches(['\n', '\r']).to_owned());
+                        }
+                    }
                     "free" => entry.free_bytes = value.trim().parse().ok(),
                     _ => {}
                 }
             }
         }
     }
+    let secrets = SuperuserPasswords(
+        passwords.into_iter().filter_map(|(key, password)| Some((dirs.get(&key)?.0.clone()?, password))).collect(),
+    );
     facts.data_dirs = dirs.into_values().filter_map(|(path, entry)| Some((path?, entry))).collect();
     facts.poolers = poolers.into_values().filter_map(|(path, entry)| Some((path?, entry))).collect();
-    facts
+    (facts, secrets)
 }
 
 /// Standard base64, as coreutils' `base64` writes it.
@@ -219,7 +252,7 @@ mod tests {
                     dir0.path=/srv/pg/main\ndir0.exists=1\ndir0.major=15\ndir0.sysid=7300000000000000001\n\
                     dir0.timeline=2\ndir0.state=in production\ndir0.running=1\ndir0.free=1048576\n\
                     dir1.path=/srv/pg/r1\ndir1.free=2048\n";
-        let facts = parse_facts(text);
+        let (facts, _) = parse_facts(text);
         assert_eq!(facts.pg_major, Some(15));
         assert_eq!(facts.rsync, None);
         assert!(facts.has_locale("en_US.UTF-8"));

@@ -25,7 +25,7 @@ use cluster::ClusterProbe;
 use host::{DataDirProbe, HostFacts, PoolerProbe};
 
 /// Hosts observed at once.
-pub const PARALLEL_HOSTS: usize = 16;
+pub const PARALLEL_HOSTS: usize = 64;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observed {
@@ -72,6 +72,9 @@ struct Expected {
 /// What one host should hold: clusters and poolers.
 #[derive(Debug, Clone, Default)]
 struct HostWork {
+    /// PostgreSQL major of the clusters on the host (replicas run their
+    /// primary's).
+    major: u32,
     clusters: Vec<Expected>,
     poolers: Vec<PoolerProbe>,
 }
@@ -81,7 +84,9 @@ fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
     let mut by_host: BTreeMap<String, HostWork> = BTreeMap::new();
     for environment in &topology.environments {
         let primary = &environment.primary;
-        by_host.entry(primary.host.clone()).or_default().clusters.push(Expected {
+        let work = by_host.entry(primary.host.clone()).or_default();
+        work.major = primary.version;
+        work.clusters.push(Expected {
             address: Address::new(&environment.id, Kind::Cluster, "primary"),
             probe: DataDirProbe {
                 path: primary.data_dir.clone(),
@@ -90,7 +95,9 @@ fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
             },
         });
         for replica in &environment.replicas {
-            by_host.entry(replica.host.clone()).or_default().clusters.push(Expected {
+            let work = by_host.entry(replica.host.clone()).or_default();
+            work.major = primary.version;
+            work.clusters.push(Expected {
                 address: Address::new(&environment.id, Kind::Replica, &replica.name),
                 probe: DataDirProbe {
                     path: replica.data_dir.clone(),
@@ -124,7 +131,6 @@ pub async fn connect(host: &Host) -> Result<Box<dyn Remote>, crate::transport::T
 
 /// Observes every host of the topology, in parallel.
 pub async fn observe(topology: &Topology) -> Observed {
-    let major = topology.environments.first().map_or(15, |environment| environment.primary.version);
     let mut settings: Vec<String> = cluster::ALWAYS_PROBED_SETTINGS.iter().map(|name| (*name).to_owned()).collect();
     for environment in &topology.environments {
         settings.extend(desired::primary_settings(environment).into_keys());
@@ -143,7 +149,7 @@ pub async fn observe(topology: &Topology) -> Observed {
         let (limit, settings) = (limit.clone(), settings.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            observe_host(&host, major, &expected, &settings).await
+            observe_host(&host, &expected, &settings).await
         });
     }
     let mut observed = Observed::default();
@@ -157,7 +163,6 @@ pub async fn observe(topology: &Topology) -> Observed {
 
 async fn observe_host(
     host: &Host,
-    major: u32,
     expected: &HostWork,
     settings: &[String],
 ) -> (String, HostObservation, Vec<(String, ClusterObservation)>) {
@@ -170,15 +175,15 @@ async fn observe_host(
         Err(error) => return unreachable(&error),
     };
     let probes: Vec<DataDirProbe> = expected.clusters.iter().map(|cluster| cluster.probe.clone()).collect();
-    let facts = match host::gather(remote.as_ref(), major, &probes, &expected.poolers).await {
-        Ok(facts) => facts,
+    let (facts, passwords) = match host::gather(remote.as_ref(), expected.major, &probes, &expected.poolers).await {
+        Ok(gathered) => gathered,
         Err(error) => return unreachable(&error),
     };
     let mut clusters = Vec::new();
     for cluster in &expected.clusters {
         let running = facts.data_dir(&cluster.probe.path).is_some_and(|dir| dir.running);
         let observation = if running {
-            probe_cluster(remote.as_ref(), &cluster.probe, settings).await
+            probe_cluster(remote.as_ref(), &cluster.probe, passwords.get(&cluster.probe.path), settings).await
         } else {
             ClusterObservation::Stopped
         };
@@ -187,8 +192,15 @@ async fn observe_host(
     (host.name.clone(), HostObservation::Reachable { facts }, clusters)
 }
 
-async fn probe_cluster(remote: &dyn Remote, probe: &DataDirProbe, settings: &[String]) -> ClusterObservation {
-    let client = match superuser_session(remote, &probe.path, &probe.address, probe.port).await {
+async fn probe_cluster(
+    remote: &dyn Remote,
+    probe: &DataDirProbe,
+    password: Option<&str>,
+    settings: &[String],
+) -> ClusterObservation {
+    let target =
+        SqlTarget { address: &probe.address, port: probe.port, user: "postgres", database: "postgres", password };
+    let client = match sql::connect(remote, target).await {
         Ok(client) => client,
         Err(error) => return ClusterObservation::Unreachable { reason: error_chain(&error) },
     };
@@ -232,6 +244,31 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 impl Observed {
+    /// The observations without what changes by itself on a running
+    /// system: positions in the WAL, lag, retained bytes, free disk.
+    pub fn stable_view(&self) -> Observed {
+        let mut view = self.clone();
+        for host in view.hosts.values_mut() {
+            if let HostObservation::Reachable { facts } = host {
+                for directory in facts.data_dirs.values_mut() {
+                    directory.free_bytes = None;
+                }
+            }
+        }
+        for cluster in view.clusters.values_mut() {
+            if let ClusterObservation::Running { probe } = cluster {
+                probe.lsn = None;
+                for slot in &mut probe.slots {
+                    slot.restart_lsn = None;
+                    slot.retained_bytes = None;
+                }
+                probe.senders.clear();
+                probe.receiver = None;
+            }
+        }
+        view
+    }
+
     pub fn host_facts(&self, host: &str) -> Option<&HostFacts> {
         match self.hosts.get(host)? {
             HostObservation::Reachable { facts } => Some(facts),

@@ -164,9 +164,11 @@ impl Plan {
     }
 }
 
-/// sha256 of the observations, hex.
+/// sha256 of the observations that decide the plan, hex. What moves on its
+/// own on a live system (LSNs, lag, WAL retained, free disk) is left out,
+/// so a saved plan goes stale only when the hosts really changed.
 pub fn fingerprint(observed: &Observed) -> String {
-    let bytes = serde_json::to_vec(observed).unwrap_or_default();
+    let bytes = serde_json::to_vec(&observed.stable_view()).unwrap_or_default();
     Sha256::digest(&bytes).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
