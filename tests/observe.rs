@@ -4,7 +4,7 @@
 
 mod support;
 
-use pgfleet::observe::{ClusterObservation, HostObservation, observe};
+use pgfleet::observe::{ClusterObservation, HostObservation, PoolerObservation, observe};
 use pgfleet::spec::load;
 use support::{PgServer, SshServer};
 
@@ -90,4 +90,47 @@ async fn a_host_whose_sshd_is_down_is_reported_unreachable_and_the_rest_observed
     assert!(reason.contains("db2") && reason.contains(&db2.port.to_string()), "{reason}");
     assert_eq!(observed.cluster("a.cluster.primary"), Some(&ClusterObservation::Stopped));
     assert_eq!(observed.cluster("b.cluster.primary"), None);
+}
+
+#[tokio::test]
+async fn observe_reads_a_running_poolers_ini_and_admin_console() {
+    let db1 = SshServer::start();
+    let pg = PgServer::start(db1.address, "");
+    let pooler_port = support::free_port(db1.address);
+    let home = std::path::PathBuf::from(format!("{}.pgfleet", pg.data_dir.display()));
+    support::as_postgres(&format!("mkdir -p {}", home.display()));
+    let ini = home.join(format!("pgbouncer-{pooler_port}.ini"));
+    let pidfile = home.join(format!("pgbouncer-{pooler_port}.pid"));
+    let ini_text = format!(
+        "[databases]\nprod = host={address} port={port} dbname=postgres\n[pgbouncer]\nlisten_addr = {address}\nlisten_port = {pooler_port}\nunix_socket_dir =\nauth_type = trust\nauth_file = {home}/userlist.txt\nadmin_users = postgres\npidfile = {pid}\nlogfile = {home}/pgbouncer.log\n",
+        address = db1.address,
+        port = pg.port,
+        home = home.display(),
+        pid = pidfile.display(),
+    );
+    support::as_postgres(&format!("cat > {} <<'INI'\n{ini_text}INI", ini.display()));
+    support::as_postgres(&format!("echo '\"postgres\" \"\"' > {}/userlist.txt", home.display()));
+    let _bouncer = support::PgBouncer::start(&ini, &pidfile);
+
+    let yaml = format!(
+        "version: 1\nhosts:\n{}environments:\n  - id: prod\n    primary: {{ host: db1, address: {}, port: {}, data_dir: {}, tuning: none }}\n    pgbouncer: {{ pool_size: 10, port: {pooler_port} }}\n",
+        host_yaml("db1", &db1),
+        pg.address,
+        pg.port,
+        pg.data_dir.display(),
+    );
+    let topology = load::parse("test.yaml", yaml).unwrap().resolve().unwrap();
+    let observed = observe(&topology).await;
+
+    let facts = observed.host_facts("db1").unwrap();
+    let pooler = facts.pooler(&ini).unwrap_or_else(|| panic!("{facts:?}"));
+    assert!(pooler.running);
+    assert_eq!(pooler.ini.as_deref(), Some(ini_text.as_str()));
+    let Some(PoolerObservation::Running { admin }) = observed.poolers.get("prod.pooler.primary") else {
+        panic!("admin console not read: {:?}", observed.poolers);
+    };
+    let prod = admin.databases.iter().find(|database| database.name == "prod").unwrap();
+    assert_eq!(prod.port, Some(pg.port));
+    assert!(admin.databases.iter().any(|database| database.name == "pgbouncer"));
+    assert!(admin.pools.iter().any(|pool| pool.database == "pgbouncer"));
 }

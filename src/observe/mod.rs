@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod host;
+pub mod pooler;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +33,22 @@ pub struct Observed {
     pub hosts: BTreeMap<String, HostObservation>,
     /// By cluster address (`prod.cluster.primary`, `prod.replica.r1`).
     pub clusters: BTreeMap<String, ClusterObservation>,
+    /// Running poolers by address (`prod.pooler.primary`), from their admin
+    /// console.
+    #[serde(default)]
+    pub poolers: BTreeMap<String, PoolerObservation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PoolerObservation {
+    Running {
+        admin: pooler::PoolerStatus,
+    },
+    /// Its process runs, but the admin console did not answer.
+    Unreachable {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,7 +93,18 @@ struct HostWork {
     /// primary's).
     major: u32,
     clusters: Vec<Expected>,
-    poolers: Vec<PoolerProbe>,
+    poolers: Vec<ExpectedPooler>,
+}
+
+/// A pooler pgfleet expects on a host.
+#[derive(Debug, Clone)]
+struct ExpectedPooler {
+    address: Address,
+    probe: PoolerProbe,
+    listen: String,
+    port: u16,
+    /// Data directory of the cluster it fronts (whose superuser it admits).
+    data_dir: std::path::PathBuf,
 }
 
 /// Every cluster and pooler of the topology, grouped by host.
@@ -111,9 +139,19 @@ fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
                 .chain(environment.replicas.iter().map(desired::PoolerSite::Replica));
             for site in sites {
                 let place = desired::pooler_place(environment, pooler, site);
-                by_host.entry(place.host.clone()).or_default().poolers.push(PoolerProbe {
-                    ini: desired::pgbouncer_ini_path(&place),
-                    pidfile: desired::pgbouncer_pid_path(&place),
+                let (name, data_dir) = match site {
+                    desired::PoolerSite::Primary => ("primary", primary.data_dir.clone()),
+                    desired::PoolerSite::Replica(replica) => (replica.name.as_str(), replica.data_dir.clone()),
+                };
+                by_host.entry(place.host.clone()).or_default().poolers.push(ExpectedPooler {
+                    address: Address::new(&environment.id, Kind::Pooler, name),
+                    probe: PoolerProbe {
+                        ini: desired::pgbouncer_ini_path(&place),
+                        pidfile: desired::pgbouncer_pid_path(&place),
+                    },
+                    listen: place.address.clone(),
+                    port: place.port,
+                    data_dir,
                 });
             }
         }
@@ -154,28 +192,29 @@ pub async fn observe(topology: &Topology) -> Observed {
     }
     let mut observed = Observed::default();
     while let Some(result) = tasks.join_next().await {
-        let Ok((host, host_observation, clusters)) = result else { continue };
+        let Ok((host, host_observation, clusters, poolers)) = result else { continue };
         observed.hosts.insert(host, host_observation);
         observed.clusters.extend(clusters);
+        observed.poolers.extend(poolers);
     }
     observed
 }
 
-async fn observe_host(
-    host: &Host,
-    expected: &HostWork,
-    settings: &[String],
-) -> (String, HostObservation, Vec<(String, ClusterObservation)>) {
+/// What observing one host yields: the host, its clusters, its poolers.
+type HostReport = (String, HostObservation, Vec<(String, ClusterObservation)>, Vec<(String, PoolerObservation)>);
+
+async fn observe_host(host: &Host, expected: &HostWork, settings: &[String]) -> HostReport {
     let unreachable = |error: &crate::transport::TransportError| {
         let help = miette::Diagnostic::help(error).map(|help| help.to_string());
-        (host.name.clone(), HostObservation::Unreachable { reason: error_chain(error), help }, Vec::new())
+        (host.name.clone(), HostObservation::Unreachable { reason: error_chain(error), help }, Vec::new(), Vec::new())
     };
     let remote = match connect(host).await {
         Ok(remote) => remote,
         Err(error) => return unreachable(&error),
     };
     let probes: Vec<DataDirProbe> = expected.clusters.iter().map(|cluster| cluster.probe.clone()).collect();
-    let (facts, passwords) = match host::gather(remote.as_ref(), expected.major, &probes, &expected.poolers).await {
+    let pooler_probes: Vec<PoolerProbe> = expected.poolers.iter().map(|pooler| pooler.probe.clone()).collect();
+    let (facts, passwords) = match host::gather(remote.as_ref(), expected.major, &probes, &pooler_probes).await {
         Ok(gathered) => gathered,
         Err(error) => return unreachable(&error),
     };
@@ -189,7 +228,27 @@ async fn observe_host(
         };
         clusters.push((cluster.address.to_string(), observation));
     }
-    (host.name.clone(), HostObservation::Reachable { facts }, clusters)
+    let mut poolers = Vec::new();
+    for pooler in &expected.poolers {
+        if facts.pooler(&pooler.probe.ini).is_some_and(|found| found.running) {
+            let observation = probe_pooler(remote.as_ref(), pooler, passwords.get(&pooler.data_dir)).await;
+            poolers.push((pooler.address.to_string(), observation));
+        }
+    }
+    (host.name.clone(), HostObservation::Reachable { facts }, clusters, poolers)
+}
+
+async fn probe_pooler(remote: &dyn Remote, pooler: &ExpectedPooler, password: Option<&str>) -> PoolerObservation {
+    let target =
+        SqlTarget { address: &pooler.listen, port: pooler.port, user: "postgres", database: "pgbouncer", password };
+    let client = match sql::connect(remote, target).await {
+        Ok(client) => client,
+        Err(error) => return PoolerObservation::Unreachable { reason: error_chain(&error) },
+    };
+    match pooler::status(&client).await {
+        Ok(admin) => PoolerObservation::Running { admin },
+        Err(error) => PoolerObservation::Unreachable { reason: error_chain(&error) },
+    }
 }
 
 async fn probe_cluster(
@@ -264,6 +323,11 @@ impl Observed {
                 }
                 probe.senders.clear();
                 probe.receiver = None;
+            }
+        }
+        for pooler in view.poolers.values_mut() {
+            if let PoolerObservation::Running { admin } = pooler {
+                admin.pools.clear();
             }
         }
         view

@@ -270,3 +270,29 @@ impl Drop for PgServer {
 pub fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
+
+/// A PgBouncer started by hand (as postgres, daemonised) from an ini file;
+/// killed by the pid in its pid file on drop.
+pub struct PgBouncer {
+    pub pidfile: PathBuf,
+}
+
+impl PgBouncer {
+    pub fn start(ini: &Path, pidfile: &Path) -> Self {
+        as_postgres(&format!("pgbouncer -q -d {}", ini.display()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pidfile.exists() {
+            assert!(Instant::now() < deadline, "pgbouncer did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PgBouncer { pidfile: pidfile.to_owned() }
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
