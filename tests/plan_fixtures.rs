@@ -252,6 +252,7 @@ fn cases() -> Vec<(&'static str, Mutation)> {
                     })
                     .collect(),
                 clusters: BTreeMap::new(),
+                poolers: BTreeMap::new(),
             };
             None
         }),
