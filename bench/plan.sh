@@ -134,7 +134,7 @@ time_runs() { # command...
   done | median
 }
 
-printf '%-6s %12s %12s %8s\n' envs "plan (ms)" "raw (ms)" ratio
+printf '%-6s %12s %12s %8s %16s\n' envs "plan (ms)" "raw (ms)" ratio "pgfleet CPU (ms)"
 declare -A plan_ms
 for n in "${sizes[@]}"; do
   config "$n" > "$work/bench-$n.yaml"
@@ -143,7 +143,11 @@ for n in "${sizes[@]}"; do
   p=$(time_runs "$pgfleet" plan -f "$work/bench-$n.yaml")
   r=$(time_runs raw "$n")
   plan_ms[$n]=$p
-  printf '%-6s %12s %12s %8s\n' "$n" "$p" "$r" "$(awk -v a="$p" -v b="$r" 'BEGIN { printf "%.2fx", a / b }')"
+  # pgfleet's own CPU time: the rest of the wall time is the hosts' (sshd,
+  # shells, PostgreSQL backends) and the network.
+  /usr/bin/time -o "$work/cpu" -f '%U %S' "$pgfleet" plan -f "$work/bench-$n.yaml" >/dev/null 2>&1 || true
+  cpu=$(awk '{ printf "%d", ($1 + $2) * 1000 }' "$work/cpu")
+  printf '%-6s %12s %12s %8s %16s\n' "$n" "$p" "$r" "$(awk -v a="$p" -v b="$r" 'BEGIN { printf "%.2fx", a / b }')" "$cpu"
 done
 if [ -n "${plan_ms[1]:-}" ] && [ -n "${plan_ms[20]:-}" ]; then
   echo "20 environments / 1 environment: $(awk -v a="${plan_ms[20]}" -v b="${plan_ms[1]}" 'BEGIN { printf "%.2fx", a / b }')"
