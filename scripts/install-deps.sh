@@ -12,6 +12,7 @@ command -v ssh-keygen >/dev/null 2>&1 || packages+=(openssh-client)
 command -v rsync >/dev/null 2>&1 || packages+=(rsync)
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
 command -v runuser >/dev/null 2>&1 || packages+=(util-linux)
+command -v sudo >/dev/null 2>&1 || packages+=(sudo)            # `become:` tests
 
 if [ "${#packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pgfleet::topology::SshTarget;
 use pgfleet::transport::ssh::{SshError, SshSession};
+use pgfleet::transport::{FileSpec, Remote};
 use support::SshServer;
 
 fn target(server: &SshServer) -> SshTarget {
@@ -71,4 +72,28 @@ async fn a_host_known_by_its_rsa_key_is_verified() {
         SshSession::connect("db1", &target(&server)).await.unwrap_or_else(|e| panic!("{e}: {}", server.log()));
     let output = session.exec("id -un", b"", Duration::from_secs(10)).await.unwrap();
     assert_eq!(output.stdout_text().trim(), "postgres");
+}
+
+#[tokio::test]
+async fn become_runs_commands_and_writes_files_as_postgres_through_sudo() {
+    support::ensure_sudo_user();
+    let server = SshServer::start();
+    let mut target = target(&server);
+    target.user = support::SUDO_USER.into();
+    let login = SshSession::connect("db1", &target).await.unwrap_or_else(|e| panic!("{e}: {}", server.log()));
+    let output = login.exec("id -un", b"", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(output.stdout_text().trim(), support::SUDO_USER);
+
+    target.become_user = Some("postgres".into());
+    let session = SshSession::connect("db1", &target).await.unwrap();
+    let output = session.exec("id -un; cat", b"stdin passes through sudo", Duration::from_secs(10)).await.unwrap();
+    assert!(output.success(), "{}", output.stderr_text());
+    assert_eq!(output.stdout_text(), "postgres\nstdin passes through sudo");
+
+    let dir = support::shared_temp_dir("pgfleet-become-");
+    std::process::Command::new("chown").arg("postgres").arg(dir.path()).status().unwrap();
+    let path = dir.path().join("secret");
+    session.write_file(FileSpec { path: &path, contents: b"x\n", mode: 0o600 }).await.unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().uid().to_string(), support::as_postgres("id -u").trim());
 }

@@ -45,6 +45,23 @@ pub fn shared_temp_dir(prefix: &str) -> tempfile::TempDir {
     dir
 }
 
+/// A login user that may run commands as postgres through sudo, for
+/// `become:` tests. Created on first use (the tests run as root).
+pub const SUDO_USER: &str = "pgfleet-sudo";
+
+pub fn ensure_sudo_user() {
+    let exists = Command::new("id").arg(SUDO_USER).output().is_ok_and(|output| output.status.success());
+    if !exists {
+        let _ = Command::new("useradd").args(["-m", "-s", "/bin/bash", SUDO_USER]).status();
+    }
+    let rule = format!("{SUDO_USER} ALL=(postgres) NOPASSWD: ALL\n");
+    let path = Path::new("/etc/sudoers.d/pgfleet-test");
+    if std::fs::read_to_string(path).ok().as_deref() != Some(rule.as_str()) {
+        std::fs::write(path, rule).expect("sudoers rule");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o440)).expect("chmod");
+    }
+}
+
 /// A running private sshd.
 pub struct SshServer {
     pub address: Ipv4Addr,
@@ -103,7 +120,7 @@ impl SshServer {
              KbdInteractiveAuthentication no\n\
              PubkeyAuthentication yes\n\
              PermitRootLogin no\n\
-             AllowUsers postgres\n\
+             AllowUsers postgres {SUDO_USER}\n\
              AllowTcpForwarding yes\n\
              LogLevel VERBOSE\n",
             pid = path("sshd.pid").display(),
