@@ -14,6 +14,8 @@ pub mod observe;
 pub mod ops;
 pub mod plan;
 pub mod printer;
+pub mod scram;
+pub mod secrets;
 pub mod spec;
 pub mod sql;
 pub mod state;
