@@ -7,6 +7,7 @@
 
 pub mod action;
 pub mod address;
+pub mod apply;
 pub mod cli;
 pub mod desired;
 pub mod graph;

@@ -42,22 +42,35 @@ fn prepare(password: &str) -> Vec<u8> {
     stringprep::saslprep(password).map(|prepared| prepared.into_owned().into_bytes()).unwrap_or_else(|_| password.as_bytes().to_vec())
 }
 
-/// Whether `stored` (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`)
-/// was made from `password`. Any other format (md5, empty) does not match.
-pub fn matches(stored: &str, password: &Secret) -> bool {
-    let parse = || -> Option<(u32, Vec<u8>, Vec<u8>, Vec<u8>)> {
+/// The parts of a stored SCRAM-SHA-256 verifier.
+struct StoredVerifier {
+    iterations: u32,
+    salt: Vec<u8>,
+    stored_key: Vec<u8>,
+    server_key: Vec<u8>,
+}
+
+impl StoredVerifier {
+    fn parse(stored: &str) -> Option<Self> {
         let rest = stored.strip_prefix("SCRAM-SHA-256$")?;
         let (parameters, keys) = rest.split_once('$')?;
         let (iterations, salt) = parameters.split_once(':')?;
         let (stored_key, server_key) = keys.split_once(':')?;
-        Some((
-            iterations.parse().ok()?,
-            STANDARD.decode(salt).ok()?,
-            STANDARD.decode(stored_key).ok()?,
-            STANDARD.decode(server_key).ok()?,
-        ))
+        Some(StoredVerifier {
+            iterations: iterations.parse().ok()?,
+            salt: STANDARD.decode(salt).ok()?,
+            stored_key: STANDARD.decode(stored_key).ok()?,
+            server_key: STANDARD.decode(server_key).ok()?,
+        })
+    }
+}
+
+/// Whether `stored` (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`)
+/// was made from `password`. Any other format (md5, empty) does not match.
+pub fn matches(stored: &str, password: &Secret) -> bool {
+    let Some(StoredVerifier { iterations, salt, stored_key, server_key }) = StoredVerifier::parse(stored) else {
+        return false;
     };
-    let Some((iterations, salt, stored_key, server_key)) = parse() else { return false };
     if iterations == 0 || iterations > 10_000_000 {
         return false;
     }

@@ -2,10 +2,18 @@
 //! stores them, apply executes them. Each says in one line what it does and
 //! how disruptive it is. Never holds a secret, only references to one.
 
+mod cluster;
+pub mod context;
+mod pooler;
+mod replica;
+mod role;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub use context::{ActionError, Context};
 
 /// How much a change disturbs what runs, least to most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -124,6 +132,36 @@ impl Action {
             Action::Restart | Action::Stop | Action::RestartPooler | Action::StopPooler => Disruption::Restart,
             Action::RemoveDataDir | Action::DropSlot { .. } => Disruption::Destructive,
             _ => Disruption::None,
+        }
+    }
+}
+
+impl Action {
+    /// Carries the action out for the change in `context`.
+    pub async fn execute(&self, context: &Context<'_>) -> Result<(), ActionError> {
+        match self {
+            Action::InitCluster => cluster::init(context).await,
+            Action::Configure { set, reset } => cluster::configure(context, set, reset).await,
+            Action::WriteHba => cluster::write_hba(context).await,
+            Action::Start => cluster::start(context).await,
+            Action::Reload => cluster::reload(context).await,
+            Action::Restart => cluster::restart(context).await,
+            Action::Stop => cluster::stop(context).await,
+            Action::CreateRole { name, replication } => role::ensure_role(context, name, *replication).await,
+            Action::CreateDatabase { name, owner } | Action::SetDatabaseOwner { name, owner } => {
+                role::ensure_database(context, name, owner).await
+            }
+            Action::CreateSlot { name } => role::create_slot(context, name).await,
+            Action::DropSlot { name } => role::drop_slot(context, name).await,
+            Action::BaseBackup { slot } => replica::base_backup(context, slot).await,
+            Action::WriteStandbyConfig => replica::write_standby_config(context).await,
+            Action::WaitStreaming => replica::wait_streaming(context).await,
+            Action::RemoveDataDir => cluster::remove_data_dir(context).await,
+            Action::WritePoolerConfig => pooler::write_config(context).await,
+            Action::StartPooler => pooler::start(context).await,
+            Action::ReloadPooler => pooler::reload(context).await,
+            Action::RestartPooler => pooler::restart(context).await,
+            Action::StopPooler => pooler::stop(context).await,
         }
     }
 }

@@ -85,6 +85,18 @@ pub enum Command {
     /// 1 error or a host could not be observed, 2 changes (with
     /// --detailed-exitcode).
     Plan(PlanArgs),
+    /// Make the hosts match the configuration.
+    ///
+    /// Observes, plans, shows the plan and asks for `yes` (unless
+    /// --auto-approve), then runs the actions in dependency order, journaling
+    /// each one to state, and observes again expecting no changes. With a
+    /// saved plan (`pgfleet plan --out FILE`), runs that plan, refusing it
+    /// when the hosts changed since it was made. Holds the state's lock
+    /// throughout: a second apply fails at once, naming the holder.
+    ///
+    /// Exit codes: 0 done (or nothing to do), 1 error before any change
+    /// (or cancelled), 3 stopped part-way (rerun to converge).
+    Apply(ApplyArgs),
     /// Print the resource dependency graph in Graphviz DOT.
     ///
     /// Edges point from a resource to those that need it; apply follows
@@ -111,6 +123,33 @@ pub struct PlanArgs {
     /// Repeatable.
     #[arg(long, value_name = "ADDRESS")]
     pub target: Vec<crate::address::Address>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// A plan saved with `pgfleet plan --out`; runs without asking.
+    #[arg(value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How long to wait for another pgfleet holding the state lock
+    /// (e.g. 30s, 5m). Default: fail at once.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_timeout: crate::spec::Duration,
+    /// Apply only this resource (ENV.KIND.NAME) and what it depends on.
+    /// Repeatable.
+    #[arg(long, value_name = "ADDRESS")]
+    pub target: Vec<crate::address::Address>,
+    /// Rebuild this replica from a new base backup. Skipped while it
+    /// streams within `health.rebuild_skip_if_healthy` unless --force.
+    #[arg(long, value_name = "ADDRESS")]
+    pub replace: Vec<crate::address::Address>,
+    /// With --replace: rebuild even a healthy replica.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +183,18 @@ pub fn run() -> ExitCode {
         Command::Validate(args) => ops::validate::run(&printer, &args.file),
         Command::Schema => ops::schema::run(&printer),
         Command::Graph(args) => ops::graph::run(&printer, &args.file),
+        Command::Apply(args) => ops::apply::run(
+            &printer,
+            &ops::apply::Options {
+                file: &args.file.file,
+                plan_file: args.plan.as_deref(),
+                auto_approve: args.auto_approve,
+                lock_timeout: std::time::Duration::from_secs(args.lock_timeout.seconds()),
+                targets: &args.target,
+                replace: &args.replace,
+                force: args.force,
+            },
+        ),
         Command::Plan(args) => ops::plan::run(
             &printer,
             &ops::plan::Options {
@@ -159,7 +210,7 @@ pub fn run() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(error) => {
             printer.error(&error);
-            Exit::Error.into()
+            error.exit().into()
         }
     }
 }

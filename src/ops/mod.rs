@@ -2,6 +2,7 @@
 //! apply) and hands results to the printer. Errors come back as miette
 //! diagnostics for the CLI edge to show.
 
+pub mod apply;
 pub mod graph;
 pub mod plan;
 pub mod schema;
@@ -40,6 +41,32 @@ pub enum Error {
     #[error("could not observe host(s) {hosts}: {first}")]
     #[diagnostic(code(pgfleet::unreachable), help("{help}"))]
     Unreachable { hosts: String, first: String, help: String },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Connect(crate::transport::TransportError),
+    #[error("cannot read the saved plan {path}")]
+    #[diagnostic(code(pgfleet::read_plan))]
+    ReadPlan {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a plan saved by `pgfleet plan --out`")]
+    #[diagnostic(code(pgfleet::plan_format))]
+    PlanFormat {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the saved plan {path} is stale: the hosts changed since it was made")]
+    #[diagnostic(code(pgfleet::stale_plan), help("run `pgfleet plan --out {path}` again, review it, and apply the new plan"))]
+    StalePlan { path: String },
+    #[error("apply finished, but the hosts still differ from the configuration: {addresses}")]
+    #[diagnostic(
+        code(pgfleet::not_converged),
+        help("the plan above shows what is left; run apply again, and report a bug if it never converges")
+    )]
+    NotConverged { addresses: String },
     #[error("cannot write the plan to {path}")]
     #[diagnostic(code(pgfleet::write_plan))]
     WritePlan {
@@ -47,6 +74,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl Error {
+    /// The exit code this error ends the command with.
+    pub fn exit(&self) -> crate::cli::Exit {
+        match self {
+            Error::NotConverged { .. } => crate::cli::Exit::Partial,
+            _ => crate::cli::Exit::Error,
+        }
+    }
 }
 
 /// Result of a command: an exit code, or a diagnostic to show (exit 1).

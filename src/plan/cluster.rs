@@ -85,7 +85,7 @@ pub(super) fn plan_primary(planner: &mut Planner<'_>, environment: &Environment,
                 ChangeKind::Update,
                 "PostgreSQL is not running",
                 None,
-                vec![Action::Start, Action::Configure { set: settings, reset: Vec::new() }],
+                vec![Action::Configure { set: settings, reset: Vec::new() }, Action::Start],
             );
         }
         Presence::Unknown => planner.warn(Some(address), "PostgreSQL runs but pgfleet could not log in to compare it"),
