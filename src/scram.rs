@@ -39,7 +39,9 @@ fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
 /// SASLprep as PostgreSQL applies it: skipped when the password is not
 /// valid for it.
 fn prepare(password: &str) -> Vec<u8> {
-    stringprep::saslprep(password).map(|prepared| prepared.into_owned().into_bytes()).unwrap_or_else(|_| password.as_bytes().to_vec())
+    stringprep::saslprep(password)
+        .map(|prepared| prepared.into_owned().into_bytes())
+        .unwrap_or_else(|_| password.as_bytes().to_vec())
 }
 
 /// The parts of a stored SCRAM-SHA-256 verifier.

@@ -43,7 +43,10 @@ pub enum SecretError {
     #[diagnostic(code(pgfleet::secret::env), help("export {name} in the environment that runs pgfleet"))]
     EnvMissing { what: String, name: String },
     #[error("{what}: cannot read {}", path.display())]
-    #[diagnostic(code(pgfleet::secret::file), help("check the path and that the file is readable by the user running pgfleet"))]
+    #[diagnostic(
+        code(pgfleet::secret::file),
+        help("check the path and that the file is readable by the user running pgfleet")
+    )]
     FileUnreadable {
         what: String,
         path: PathBuf,
@@ -64,12 +67,16 @@ pub enum SecretError {
 pub fn read(reference: &SecretRef, what: &str) -> Result<Option<Secret>, SecretError> {
     let value = match reference {
         SecretRef::Generate(_) => return Ok(None),
-        SecretRef::Env(name) => std::env::var(name)
-            .map_err(|_| SecretError::EnvMissing { what: what.to_owned(), name: name.clone() })?,
+        SecretRef::Env(name) => {
+            std::env::var(name).map_err(|_| SecretError::EnvMissing { what: what.to_owned(), name: name.clone() })?
+        }
         SecretRef::File(path) => {
             let path = crate::transport::expand_home(path);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| SecretError::FileUnreadable { what: what.to_owned(), path: path.clone(), source })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| SecretError::FileUnreadable {
+                what: what.to_owned(),
+                path: path.clone(),
+                source,
+            })?;
             text.lines().next().unwrap_or_default().to_owned()
         }
     };

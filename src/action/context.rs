@@ -136,7 +136,13 @@ impl Context<'_> {
 
     /// Runs a command as the service user on `host`; non-zero is an error
     /// carrying stderr (commands never hold secrets, so stderr cannot).
-    pub async fn run(&self, host: &str, step: &'static str, command: &str, timeout: Duration) -> Result<Output, ActionError> {
+    pub async fn run(
+        &self,
+        host: &str,
+        step: &'static str,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<Output, ActionError> {
         self.run_with_input(host, step, command, b"", timeout).await
     }
 

@@ -57,14 +57,18 @@ pub async fn write_config(context: &Context<'_>) -> Result<(), ActionError> {
     let environment = context.environment;
     let place = place(context)?;
     let (Some(pooler), site) = (&environment.pooler, context.address.name.as_str()) else {
-        return Err(ActionError::Refused { address: context.address.to_string(), reason: "no pooler configured".into() });
+        return Err(ActionError::Refused {
+            address: context.address.to_string(),
+            reason: "no pooler configured".into(),
+        });
     };
-    let site = match site {
-        "primary" => PoolerSite::Primary,
-        name => PoolerSite::Replica(environment.replicas.iter().find(|replica| replica.name == name).ok_or_else(|| {
-            ActionError::Refused { address: context.address.to_string(), reason: "no such replica".into() }
-        })?),
-    };
+    let site =
+        match site {
+            "primary" => PoolerSite::Primary,
+            name => PoolerSite::Replica(environment.replicas.iter().find(|replica| replica.name == name).ok_or_else(
+                || ActionError::Refused { address: context.address.to_string(), reason: "no such replica".into() },
+            )?),
+        };
     context.ensure_dir(&place.host, &place.home).await?;
     let ini = desired::pgbouncer_ini(environment, pooler, site);
     context.write(&place.host, &desired::pgbouncer_ini_path(&place), ini.as_bytes(), 0o640).await?;

@@ -103,7 +103,12 @@ pub async fn write_standby_config(context: &Context<'_>) -> Result<(), ActionErr
     let superuser = context.superuser_password().await?;
     let home = desired::home(&replica.data_dir);
     context
-        .write(&replica.host, &home.join(desired::SUPERUSER_PASSWORD_FILE), format!("{}\n", superuser.expose()).as_bytes(), 0o600)
+        .write(
+            &replica.host,
+            &home.join(desired::SUPERUSER_PASSWORD_FILE),
+            format!("{}\n", superuser.expose()).as_bytes(),
+            0o600,
+        )
         .await?;
     context.write(&replica.host, &replica.data_dir.join("standby.signal"), b"", 0o600).await?;
     write_settings_offline(context, &cluster, &desired::replica_settings(context.environment, replica)).await
@@ -137,7 +142,6 @@ pub async fn wait_streaming(context: &Context<'_>) -> Result<(), ActionError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
-
 
 #[cfg(test)]
 mod tests {

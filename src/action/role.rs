@@ -20,7 +20,9 @@ pub async fn ensure_role(context: &Context<'_>, name: &str, replication: bool) -
         .map_err(context.query_error("read role"))?;
     let attributes = if replication { "LOGIN REPLICATION" } else { "LOGIN" };
     let statement = match row {
-        None => format!("CREATE ROLE {} {attributes} PASSWORD {}", identifier(name), literal(&scram::verifier(&password))),
+        None => {
+            format!("CREATE ROLE {} {attributes} PASSWORD {}", identifier(name), literal(&scram::verifier(&password)))
+        }
         Some(row) => {
             let stored: Option<String> = row.get(0);
             let mut statement = format!("ALTER ROLE {} {attributes}", identifier(name));

@@ -75,7 +75,8 @@ pub async fn apply(
     let mut outcome = Outcome::default();
     let mut broken: BTreeSet<Address> = BTreeSet::new();
     for change in plan.changes() {
-        let blocked_by = graph.dependencies(&change.address).into_iter().find(|dependency| broken.contains(*dependency));
+        let blocked_by =
+            graph.dependencies(&change.address).into_iter().find(|dependency| broken.contains(*dependency));
         if blocked_by.is_some() {
             broken.insert(change.address.clone());
             outcome.skipped.push(change.address.clone());
@@ -111,7 +112,10 @@ async fn run_change(
     }
     let owned = state.owned.get(&change.address).cloned();
     for action in &change.actions {
-        let kind = serde_json::to_value(action).ok().and_then(|value| value["kind"].as_str().map(str::to_owned)).unwrap_or_default();
+        let kind = serde_json::to_value(action)
+            .ok()
+            .and_then(|value| value["kind"].as_str().map(str::to_owned))
+            .unwrap_or_default();
         state.journal(&change.address, &kind, JournalEvent::Started);
         journal.save(state)?;
         let context = Context {

@@ -64,6 +64,9 @@ pub struct DataDirFacts {
     pub cluster_state: Option<String>,
     /// standby.signal present: the cluster starts as a standby.
     pub standby_signal: bool,
+    /// The lines of pgfleet's block in pg_hba.conf, markers excluded; `None`
+    /// when there is no block.
+    pub hba_block: Option<Vec<String>>,
     /// postmaster.pid names a live postmaster whose status line says
     /// `ready` (read from the file: no connection, no backend forked).
     pub running: bool,
@@ -127,6 +130,9 @@ if [ -f "$d/PG_VERSION" ]; then
   LC_ALL=C "$bin/pg_controldata" "$d" 2>/dev/null | sed -n -e 's/^Database system identifier: *\(.*\)/'$k'.sysid=\1/p' -e 's/^Latest checkpoint.s TimeLineID: *\(.*\)/'$k'.timeline=\1/p' -e 's/^Database cluster state: *\(.*\)/'$k'.state=\1/p'
 fi
 [ -f "$d/standby.signal" ] && echo "$k.standby=1"
+if [ -f "$d/pg_hba.conf" ] && grep -qxF {begin} "$d/pg_hba.conf"; then
+  echo "$k.hba=$(sed -n '/^# BEGIN pgfleet/,/^# END pgfleet/p' "$d/pg_hba.conf" | base64 -w0)"
+fi
 if [ -f "$d/postmaster.pid" ]; then
   pid=$(head -n 1 "$d/postmaster.pid"); status=$(sed -n 8p "$d/postmaster.pid")
   kill -0 "$pid" 2>/dev/null && [ "${{status%% *}}" = ready ] && echo "$k.running=1"
@@ -135,6 +141,7 @@ s={secret}; [ -f "$s" ] && echo "$k.superuser=$(base64 -w0 "$s")"
 e="$d"; while [ ! -e "$e" ]; do e=$(dirname "$e"); done
 echo "$k.free=$(df -Pk "$e" | awk 'NR==2 {{printf "%.0f", $4 * 1024}}')"
 "#,
+            begin = shell_quote(crate::desired::HBA_BEGIN),
             secret = shell_quote(&crate::desired::home(&probe.path).join(crate::desired::SUPERUSER_PASSWORD_FILE).to_string_lossy()),
         ));
     }
@@ -197,6 +204,20 @@ fn parse_facts(text: &str) -> (HostFacts, SuperuserPasswords) {
                     "timeline" => entry.timeline = value.trim().parse().ok(),
                     "state" => entry.cluster_state = Some(value.trim().to_owned()),
                     "standby" => entry.standby_signal = true,
+                    "hba" => {
+                        let block =
+                            decode_base64(value).and_then(|bytes| String::from_utf8(bytes).ok()).unwrap_or_default();
+                        entry.hba_block = Some(
+                            block
+                                .lines()
+                                .filter(|line| {
+                                    !line.starts_with("# BEGIN pgfleet") && !line.starts_with("# END pgfleet")
+                                })
+                                .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+                                .filter(|line| !line.is_empty())
+                                .collect(),
+                        );
+                    }
                     "running" => entry.running = true,
                     "superuser" => {
                         if let Some(password) = decode_base64(value).and_then(|bytes| String::from_utf8(bytes).ok()) {

@@ -120,7 +120,8 @@ async fn connect_all(topology: &Topology) -> Result<BTreeMap<String, Box<dyn Rem
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let (document, saved) = match options.plan_file {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|source| Error::ReadPlan { path: path.display().to_string(), source })?;
+            let bytes =
+                std::fs::read(path).map_err(|source| Error::ReadPlan { path: path.display().to_string(), source })?;
             let saved: SavedPlan = serde_json::from_slice(&bytes)
                 .map_err(|source| Error::PlanFormat { path: path.display().to_string(), source })?;
             let document = load::parse(&saved.config_file.display().to_string(), saved.config.clone())?;
@@ -145,7 +146,9 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let mut plan = match &saved {
         Some(saved) => {
             if plan::fingerprint(&observed) != saved.plan.fingerprint {
-                return Err(Error::StalePlan { path: options.plan_file.unwrap_or(Path::new("")).display().to_string() });
+                return Err(Error::StalePlan {
+                    path: options.plan_file.unwrap_or(Path::new("")).display().to_string(),
+                });
             }
             saved.plan.clone()
         }
@@ -162,7 +165,9 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
             .map(|replica| replica.slot.clone())
             .ok_or_else(|| Error::UnknownTarget { address: address.to_string() })?;
         if !options.force && healthy(&topology, &observed, address) {
-            printer.note(&format!("{address} is streaming within its rebuild_skip_if_healthy thresholds: not rebuilt (use --force)"));
+            printer.note(&format!(
+                "{address} is streaming within its rebuild_skip_if_healthy thresholds: not rebuilt (use --force)"
+            ));
             continue;
         }
         plan.resource_changes.retain(|change| &change.address != address);
@@ -181,7 +186,10 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let hosts = runtime.block_on(connect_all(&topology))?;
     let spinner = std::io::stderr().is_terminal().then(|| {
         let spinner = ProgressBar::new_spinner();
-        spinner.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        spinner.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         spinner.enable_steady_tick(Duration::from_millis(120));
         spinner
     });

@@ -59,7 +59,10 @@ pub enum Error {
         source: serde_json::Error,
     },
     #[error("the saved plan {path} is stale: the hosts changed since it was made")]
-    #[diagnostic(code(pgfleet::stale_plan), help("run `pgfleet plan --out {path}` again, review it, and apply the new plan"))]
+    #[diagnostic(
+        code(pgfleet::stale_plan),
+        help("run `pgfleet plan --out {path}` again, review it, and apply the new plan")
+    )]
     StalePlan { path: String },
     #[error("apply finished, but the hosts still differ from the configuration: {addresses}")]
     #[diagnostic(

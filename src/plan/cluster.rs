@@ -171,7 +171,7 @@ fn observed_lines(rules: &[HbaRule], wanted: &[HbaLine]) -> Vec<HbaLine> {
                 method: rule.method.clone()?,
             })
         })
-        .filter(|line| wanted.contains(line) || line.database == "replication")
+        .filter(|line| wanted.contains(line))
         .collect();
     lines.sort();
     lines.dedup();
@@ -180,15 +180,15 @@ fn observed_lines(rules: &[HbaRule], wanted: &[HbaLine]) -> Vec<HbaLine> {
 
 pub(super) fn plan_hba(planner: &mut Planner<'_>, environment: &Environment, presence: Presence<'_>) {
     let address = Address::new(&environment.id, Kind::Hba, "replication");
-    let mut wanted = desired::hba_lines(environment, &planner.topology.hosts);
-    wanted.sort();
-    let block = |lines: &[HbaLine]| lines.iter().map(|line| format!("{line}\n")).collect::<String>();
+    let wanted = desired::hba_lines(environment, &planner.topology.hosts);
+    let wanted_text: Vec<String> = wanted.iter().map(|line| normal(&line.to_string())).collect();
+    let text = |lines: &[String]| lines.iter().map(|line| format!("{line}\n")).collect::<String>();
     match presence {
         Presence::Absent | Presence::Stopped => planner.change(
             address,
             if matches!(presence, Presence::Absent) { ChangeKind::Create } else { ChangeKind::Update },
             "pg_hba.conf needs pgfleet's block",
-            unified_diff("", &block(&wanted), "pg_hba.conf", "desired"),
+            unified_diff("", &text(&wanted_text), "pg_hba.conf", "desired"),
             vec![Action::WriteHba, Action::Reload],
         ),
         Presence::Unknown => {}
@@ -196,20 +196,36 @@ pub(super) fn plan_hba(planner: &mut Planner<'_>, environment: &Environment, pre
             if probe.in_recovery {
                 return;
             }
-            let found = observed_lines(&probe.hba_rules, &wanted);
-            if found == wanted {
+            // pgfleet owns only its block: lines outside it are the user's.
+            // The block on disk must be the wanted one, and loaded.
+            let primary = &environment.primary;
+            let block = planner
+                .observed
+                .data_dir(&primary.host, &primary.data_dir)
+                .and_then(|directory| directory.hba_block.clone())
+                .unwrap_or_default();
+            let loaded = observed_lines(&probe.hba_rules, &wanted);
+            let not_loaded = wanted.iter().filter(|line| !loaded.contains(line)).count();
+            if block == wanted_text && not_loaded == 0 {
                 planner.no_op(address);
                 return;
             }
-            let missing = wanted.iter().filter(|line| !found.contains(line)).count();
-            let extra = found.iter().filter(|line| !wanted.contains(line)).count();
+            let reason = if block != wanted_text {
+                "pgfleet's block in pg_hba.conf differs".to_owned()
+            } else {
+                format!("{not_loaded} rule(s) written but not loaded")
+            };
             planner.change(
                 address,
                 ChangeKind::Update,
-                format!("{missing} rule(s) missing, {extra} replication rule(s) not wanted"),
-                unified_diff(&block(&found), &block(&wanted), "pg_hba.conf", "desired"),
+                reason,
+                unified_diff(&text(&block), &text(&wanted_text), "pg_hba.conf", "desired"),
                 vec![Action::WriteHba, Action::Reload],
             );
         }
     }
+}
+
+fn normal(line: &str) -> String {
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
