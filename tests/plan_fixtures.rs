@@ -101,7 +101,10 @@ fn converged(topology: &Topology) -> Observed {
     }
     for environment in &topology.environments {
         let primary = &environment.primary;
+        let block: Vec<String> =
+            desired::hba_lines(environment, &topology.hosts).iter().map(|line| line.to_string()).collect();
         let directory = |standby: bool| DataDirFacts {
+            hba_block: Some(block.clone()),
             exists: true,
             empty: false,
             initialised_major: Some(15),
@@ -286,6 +289,16 @@ fn cases() -> Vec<(&'static str, Mutation)> {
             for address in ["prod.cluster.primary", "prod.replica.reporting", "prod.replica.dr"] {
                 probe_mut(observed, address).settings.get_mut("max_connections").unwrap().value = "200".into();
             }
+            None
+        }),
+        ("hba-block-edited", |topology, observed| {
+            let primary = &topology.environments[0].primary;
+            let directory = facts_mut(observed, "db1").data_dirs.get_mut(&primary.data_dir).unwrap();
+            directory
+                .hba_block
+                .as_mut()
+                .unwrap()
+                .push("host    replication  replicator   10.0.0.99/32       trust".into());
             None
         }),
         ("hba-and-roles", |_, observed| {

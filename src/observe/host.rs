@@ -213,7 +213,7 @@ fn parse_facts(text: &str) -> (HostFacts, SuperuserPasswords) {
                                 .filter(|line| {
                                     !line.starts_with("# BEGIN pgfleet") && !line.starts_with("# END pgfleet")
                                 })
-                                .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+                                .map(|line| line.trim_end().to_owned())
                                 .filter(|line| !line.is_empty())
                                 .collect(),
                         );

@@ -181,7 +181,7 @@ fn observed_lines(rules: &[HbaRule], wanted: &[HbaLine]) -> Vec<HbaLine> {
 pub(super) fn plan_hba(planner: &mut Planner<'_>, environment: &Environment, presence: Presence<'_>) {
     let address = Address::new(&environment.id, Kind::Hba, "replication");
     let wanted = desired::hba_lines(environment, &planner.topology.hosts);
-    let wanted_text: Vec<String> = wanted.iter().map(|line| normal(&line.to_string())).collect();
+    let wanted_text: Vec<String> = wanted.iter().map(ToString::to_string).collect();
     let text = |lines: &[String]| lines.iter().map(|line| format!("{line}\n")).collect::<String>();
     match presence {
         Presence::Absent | Presence::Stopped => planner.change(
@@ -206,11 +206,12 @@ pub(super) fn plan_hba(planner: &mut Planner<'_>, environment: &Environment, pre
                 .unwrap_or_default();
             let loaded = observed_lines(&probe.hba_rules, &wanted);
             let not_loaded = wanted.iter().filter(|line| !loaded.contains(line)).count();
-            if block == wanted_text && not_loaded == 0 {
+            let same_block = block.iter().map(|line| normal(line)).eq(wanted_text.iter().map(|line| normal(line)));
+            if same_block && not_loaded == 0 {
                 planner.no_op(address);
                 return;
             }
-            let reason = if block != wanted_text {
+            let reason = if !same_block {
                 "pgfleet's block in pg_hba.conf differs".to_owned()
             } else {
                 format!("{not_loaded} rule(s) written but not loaded")
