@@ -112,7 +112,14 @@ pub async fn start(context: &Context<'_>) -> Result<(), ActionError> {
         return Ok(());
     }
     let ini = shell_quote(&desired::pgbouncer_ini_path(&place).to_string_lossy());
-    context.run(&place.host, "start pgbouncer", &format!("pgbouncer -q -d {ini}"), STEP).await?;
+    context
+        .run(
+            &place.host,
+            "start pgbouncer",
+            &format!("PATH=\"$PATH:/usr/sbin:/usr/local/sbin\" pgbouncer -q -d {ini}"),
+            STEP,
+        )
+        .await?;
     let started = Instant::now();
     loop {
         if context.remote(&place.host)?.connect_tcp(&place.address, place.port).await.is_ok() {

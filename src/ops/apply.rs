@@ -240,8 +240,9 @@ fn summary(outcome: &apply::Outcome) -> String {
             outcome.skipped.len()
         )
     };
-    for (address, message) in &outcome.failed {
-        text.push_str(&format!("  failed:  {address}: {message}\n"));
+    // Each message names its resource already.
+    for (_, message) in &outcome.failed {
+        text.push_str(&format!("  failed:  {message}\n"));
     }
     for address in &outcome.skipped {
         text.push_str(&format!("  skipped: {address} (depends on a failed change)\n"));

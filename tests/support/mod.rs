@@ -89,6 +89,16 @@ impl SshServer {
     /// Starts sshd with a host key of each type; known_hosts records only
     /// the last one.
     pub fn start_with_host_keys(key_types: &[&str]) -> Self {
+        Self::start_inner(key_types, free_loopback_address())
+    }
+
+    /// Starts sshd on `address` (several may share one: hosts of one
+    /// machine, as pgfleet sees them).
+    pub fn start_at(address: Ipv4Addr) -> Self {
+        Self::start_inner(&["ed25519"], address)
+    }
+
+    fn start_inner(key_types: &[&str], address: Ipv4Addr) -> Self {
         let dir = shared_temp_dir("pgfleet-sshd-");
         let path = |name: &str| dir.path().join(name);
         let mut host_keys = String::new();
@@ -107,7 +117,6 @@ impl SshServer {
         std::fs::set_permissions(path("authorized_keys"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
         std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
 
-        let address = free_loopback_address();
         let port = free_port(address);
         let config = format!(
             "ListenAddress {address}:{port}\n\

@@ -1,0 +1,474 @@
+//! `pgfleet apply` on real servers, over SSH and locally: it builds a primary,
+//! two streaming replicas and their poolers from empty hosts, serves rows
+//! written on the primary from the replicas, converges (the next plan is
+//! empty), survives being killed, locks its state, refuses stale plans, and
+//! never leaks a secret.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::SshServer;
+
+const REPLICATION_PASSWORD: &str = "env-replication-Qw7tYp2Lk9";
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A port free on every one of `addresses`.
+fn common_free_port(addresses: &[Ipv4Addr]) -> u16 {
+    loop {
+        let port = support::free_port(addresses[0]);
+        if addresses.iter().all(|address| std::net::TcpListener::bind((*address, port)).is_ok()) {
+            return port;
+        }
+    }
+}
+
+/// One environment (primary, replicas r1 and r2, poolers) on either three
+/// SSH hosts of one machine or the local transport.
+struct Fleet {
+    work: tempfile::TempDir,
+    hosts_yaml: String,
+    host_of: [&'static str; 3],
+    /// Listen addresses of the primary, r1, r2.
+    addresses: [Ipv4Addr; 3],
+    ports: [u16; 3],
+    pooler_port: u16,
+    replica_pooler_port: u16,
+    _ssh: Vec<SshServer>,
+}
+
+impl Fleet {
+    fn new(hosts_yaml: String, host_of: [&'static str; 3], ssh: Vec<SshServer>) -> Self {
+        let work = support::shared_temp_dir("pgfleet-apply-");
+        assert!(Command::new("chown").arg("postgres:postgres").arg(work.path()).status().unwrap().success());
+        let addresses =
+            [support::free_loopback_address(), support::free_loopback_address(), support::free_loopback_address()];
+        let ports =
+            [support::free_port(addresses[0]), support::free_port(addresses[1]), support::free_port(addresses[2])];
+        let pooler_port = support::free_port(addresses[0]);
+        let replica_pooler_port = common_free_port(&addresses[1..]);
+        Fleet { work, hosts_yaml, host_of, addresses, ports, pooler_port, replica_pooler_port, _ssh: ssh }
+    }
+
+    fn local() -> Self {
+        Fleet::new("  here: { transport: local }\n".into(), ["here", "here", "here"], Vec::new())
+    }
+
+    /// Three sshd hosts sharing one address: one machine, three hosts.
+    fn ssh() -> Self {
+        let address = support::free_loopback_address();
+        let servers: Vec<SshServer> = (0..3).map(|_| SshServer::start_at(address)).collect();
+        let hosts_yaml = servers
+            .iter()
+            .zip(["db1", "db2", "db3"])
+            .map(|(server, name)| {
+                format!(
+                    "  {name}: {{ address: {}, ssh: {{ user: postgres, port: {}, identity_file: {}, known_hosts: {} }} }}\n",
+                    server.address,
+                    server.port,
+                    server.identity_file.display(),
+                    server.known_hosts.display()
+                )
+            })
+            .collect();
+        Fleet::new(hosts_yaml, ["db1", "db2", "db3"], servers)
+    }
+
+    fn dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir().join(name)
+    }
+
+    fn home(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("{}.pgfleet", self.data_dir(name).display()))
+    }
+
+    /// The configuration with the given replicas (of r1, r2).
+    fn config(&self, replicas: &[&str]) -> String {
+        let mut yaml = format!(
+            "version: 1\nstate: {{ path: {state} }}\nhosts:\n{hosts}environments:\n  - id: shop\n    odoo_version: \"18.0\"\n    primary: {{ host: {h0}, address: {a0}, port: {p0}, data_dir: {primary}, tuning: none, settings: {{ shared_buffers: 32MB }} }}\n    database: {{ name: shop, owner: odoo, password: {{ generate: true }} }}\n    replication: {{ user: replicator, password: {{ env: PGFLEET_TEST_REPLICATION_PASSWORD }} }}\n    pgbouncer: {{ pool_size: 5, pool_mode: session, port: {pp}, replica_port: {rp} }}\n",
+            state = self.dir().join("state.json").display(),
+            hosts = self.hosts_yaml,
+            h0 = self.host_of[0],
+            a0 = self.addresses[0],
+            p0 = self.ports[0],
+            primary = self.data_dir("primary").display(),
+            pp = self.pooler_port,
+            rp = self.replica_pooler_port,
+        );
+        if !replicas.is_empty() {
+            yaml.push_str("    replicas:\n");
+        }
+        for name in replicas {
+            let index = if *name == "r1" { 1 } else { 2 };
+            let purpose = if *name == "r1" { "reporting" } else { "dr" };
+            yaml.push_str(&format!(
+                "      - {{ name: {name}, host: {}, address: {}, port: {}, data_dir: {}, purpose: {purpose} }}\n",
+                self.host_of[index],
+                self.addresses[index],
+                self.ports[index],
+                self.data_dir(name).display()
+            ));
+        }
+        yaml
+    }
+
+    fn write_config(&self, replicas: &[&str]) {
+        std::fs::write(self.dir().join("pgfleet.yaml"), self.config(replicas)).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pgfleet"));
+        command
+            .args(args)
+            .current_dir(self.dir())
+            .env("NO_COLOR", "1")
+            .env("PGFLEET_TEST_REPLICATION_PASSWORD", REPLICATION_PASSWORD)
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn pgfleet(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn apply(&self) -> Output {
+        let output = self.pgfleet(&["apply", "--auto-approve"]);
+        assert_eq!(output.status.code(), Some(0), "apply failed:\n{}\n{}", text(&output.stdout), text(&output.stderr));
+        output
+    }
+
+    fn plan_exit_code(&self) -> i32 {
+        let output = self.pgfleet(&["plan", "--detailed-exitcode"]);
+        output.status.code().unwrap_or(-1)
+    }
+
+    fn secret(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.home("primary").join(relative)).unwrap().trim().to_owned()
+    }
+
+    /// psql as `user` with `password` over TCP; Err carries stderr.
+    fn psql(
+        &self,
+        address: Ipv4Addr,
+        port: u16,
+        user: &str,
+        password: &str,
+        database: &str,
+        sql: &str,
+    ) -> Result<String, String> {
+        let output = Command::new("psql")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                &address.to_string(),
+                "-p",
+                &port.to_string(),
+                "-U",
+                user,
+                "-d",
+                database,
+                "-c",
+                sql,
+            ])
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .unwrap();
+        if output.status.success() { Ok(text(&output.stdout).trim().to_owned()) } else { Err(text(&output.stderr)) }
+    }
+
+    fn superuser_sql(&self, sql: &str) -> String {
+        let password = self.secret("superuser.password");
+        self.psql(self.addresses[0], self.ports[0], "postgres", &password, "postgres", sql).unwrap()
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.dir().join("state.json")).unwrap()).unwrap()
+    }
+
+    /// Rows written on the primary through its pooler are read through each
+    /// replica's pooler; writes there fail.
+    fn check_data(&self, replicas: &[&str], marker: i64) {
+        let password = self.secret("role-odoo.password");
+        let primary_pooler = |sql: &str| self.psql(self.addresses[0], self.pooler_port, "odoo", &password, "shop", sql);
+        primary_pooler("CREATE TABLE IF NOT EXISTS orders (id bigint)").unwrap();
+        primary_pooler(&format!("INSERT INTO orders VALUES ({marker})")).unwrap();
+        for name in replicas {
+            let index = if *name == "r1" { 1 } else { 2 };
+            let replica_pooler =
+                |sql: &str| self.psql(self.addresses[index], self.replica_pooler_port, "odoo", &password, "shop", sql);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if replica_pooler(&format!("SELECT count(*) FROM orders WHERE id = {marker}")).ok().as_deref()
+                    == Some("1")
+                {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{name} never showed row {marker}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let refused = replica_pooler("INSERT INTO orders VALUES (-1)").unwrap_err();
+            assert!(refused.contains("read-only"), "{name}: {refused}");
+        }
+    }
+
+    fn streaming(&self) -> String {
+        self.superuser_sql("SELECT string_agg(application_name || '=' || state, ',' ORDER BY application_name) FROM pg_stat_replication")
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // Stop whatever the test's pgfleet started, by pid.
+        for entry in std::fs::read_dir(self.work.path()).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.join("PG_VERSION").exists() {
+                let _ = Command::new("runuser")
+                    .args(["-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl", "-D"])
+                    .arg(&path)
+                    .args(["stop", "-m", "immediate"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            for pidfile in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                if pidfile.file_name().to_string_lossy().ends_with(".pid")
+                    && let Ok(pid) = std::fs::read_to_string(pidfile.path())
+                {
+                    let _ = Command::new("kill").arg(pid.trim()).status();
+                }
+            }
+        }
+    }
+}
+
+fn converge_from_empty_hosts(fleet: &Fleet) {
+    fleet.write_config(&["r1", "r2"]);
+    let first = fleet.apply();
+    assert!(text(&first.stdout).contains("Apply complete"), "{}", text(&first.stdout));
+    assert_eq!(fleet.streaming(), "r1=streaming,r2=streaming");
+    fleet.check_data(&["r1", "r2"], 1001);
+    assert_eq!(fleet.plan_exit_code(), 0, "the next plan is empty");
+
+    // A second apply has nothing to do and journals nothing.
+    let journal_before = fleet.state()["journal"].as_array().unwrap().len();
+    let second = fleet.apply();
+    assert!(text(&second.stdout).contains("No changes"), "{}", text(&second.stdout));
+    assert_eq!(fleet.state()["journal"].as_array().unwrap().len(), journal_before);
+
+    // Secrets: files 0600 owned by postgres, and never in any output, the
+    // state (journal included) or the standby's configuration.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let postgres_uid: u32 = support::as_postgres("id -u").trim().parse().unwrap();
+    for file in [
+        fleet.home("primary").join("superuser.password"),
+        fleet.home("primary").join("role-odoo.password"),
+        fleet.home("primary").join("userlist.txt"),
+        fleet.home("r1").join("passfile"),
+        fleet.home("r1").join("userlist.txt"),
+        fleet.home("r2").join("passfile"),
+    ] {
+        let metadata = std::fs::metadata(&file).unwrap();
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{}", file.display());
+        assert_eq!(metadata.uid(), postgres_uid, "{}", file.display());
+    }
+    let conninfo = std::fs::read_to_string(fleet.data_dir("r1").join("postgresql.auto.conf")).unwrap();
+    assert!(conninfo.contains("passfile="), "{conninfo}");
+    let mut seen =
+        format!("{}{}{}{}", text(&first.stdout), text(&first.stderr), text(&second.stdout), text(&second.stderr));
+    seen.push_str(&std::fs::read_to_string(fleet.dir().join("state.json")).unwrap());
+    seen.push_str(&conninfo);
+    seen.push_str(&text(&fleet.pgfleet(&["plan", "--format", "json"]).stdout));
+    for secret in
+        [fleet.secret("superuser.password"), fleet.secret("role-odoo.password"), REPLICATION_PASSWORD.to_owned()]
+    {
+        assert!(!secret.is_empty());
+        assert!(!seen.contains(&secret), "a secret leaked");
+    }
+}
+
+#[test]
+fn apply_over_ssh_streams_serves_through_poolers_and_replans_empty() {
+    converge_from_empty_hosts(&Fleet::ssh());
+}
+
+#[test]
+fn apply_locally_streams_serves_through_poolers_and_replans_empty() {
+    converge_from_empty_hosts(&Fleet::local());
+}
+
+#[test]
+fn removing_a_replica_stops_it_removes_its_data_and_drops_its_slot() {
+    let fleet = Fleet::local();
+    fleet.write_config(&["r1", "r2"]);
+    fleet.apply();
+    fleet.write_config(&["r1"]);
+    let output = fleet.pgfleet(&["plan", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let deletions: Vec<&str> = plan["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|change| change["action"] == "delete")
+        .map(|change| change["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(deletions, ["shop.pooler.r2", "shop.replica.r2", "shop.slot.r2"]);
+    fleet.apply();
+    assert!(!fleet.data_dir("r2").exists(), "r2's data directory is gone");
+    assert!(!fleet.home("r2").exists(), "and pgfleet's files beside it");
+    assert_eq!(fleet.superuser_sql("SELECT string_agg(slot_name, ',') FROM pg_replication_slots"), "r1");
+    assert_eq!(fleet.streaming(), "r1=streaming");
+    assert!(
+        fleet
+            .psql(
+                fleet.addresses[2],
+                fleet.replica_pooler_port,
+                "odoo",
+                &fleet.secret("role-odoo.password"),
+                "shop",
+                "SELECT 1"
+            )
+            .is_err()
+    );
+    assert_eq!(fleet.plan_exit_code(), 0);
+    let owned = fleet.state()["owned"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert!(!owned.iter().any(|address| address.ends_with(".r2")), "{owned:?}");
+    fleet.check_data(&["r1"], 2002);
+}
+
+/// Starts apply in the background and kills it (SIGKILL) as soon as the
+/// journal shows `action` started.
+fn kill_apply_during(fleet: &Fleet, action: &str) {
+    let mut child =
+        fleet.command(&["apply", "--auto-approve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let started = std::fs::read_to_string(fleet.dir().join("state.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|state| {
+                state["journal"].as_array().is_some_and(|journal| {
+                    journal.iter().any(|entry| entry["action"] == action && entry["event"] == "started")
+                })
+            });
+        if started {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("apply ended ({status}) before {action} started");
+        }
+        assert!(Instant::now() < deadline, "{action} never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn apply_killed_during_base_backup_or_pooler_step_converges_on_rerun() {
+    let fleet = Fleet::local();
+    // A primary with some data, so the base backup takes a moment.
+    fleet.write_config(&[]);
+    fleet.apply();
+    fleet.superuser_sql(
+        "CREATE TABLE ballast AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 300000) g",
+    );
+
+    fleet.write_config(&["r1", "r2"]);
+    kill_apply_during(&fleet, "base_backup");
+    // The state lock died with the process: the rerun is not blocked.
+    fleet.apply();
+    assert_eq!(fleet.streaming(), "r1=streaming,r2=streaming");
+    assert_eq!(fleet.plan_exit_code(), 0);
+
+    // Again, killed while writing a pooler's files.
+    std::fs::remove_file(desired_ini(&fleet, "r2")).unwrap();
+    kill_apply_during(&fleet, "write_pooler_config");
+    fleet.apply();
+    assert_eq!(fleet.plan_exit_code(), 0);
+
+    // No duplicate or orphaned slot, role or pooler.
+    assert_eq!(
+        fleet.superuser_sql("SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots"),
+        "r1,r2"
+    );
+    assert_eq!(fleet.superuser_sql("SELECT count(*) FROM pg_roles WHERE rolname IN ('odoo', 'replicator')"), "2");
+    let poolers = Command::new("pgrep").args(["-f", &fleet.dir().display().to_string()]).output().unwrap();
+    let pgbouncers = text(&poolers.stdout)
+        .lines()
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "pgbouncer"))
+        .count();
+    assert_eq!(pgbouncers, 3, "one PgBouncer per pooler");
+    fleet.check_data(&["r1", "r2"], 3003);
+}
+
+fn desired_ini(fleet: &Fleet, replica: &str) -> PathBuf {
+    fleet.home(replica).join(format!("pgbouncer-{}.ini", fleet.replica_pooler_port))
+}
+
+#[test]
+fn a_second_apply_on_the_same_state_fails_naming_the_holder() {
+    let fleet = Fleet::local();
+    fleet.write_config(&[]);
+    fleet.apply();
+    fleet.superuser_sql(
+        "CREATE TABLE ballast AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 300000) g",
+    );
+    fleet.write_config(&["r1", "r2"]);
+    let mut first =
+        fleet.command(&["apply", "--auto-approve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Wait until the first holds the lock and is working.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(fleet.dir().join("state.json")).is_ok_and(|state| state.contains("base_backup")) {
+        assert!(Instant::now() < deadline, "the first apply never started its base backup");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = fleet.pgfleet(&["apply", "--auto-approve"]);
+    let stderr = text(&second.stderr).replace('│', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is locked by") && stderr.contains(&format!("pid {}", first.id())), "{stderr}");
+    assert!(first.wait().unwrap().success());
+    assert_eq!(fleet.plan_exit_code(), 0);
+}
+
+#[test]
+fn a_saved_plan_runs_but_is_refused_once_the_hosts_changed() {
+    let fleet = Fleet::local();
+    fleet.write_config(&["r1"]);
+    let saved = fleet.pgfleet(&["plan", "--out", "first.plan"]);
+    assert_eq!(saved.status.code(), Some(0), "{}", text(&saved.stderr));
+    let applied = fleet.pgfleet(&["apply", "first.plan"]);
+    assert_eq!(applied.status.code(), Some(0), "{}", text(&applied.stderr));
+    assert_eq!(fleet.plan_exit_code(), 0);
+
+    fleet.write_config(&["r1", "r2"]);
+    assert_eq!(fleet.pgfleet(&["plan", "--out", "second.plan"]).status.code(), Some(0));
+    // Someone drops a slot by hand after the plan was made.
+    let r1_stopped = support::as_postgres(&format!(
+        "/usr/lib/postgresql/15/bin/pg_ctl -D {} stop -m fast >/dev/null && echo stopped",
+        fleet.data_dir("r1").display()
+    ));
+    assert_eq!(r1_stopped.trim(), "stopped");
+    fleet.superuser_sql("SELECT pg_drop_replication_slot('r1')");
+    let stale = fleet.pgfleet(&["apply", "second.plan"]);
+    let stderr = text(&stale.stderr);
+    assert_eq!(stale.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stale"), "{stderr}");
+    assert!(!fleet.data_dir("r2").exists(), "a stale plan changes nothing");
+    // A fresh apply repairs it all.
+    fleet.apply();
+    assert_eq!(fleet.plan_exit_code(), 0);
+    fleet.check_data(&["r1", "r2"], 4004);
+}
