@@ -472,3 +472,19 @@ fn a_saved_plan_runs_but_is_refused_once_the_hosts_changed() {
     assert_eq!(fleet.plan_exit_code(), 0);
     fleet.check_data(&["r1", "r2"], 4004);
 }
+
+#[test]
+fn the_callers_libpq_environment_does_not_leak_into_commands() {
+    // With PGPASSWORD set to something else, pg_basebackup would use it
+    // instead of the replica's passfile and fail.
+    let fleet = Fleet::local();
+    fleet.write_config(&["r1"]);
+    let output = fleet
+        .command(&["apply", "--auto-approve"])
+        .env("PGPASSWORD", "not-the-replication-password")
+        .env("PGUSER", "nobody")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}{}", text(&output.stdout), text(&output.stderr));
+    assert_eq!(fleet.streaming(), "r1=streaming");
+}

@@ -57,8 +57,15 @@ impl Remote for Local {
                     process
                 }
             };
-            // Relative paths in the configuration are relative to where
-            // pgfleet runs; the service user must be able to reach them.
+            // libpq reads PGPASSWORD, PGHOST and the like before the
+            // passfile and options pgfleet gives; the caller's must not leak
+            // into pg_basebackup or psql. (Over SSH, sshd starts a clean
+            // environment.)
+            for (name, _) in std::env::vars_os() {
+                if name.to_string_lossy().starts_with("PG") {
+                    process.env_remove(&name);
+                }
+            }
             process.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
             let io = |action| {
                 let host = self.host.clone();
