@@ -97,6 +97,11 @@ pub enum Command {
     /// Exit codes: 0 done (or nothing to do), 1 error before any change
     /// (or cancelled), 3 stopped part-way (rerun to converge).
     Apply(ApplyArgs),
+    /// Inspect pgfleet's state: what it owns, its journal, its lock.
+    ///
+    /// Exit codes: 0, 1 error (unreadable state, lock held for unlock).
+    #[command(subcommand)]
+    State(StateCommand),
     /// Print the resource dependency graph in Graphviz DOT.
     ///
     /// Edges point from a resource to those that need it; apply follows
@@ -123,6 +128,23 @@ pub struct PlanArgs {
     /// Repeatable.
     #[arg(long, value_name = "ADDRESS")]
     pub target: Vec<crate::address::Address>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List the resources pgfleet created, and who holds the lock.
+    List(FileArgs),
+    /// Print the state as JSON (it never holds a secret).
+    Show(FileArgs),
+    /// Remove a lock record left behind. A lock held by a running pgfleet is
+    /// never broken: its holder is named instead.
+    Unlock {
+        #[command(flatten)]
+        file: FileArgs,
+        /// Required: removing the record is deliberate.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +205,9 @@ pub fn run() -> ExitCode {
         Command::Validate(args) => ops::validate::run(&printer, &args.file),
         Command::Schema => ops::schema::run(&printer),
         Command::Graph(args) => ops::graph::run(&printer, &args.file),
+        Command::State(StateCommand::List(args)) => ops::state::list(&printer, &args.file),
+        Command::State(StateCommand::Show(args)) => ops::state::show(&printer, &args.file),
+        Command::State(StateCommand::Unlock { file, force }) => ops::state::unlock(&printer, &file.file, *force),
         Command::Apply(args) => ops::apply::run(
             &printer,
             &ops::apply::Options {

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod graph;
 pub mod plan;
 pub mod schema;
+pub mod state;
 pub mod validate;
 
 use std::path::Path;
@@ -70,6 +71,15 @@ pub enum Error {
         help("the plan above shows what is left; run apply again, and report a bug if it never converges")
     )]
     NotConverged { addresses: String },
+    #[error("the state lock is held by {holder}")]
+    #[diagnostic(
+        code(pgfleet::state::held),
+        help("a local lock is released when its holder exits; wait for it, or stop that process")
+    )]
+    LockHeld { holder: String },
+    #[error("unlock removes the lock record only with --force")]
+    #[diagnostic(code(pgfleet::state::unlock), help("run `pgfleet state unlock --force` once no pgfleet is running"))]
+    UnlockNeedsForce,
     #[error("cannot write the plan to {path}")]
     #[diagnostic(code(pgfleet::write_plan))]
     WritePlan {
