@@ -440,7 +440,7 @@ fn a_second_apply_on_the_same_state_fails_naming_the_holder() {
     assert_eq!(second.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is locked by") && stderr.contains(&format!("pid {}", first.id())), "{stderr}");
     let listed = text(&fleet.pgfleet(&["state", "list"]).stdout);
-    assert!(listed.contains(&format!("locked by")) && listed.contains(&format!("pid {}", first.id())), "{listed}");
+    assert!(listed.contains("locked by") && listed.contains(&format!("pid {}", first.id())), "{listed}");
     let unlock = fleet.pgfleet(&["state", "unlock", "--force"]);
     assert_eq!(unlock.status.code(), Some(1), "a held lock is never broken");
     assert!(text(&unlock.stderr).contains(&format!("pid {}", first.id())));
