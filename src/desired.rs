@@ -262,6 +262,19 @@ pub fn pgbouncer_ini_path(place: &PoolerPlace) -> PathBuf {
     place.home.join(format!("pgbouncer-{}.ini", place.port))
 }
 
+/// The roles in a pooler's userlist: the application owner, and `postgres`
+/// for the admin console.
+pub fn userlist_roles(environment: &Environment) -> [String; 2] {
+    [environment.database.owner.clone(), "postgres".to_owned()]
+}
+
+/// PgBouncer's userlist: each role's SCRAM verifier exactly as
+/// `pg_authid.rolpassword` holds it, so PgBouncer can authenticate clients
+/// and pass their SCRAM keys through to the server.
+pub fn userlist(verifiers: &BTreeMap<String, String>) -> String {
+    verifiers.iter().map(|(name, verifier)| format!("\"{}\" \"{}\"\n", name.replace('"', "\"\""), verifier)).collect()
+}
+
 /// Path of a pooler's pid file (named in its ini).
 pub fn pgbouncer_pid_path(place: &PoolerPlace) -> PathBuf {
     place.home.join(format!("pgbouncer-{}.pid", place.port))

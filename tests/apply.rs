@@ -493,3 +493,54 @@ fn the_callers_libpq_environment_does_not_leak_into_commands() {
     assert_eq!(output.status.code(), Some(0), "{}{}", text(&output.stdout), text(&output.stderr));
     assert_eq!(fleet.streaming(), "r1=streaming");
 }
+
+#[test]
+fn rotating_passwords_rekeys_roles_passfiles_and_pooler_userlists() {
+    let fleet = Fleet::local();
+    fleet.write_config(&["r1"]);
+    fleet.apply();
+    let old_owner_password = fleet.secret("role-odoo.password");
+
+    // The replication password comes from the environment: rotate it. The
+    // owner's is generated and kept on the primary's host: replace it there.
+    let rotated = "env-replication-rotated-8Hq3Zx";
+    support::as_postgres(&format!(
+        "echo new-owner-password-Vb6Nd2 > {}",
+        fleet.home("primary").join("role-odoo.password").display()
+    ));
+    let with_new_env =
+        |args: &[&str]| fleet.command(args).env("PGFLEET_TEST_REPLICATION_PASSWORD", rotated).output().unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&with_new_env(&["plan", "--format", "json"]).stdout).unwrap();
+    let updates: Vec<&str> = plan["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|change| change["action"] == "update")
+        .map(|change| change["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        updates,
+        ["shop.role.odoo", "shop.role.replicator", "shop.replica.r1", "shop.pooler.primary", "shop.pooler.r1"]
+    );
+
+    let applied = with_new_env(&["apply", "--auto-approve"]);
+    assert_eq!(applied.status.code(), Some(0), "{}{}", text(&applied.stdout), text(&applied.stderr));
+    assert_eq!(with_new_env(&["plan", "--detailed-exitcode"]).status.code(), Some(0));
+    // The poolers accept the new owner password (they were restarted with the
+    // new verifier) and no longer the old one.
+    fleet.check_data(&["r1"], 5005);
+    let old = fleet.psql(fleet.addresses[0], fleet.pooler_port, "odoo", &old_owner_password, "shop", "SELECT 1");
+    assert!(old.is_err(), "the old password still works");
+    // The replica reconnects with the new passfile.
+    support::as_postgres(&format!(
+        "/usr/lib/postgresql/15/bin/pg_ctl -D {} restart -m fast -w >/dev/null",
+        fleet.data_dir("r1").display()
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fleet.streaming() != "r1=streaming" {
+        assert!(Instant::now() < deadline, "r1 does not stream with the rotated password");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let passfile = std::fs::read_to_string(fleet.home("r1").join("passfile")).unwrap();
+    assert!(passfile.ends_with(&format!(":{rotated}\n")));
+}

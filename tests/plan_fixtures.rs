@@ -128,13 +128,26 @@ fn converged(topology: &Topology) -> Observed {
             lsn: Some("0/3000148".into()),
             settings: settings(&desired::primary_settings(environment)),
             roles: vec![
-                RoleRow { name: "postgres".into(), login: true, replication: true, superuser: true },
-                RoleRow { name: environment.database.owner.clone(), login: true, replication: false, superuser: false },
+                RoleRow {
+                    name: "postgres".into(),
+                    login: true,
+                    replication: true,
+                    superuser: true,
+                    password_current: None,
+                },
+                RoleRow {
+                    name: environment.database.owner.clone(),
+                    login: true,
+                    replication: false,
+                    superuser: false,
+                    password_current: Some(true),
+                },
                 RoleRow {
                     name: environment.replication.user.clone(),
                     login: true,
                     replication: true,
                     superuser: false,
+                    password_current: Some(true),
                 },
             ],
             databases: vec![
@@ -256,6 +269,7 @@ fn cases() -> Vec<(&'static str, Mutation)> {
                     .collect(),
                 clusters: BTreeMap::new(),
                 poolers: BTreeMap::new(),
+                userlists: BTreeMap::new(),
             };
             None
         }),
@@ -299,6 +313,18 @@ fn cases() -> Vec<(&'static str, Mutation)> {
                 .as_mut()
                 .unwrap()
                 .push("host    replication  replicator   10.0.0.99/32       trust".into());
+            None
+        }),
+        ("passwords-rotated", |_, observed| {
+            let probe = probe_mut(observed, "prod.cluster.primary");
+            for role in probe.roles.iter_mut().filter(|role| role.name != "postgres") {
+                role.password_current = Some(false);
+            }
+            None
+        }),
+        ("userlist-stale", |_, observed| {
+            observed.userlists.insert("prod.pooler.reporting".into(), false);
+            observed.userlists.insert("prod.pooler.primary".into(), true);
             None
         }),
         ("hba-and-roles", |_, observed| {

@@ -74,21 +74,14 @@ pub async fn write_config(context: &Context<'_>) -> Result<(), ActionError> {
     context.write(&place.host, &desired::pgbouncer_ini_path(&place), ini.as_bytes(), 0o640).await?;
 
     let client = context.superuser(&context.primary()).await?;
-    let owner = &environment.database.owner;
+    let roles = desired::userlist_roles(environment);
     let rows = client
-        .query(
-            "SELECT rolname::text, rolpassword FROM pg_authid WHERE rolname = ANY($1) ORDER BY rolname",
-            &[&vec![owner.as_str(), "postgres"]],
-        )
+        .query("SELECT rolname::text, rolpassword FROM pg_authid WHERE rolname = ANY($1)", &[&roles.to_vec()])
         .await
         .map_err(context.query_error("read verifiers"))?;
-    let mut userlist = String::new();
-    for row in rows {
-        let (name, verifier): (String, Option<String>) = (row.get(0), row.get(1));
-        if let Some(verifier) = verifier {
-            userlist.push_str(&format!("\"{}\" \"{}\"\n", name.replace('"', "\"\""), verifier));
-        }
-    }
+    let verifiers =
+        rows.iter().filter_map(|row| Some((row.get::<_, String>(0), row.get::<_, Option<String>>(1)?))).collect();
+    let userlist = desired::userlist(&verifiers);
     let path = place.home.join("userlist.txt");
     let previous = context.read(&place.host, &path).await?;
     if previous.as_deref() == Some(userlist.as_bytes()) {

@@ -97,6 +97,11 @@ pub struct RoleRow {
     pub login: bool,
     pub replication: bool,
     pub superuser: bool,
+    /// For roles pgfleet manages: whether the stored verifier was made from
+    /// the configured password (`None`: the password was not available to
+    /// compare). Only this verdict is kept, never the verifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_current: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

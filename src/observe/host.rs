@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::secrets::Secret;
 use crate::transport::{COMMAND_TIMEOUT, Remote, TransportError, shell_quote};
 
 /// What pgfleet needs to know about a data directory and its server.
@@ -75,23 +76,38 @@ pub struct DataDirFacts {
     pub free_bytes: Option<u64>,
 }
 
-/// Runs the facts script on `remote` for PostgreSQL `major` and the given
-/// data directories.
-/// The superuser passwords pgfleet keeps beside the data directories it
-/// created, by data directory. Held in memory for the probe only: never
-/// part of the observations, never serialised.
+/// The secrets pgfleet keeps on a host, read with the facts: superuser and
+/// generated role passwords beside each data directory, and each pooler's
+/// userlist. Held in memory while observing, to log in and to tell whether
+/// passwords are current; never part of the observations, never
+/// serialised, never printed.
 #[derive(Default)]
-pub struct SuperuserPasswords(BTreeMap<PathBuf, String>);
+pub struct HostSecrets {
+    superuser: BTreeMap<PathBuf, Secret>,
+    roles: BTreeMap<(PathBuf, String), Secret>,
+    userlists: BTreeMap<PathBuf, String>,
+}
 
-impl SuperuserPasswords {
-    pub fn get(&self, data_dir: &Path) -> Option<&str> {
-        self.0.get(data_dir).map(String::as_str)
+impl HostSecrets {
+    /// The superuser password kept beside `data_dir`.
+    pub fn superuser(&self, data_dir: &Path) -> Option<&str> {
+        self.superuser.get(data_dir).map(Secret::expose)
+    }
+
+    /// A generated role password kept beside `data_dir`.
+    pub fn role(&self, data_dir: &Path, role: &str) -> Option<&Secret> {
+        self.roles.get(&(data_dir.to_owned(), role.to_owned()))
+    }
+
+    /// The userlist of the pooler whose ini is `ini`.
+    pub fn userlist(&self, ini: &Path) -> Option<&str> {
+        self.userlists.get(ini).map(String::as_str)
     }
 }
 
-impl std::fmt::Debug for SuperuserPasswords {
+impl std::fmt::Debug for HostSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SuperuserPasswords({} redacted)", self.0.len())
+        f.write_str("HostSecrets(redacted)")
     }
 }
 
@@ -101,7 +117,7 @@ pub async fn gather(
     major: u32,
     data_dirs: &[DataDirProbe],
     poolers: &[PoolerProbe],
-) -> Result<(HostFacts, SuperuserPasswords), TransportError> {
+) -> Result<(HostFacts, HostSecrets), TransportError> {
     let output = remote.exec(&facts_script(major, data_dirs, poolers), b"", COMMAND_TIMEOUT).await?;
     if !output.success() {
         return Err(TransportError::command(remote.host(), "gather host facts", &output));
@@ -138,11 +154,15 @@ if [ -f "$d/postmaster.pid" ]; then
   kill -0 "$pid" 2>/dev/null && [ "${{status%% *}}" = ready ] && echo "$k.running=1"
 fi
 s={secret}; [ -f "$s" ] && echo "$k.superuser=$(base64 -w0 "$s")"
+for f in {home}/role-*.password; do
+  [ -f "$f" ] || continue; r=${{f##*/role-}}; echo "$k.rolepw.${{r%.password}}=$(base64 -w0 "$f")"
+done
 e="$d"; while [ ! -e "$e" ]; do e=$(dirname "$e"); done
 echo "$k.free=$(df -Pk "$e" | awk 'NR==2 {{printf "%.0f", $4 * 1024}}')"
 "#,
             begin = shell_quote(crate::desired::HBA_BEGIN),
             secret = shell_quote(&crate::desired::home(&probe.path).join(crate::desired::SUPERUSER_PASSWORD_FILE).to_string_lossy()),
+            home = shell_quote(&crate::desired::home(&probe.path).to_string_lossy()),
         ));
     }
     for (index, probe) in poolers.iter().enumerate() {
@@ -151,8 +171,10 @@ echo "$k.free=$(df -Pk "$e" | awk 'NR==2 {{printf "%.0f", $4 * 1024}}')"
 echo "$k.path=$i"
 [ -f "$i" ] && echo "$k.ini=$(base64 -w0 "$i")"
 [ -f "$p" ] && kill -0 "$(cat "$p")" 2>/dev/null && echo "$k.running=1"
+[ -f {userlist} ] && echo "$k.userlist=$(base64 -w0 {userlist})"
 "#,
             ini = shell_quote(&probe.ini.to_string_lossy()),
+            userlist = shell_quote(&probe.ini.with_file_name("userlist.txt").to_string_lossy()),
             pid = shell_quote(&probe.pidfile.to_string_lossy()),
         ));
     }
@@ -162,9 +184,11 @@ echo "$k.path=$i"
     script
 }
 
-fn parse_facts(text: &str) -> (HostFacts, SuperuserPasswords) {
+fn parse_facts(text: &str) -> (HostFacts, HostSecrets) {
     let mut facts = HostFacts::default();
     let mut passwords: BTreeMap<String, String> = BTreeMap::new();
+    let mut role_passwords: Vec<(String, String, String)> = Vec::new();
+    let mut userlists: BTreeMap<String, String> = BTreeMap::new();
     let mut dirs: BTreeMap<String, (Option<PathBuf>, DataDirFacts)> = BTreeMap::new();
     let mut poolers: BTreeMap<String, (Option<PathBuf>, PoolerFacts)> = BTreeMap::new();
     for line in text.lines() {
@@ -189,6 +213,11 @@ fn parse_facts(text: &str) -> (HostFacts, SuperuserPasswords) {
                     "path" => *path = Some(PathBuf::from(value)),
                     "ini" => entry.ini = decode_base64(value).and_then(|bytes| String::from_utf8(bytes).ok()),
                     "running" => entry.running = true,
+                    "userlist" => {
+                        if let Some(text) = decode_base64(value).and_then(|bytes| String::from_utf8(bytes).ok()) {
+                            userlists.insert(pooler.to_owned(), text);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -225,14 +254,33 @@ fn parse_facts(text: &str) -> (HostFacts, SuperuserPasswords) {
                         }
                     }
                     "free" => entry.free_bytes = value.trim().parse().ok(),
+                    field if field.starts_with("rolepw.") => {
+                        if let Some(password) = decode_base64(value).and_then(|bytes| String::from_utf8(bytes).ok()) {
+                            let role = field.trim_start_matches("rolepw.").to_owned();
+                            let password = password.trim_end_matches(['\n', '\r']).to_owned();
+                            role_passwords.push((dir.to_owned(), role, password));
+                        }
+                    }
                     _ => {}
                 }
             }
         }
     }
-    let secrets = SuperuserPasswords(
-        passwords.into_iter().filter_map(|(key, password)| Some((dirs.get(&key)?.0.clone()?, password))).collect(),
-    );
+    let path_of = |key: &str| dirs.get(key).and_then(|(path, _)| path.clone());
+    let secrets = HostSecrets {
+        superuser: passwords
+            .into_iter()
+            .filter_map(|(key, password)| Some((path_of(&key)?, Secret::new(password))))
+            .collect(),
+        roles: role_passwords
+            .into_iter()
+            .filter_map(|(key, role, password)| Some(((path_of(&key)?, role), Secret::new(password))))
+            .collect(),
+        userlists: userlists
+            .into_iter()
+            .filter_map(|(key, text)| Some((poolers.get(&key)?.0.clone()?, text)))
+            .collect(),
+    };
     facts.data_dirs = dirs.into_values().filter_map(|(path, entry)| Some((path?, entry))).collect();
     facts.poolers = poolers.into_values().filter_map(|(path, entry)| Some((path?, entry))).collect();
     (facts, secrets)

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::address::{Address, Kind};
 use crate::desired;
+use crate::spec::SecretRef;
 use crate::sql::{self, SqlTarget};
 use crate::topology::{Host, Topology, Transport};
 use crate::transport::Remote;
@@ -37,6 +38,10 @@ pub struct Observed {
     /// console.
     #[serde(default)]
     pub poolers: BTreeMap<String, PoolerObservation>,
+    /// Pooler address → whether its userlist holds the verifiers its
+    /// primary has now (absent when that could not be told).
+    #[serde(default)]
+    pub userlists: BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +89,9 @@ pub enum ClusterObservation {
 struct Expected {
     address: Address,
     probe: DataDirProbe,
+    /// On a primary: the roles whose passwords pgfleet manages, with where
+    /// each password comes from.
+    roles: Vec<(String, SecretRef)>,
 }
 
 /// What one host should hold: clusters and poolers.
@@ -114,6 +122,10 @@ fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
         let primary = &environment.primary;
         let work = by_host.entry(primary.host.clone()).or_default();
         work.major = primary.version;
+        let mut roles = vec![(environment.database.owner.clone(), environment.database.password.clone())];
+        if !environment.replicas.is_empty() {
+            roles.push((environment.replication.user.clone(), environment.replication.password.clone()));
+        }
         work.clusters.push(Expected {
             address: Address::new(&environment.id, Kind::Cluster, "primary"),
             probe: DataDirProbe {
@@ -121,6 +133,7 @@ fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
                 address: primary.address.clone(),
                 port: primary.port,
             },
+            roles,
         });
         for replica in &environment.replicas {
             let work = by_host.entry(replica.host.clone()).or_default();
@@ -132,6 +145,7 @@ fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
                     address: replica.address.clone(),
                     port: replica.port,
                 },
+                roles: Vec::new(),
             });
         }
         if let Some(pooler) = &environment.pooler {
@@ -181,6 +195,8 @@ pub async fn observe(topology: &Topology) -> Observed {
     let settings = Arc::new(settings);
 
     let limit = Arc::new(Semaphore::new(PARALLEL_HOSTS));
+    let mut verifiers: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut userlists = Vec::new();
     let mut tasks = JoinSet::new();
     for (host_name, expected) in expected_by_host(topology) {
         let Some(host) = topology.hosts.get(&host_name).cloned() else { continue };
@@ -192,50 +208,89 @@ pub async fn observe(topology: &Topology) -> Observed {
     }
     let mut observed = Observed::default();
     while let Some(result) = tasks.join_next().await {
-        let Ok((host, host_observation, clusters, poolers)) = result else { continue };
-        observed.hosts.insert(host, host_observation);
-        observed.clusters.extend(clusters);
-        observed.poolers.extend(poolers);
+        let Ok(report) = result else { continue };
+        observed.hosts.insert(report.host, report.observation);
+        observed.clusters.extend(report.clusters);
+        observed.poolers.extend(report.poolers);
+        verifiers.extend(report.verifiers);
+        userlists.extend(report.userlists);
+    }
+    // A pooler's userlist is current when it holds, byte for byte, the
+    // verifiers its environment's primary has now.
+    for (pooler, environment, userlist) in userlists {
+        let (Some(verifiers), Some(environment)) = (verifiers.get(&environment), topology.environment(&environment))
+        else {
+            continue;
+        };
+        let users = desired::userlist_roles(environment);
+        let wanted: BTreeMap<String, String> =
+            verifiers.iter().filter(|(name, _)| users.contains(name)).map(|(n, v)| (n.clone(), v.clone())).collect();
+        observed.userlists.insert(pooler, userlist.as_deref() == Some(desired::userlist(&wanted).as_str()));
     }
     observed
 }
 
-/// What observing one host yields: the host, its clusters, its poolers.
-type HostReport = (String, HostObservation, Vec<(String, ClusterObservation)>, Vec<(String, PoolerObservation)>);
+/// What observing one host yields. `verifiers` and `userlists` are secret
+/// material kept in memory to compare, never stored.
+struct HostReport {
+    host: String,
+    observation: HostObservation,
+    clusters: Vec<(String, ClusterObservation)>,
+    poolers: Vec<(String, PoolerObservation)>,
+    /// Environment id → the primary's verifiers of its managed roles and
+    /// `postgres`.
+    verifiers: Vec<(String, BTreeMap<String, String>)>,
+    /// (pooler address, environment id, the userlist on the host).
+    userlists: Vec<(String, String, Option<String>)>,
+}
 
 async fn observe_host(host: &Host, expected: &HostWork, settings: &[String]) -> HostReport {
-    let unreachable = |error: &crate::transport::TransportError| {
+    let mut report = HostReport {
+        host: host.name.clone(),
+        observation: HostObservation::Unreachable { reason: String::new(), help: None },
+        clusters: Vec::new(),
+        poolers: Vec::new(),
+        verifiers: Vec::new(),
+        userlists: Vec::new(),
+    };
+    let unreachable = |mut report: HostReport, error: &crate::transport::TransportError| {
         let help = miette::Diagnostic::help(error).map(|help| help.to_string());
-        (host.name.clone(), HostObservation::Unreachable { reason: error_chain(error), help }, Vec::new(), Vec::new())
+        report.observation = HostObservation::Unreachable { reason: error_chain(error), help };
+        report
     };
     let remote = match connect(host).await {
         Ok(remote) => remote,
-        Err(error) => return unreachable(&error),
+        Err(error) => return unreachable(report, &error),
     };
     let probes: Vec<DataDirProbe> = expected.clusters.iter().map(|cluster| cluster.probe.clone()).collect();
     let pooler_probes: Vec<PoolerProbe> = expected.poolers.iter().map(|pooler| pooler.probe.clone()).collect();
-    let (facts, passwords) = match host::gather(remote.as_ref(), expected.major, &probes, &pooler_probes).await {
+    let (facts, secrets) = match host::gather(remote.as_ref(), expected.major, &probes, &pooler_probes).await {
         Ok(gathered) => gathered,
-        Err(error) => return unreachable(&error),
+        Err(error) => return unreachable(report, &error),
     };
-    let mut clusters = Vec::new();
     for cluster in &expected.clusters {
         let running = facts.data_dir(&cluster.probe.path).is_some_and(|dir| dir.running);
         let observation = if running {
-            probe_cluster(remote.as_ref(), &cluster.probe, passwords.get(&cluster.probe.path), settings).await
+            let (observation, verifiers) = probe_cluster(remote.as_ref(), cluster, &secrets, settings).await;
+            if let Some(verifiers) = verifiers {
+                report.verifiers.push((cluster.address.environment.clone(), verifiers));
+            }
+            observation
         } else {
             ClusterObservation::Stopped
         };
-        clusters.push((cluster.address.to_string(), observation));
+        report.clusters.push((cluster.address.to_string(), observation));
     }
-    let mut poolers = Vec::new();
     for pooler in &expected.poolers {
+        let userlist = secrets.userlist(&pooler.probe.ini).map(str::to_owned);
+        report.userlists.push((pooler.address.to_string(), pooler.address.environment.clone(), userlist));
         if facts.pooler(&pooler.probe.ini).is_some_and(|found| found.running) {
-            let observation = probe_pooler(remote.as_ref(), pooler, passwords.get(&pooler.data_dir)).await;
-            poolers.push((pooler.address.to_string(), observation));
+            let observation = probe_pooler(remote.as_ref(), pooler, secrets.superuser(&pooler.data_dir)).await;
+            report.poolers.push((pooler.address.to_string(), observation));
         }
     }
-    (host.name.clone(), HostObservation::Reachable { facts }, clusters, poolers)
+    report.observation = HostObservation::Reachable { facts };
+    report
 }
 
 async fn probe_pooler(remote: &dyn Remote, pooler: &ExpectedPooler, password: Option<&str>) -> PoolerObservation {
@@ -251,22 +306,54 @@ async fn probe_pooler(remote: &dyn Remote, pooler: &ExpectedPooler, password: Op
     }
 }
 
+/// Probes a running cluster. On a primary also reads the verifiers of
+/// the roles pgfleet manages (and `postgres`, which the poolers' admin
+/// console uses): each role learns whether its password is current, and
+/// the verifiers come back for the userlist comparison.
 async fn probe_cluster(
     remote: &dyn Remote,
-    probe: &DataDirProbe,
-    password: Option<&str>,
+    cluster: &Expected,
+    secrets: &host::HostSecrets,
     settings: &[String],
-) -> ClusterObservation {
+) -> (ClusterObservation, Option<BTreeMap<String, String>>) {
+    let probe = &cluster.probe;
+    let password = secrets.superuser(&probe.path);
     let target =
         SqlTarget { address: &probe.address, port: probe.port, user: "postgres", database: "postgres", password };
+    let unreachable =
+        |error: &dyn std::error::Error| (ClusterObservation::Unreachable { reason: error_chain(error) }, None);
     let client = match sql::connect(remote, target).await {
         Ok(client) => client,
-        Err(error) => return ClusterObservation::Unreachable { reason: error_chain(&error) },
+        Err(error) => return unreachable(&error),
     };
-    match cluster::probe(&client, settings).await {
-        Ok(probe) => ClusterObservation::Running { probe: Box::new(probe) },
-        Err(error) => ClusterObservation::Unreachable { reason: error_chain(&error) },
+    let mut found = match cluster::probe(&client, settings).await {
+        Ok(found) => found,
+        Err(error) => return unreachable(&error),
+    };
+    if cluster.roles.is_empty() || found.in_recovery {
+        return (ClusterObservation::Running { probe: Box::new(found) }, None);
     }
+    let mut names: Vec<&str> = cluster.roles.iter().map(|(name, _)| name.as_str()).collect();
+    names.push("postgres");
+    let rows =
+        match client.query("SELECT rolname::text, rolpassword FROM pg_authid WHERE rolname = ANY($1)", &[&names]).await
+        {
+            Ok(rows) => rows,
+            Err(error) => return unreachable(&error),
+        };
+    let verifiers: BTreeMap<String, String> =
+        rows.iter().filter_map(|row| Some((row.get::<_, String>(0), row.get::<_, Option<String>>(1)?))).collect();
+    for (name, reference) in &cluster.roles {
+        let secret = match reference {
+            SecretRef::Generate(_) => secrets.role(&probe.path, name).cloned(),
+            other => crate::secrets::read(other, name).ok().flatten(),
+        };
+        if let Some(role) = found.roles.iter_mut().find(|role| &role.name == name) {
+            role.password_current = secret
+                .map(|secret| verifiers.get(name).is_some_and(|verifier| crate::scram::matches(verifier, &secret)));
+        }
+    }
+    (ClusterObservation::Running { probe: Box::new(found) }, Some(verifiers))
 }
 
 /// A superuser session to a cluster: with the password pgfleet keeps on the

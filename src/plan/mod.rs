@@ -183,6 +183,17 @@ pub(crate) enum Presence<'a> {
     Unknown,
 }
 
+/// Whether the primary holds a verifier for `role` that is not the
+/// configured password: the password is about to change.
+pub(crate) fn password_rotates(observed: &Observed, environment: &Environment, role: &str) -> bool {
+    match observed.cluster(&format!("{}.cluster.primary", environment.id)) {
+        Some(ClusterObservation::Running { probe }) => {
+            probe.roles.iter().any(|row| row.name == role && row.password_current == Some(false))
+        }
+        _ => false,
+    }
+}
+
 pub(crate) fn presence<'a>(
     observed: &'a Observed,
     host: &str,

@@ -1,7 +1,7 @@
 //! PgBouncer in front of the primary and of each replica: its ini file is
 //! compared as text, so the plan shows the exact diff.
 
-use super::{ChangeKind, Planner, Refusal, unified_diff};
+use super::{ChangeKind, Planner, Refusal, password_rotates, unified_diff};
 use crate::action::Action;
 use crate::address::{Address, Kind};
 use crate::desired::{self, POOLER_RESTART_KEYS, PoolerSite};
@@ -22,8 +22,12 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment) {
     let sites: Vec<(String, PoolerSite<'_>)> = std::iter::once(("primary".to_owned(), PoolerSite::Primary))
         .chain(environment.replicas.iter().map(|replica| (replica.name.clone(), PoolerSite::Replica(replica))))
         .collect();
+    // The userlist copies the owner's verifier: when the owner's password
+    // changes in this plan, every pooler's userlist must follow.
+    let owner_changes = password_rotates(planner.observed, environment, &environment.database.owner);
     for (name, site) in &sites {
         let address = Address::new(&environment.id, Kind::Pooler, name);
+        let userlist_stale = owner_changes || planner.observed.userlists.get(&address.to_string()) == Some(&false);
         let place = desired::pooler_place(environment, pooler, *site);
         let Some(facts) = planner.observed.host_facts(&place.host) else { continue };
         if facts.pgbouncer.is_none() {
@@ -55,6 +59,23 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment) {
                     unified_diff(&ini, &wanted, &shown_path, "desired"),
                     vec![Action::WritePoolerConfig, apply],
                 );
+            }
+            Some(_) if userlist_stale => {
+                let mut actions = vec![Action::WritePoolerConfig];
+                if !observed.running {
+                    actions.push(Action::StartPooler);
+                }
+                let reason = if owner_changes {
+                    "the owner's password changes, so the userlist follows (restart: PgBouncer keeps old SCRAM keys)"
+                } else {
+                    "userlist.txt does not hold the primary's current verifiers"
+                };
+                planner.change(address, ChangeKind::Update, reason, None, actions);
+                if let Some(change) = planner.changes.last_mut()
+                    && observed.running
+                {
+                    change.disruption = crate::action::Disruption::Restart;
+                }
             }
             Some(_) if !observed.running => {
                 planner.change(

@@ -3,7 +3,7 @@
 //! created that left the configuration.
 
 use super::cluster::plan_settings;
-use super::{ChangeKind, Planner, Presence, Refusal, presence};
+use super::{ChangeKind, Planner, Presence, Refusal, password_rotates, presence};
 use crate::action::Action;
 use crate::address::{Address, Kind};
 use crate::desired;
@@ -147,7 +147,29 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
         }
         Presence::Unknown => planner.warn(Some(address), "the replica runs but pgfleet could not log in to compare it"),
         Presence::Running(probe) => {
-            plan_settings(planner, address, &desired::replica_settings(environment, replica), probe);
+            plan_settings(planner, address.clone(), &desired::replica_settings(environment, replica), probe);
+            // The passfile carries the replication password: when that
+            // changes in this plan, the passfile follows (the running
+            // receiver uses it at its next connection).
+            if password_rotates(planner.observed, environment, &environment.replication.user) {
+                match planner
+                    .changes
+                    .iter_mut()
+                    .find(|change| change.address == address && change.action != ChangeKind::NoOp)
+                {
+                    Some(change) => change.actions.insert(0, Action::WriteStandbyConfig),
+                    None => {
+                        planner.changes.retain(|change| change.address != address);
+                        planner.change(
+                            address,
+                            ChangeKind::Update,
+                            "the replication password changes, so the passfile follows",
+                            None,
+                            vec![Action::WriteStandbyConfig],
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -38,7 +38,22 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
                         vec![create],
                     );
                 }
-                Some(_) => planner.no_op(address),
+                Some(role) if role.password_current == Some(false) => planner.change(
+                    address,
+                    ChangeKind::Update,
+                    format!("role {name}'s password is not the configured one"),
+                    None,
+                    vec![create],
+                ),
+                Some(role) => {
+                    if role.password_current.is_none() {
+                        planner.warn(
+                            Some(address.clone()),
+                            format!("the password of role {name} is not available here, so it was not compared"),
+                        );
+                    }
+                    planner.no_op(address)
+                }
             },
         }
     }
