@@ -544,3 +544,29 @@ fn rotating_passwords_rekeys_roles_passfiles_and_pooler_userlists() {
     let passfile = std::fs::read_to_string(fleet.home("r1").join("passfile")).unwrap();
     assert!(passfile.ends_with(&format!(":{rotated}\n")));
 }
+
+#[test]
+fn replace_skips_a_healthy_replica_unless_forced() {
+    let fleet = Fleet::local();
+    fleet.write_config(&["r1"]);
+    fleet.apply();
+    // A file only this copy of the data directory has.
+    let marker = fleet.data_dir("r1").join("pgfleet-test-marker");
+    support::as_postgres(&format!("touch {}", marker.display()));
+
+    let skipped = fleet.pgfleet(&["apply", "--auto-approve", "--replace", "shop.replica.r1"]);
+    assert_eq!(skipped.status.code(), Some(0), "{}", text(&skipped.stderr));
+    assert!(text(&skipped.stderr).contains("not rebuilt (use --force)"), "{}", text(&skipped.stderr));
+    assert!(marker.exists(), "a healthy replica is not rebuilt");
+
+    let forced = fleet.pgfleet(&["apply", "--auto-approve", "--replace", "shop.replica.r1", "--force"]);
+    assert_eq!(forced.status.code(), Some(0), "{}{}", text(&forced.stdout), text(&forced.stderr));
+    assert!(text(&forced.stdout).contains("-/+ shop.replica.r1"), "{}", text(&forced.stdout));
+    assert!(!marker.exists(), "the replica was rebuilt from a new base backup");
+    assert_eq!(fleet.streaming(), "r1=streaming");
+    assert_eq!(fleet.plan_exit_code(), 0);
+    fleet.check_data(&["r1"], 6006);
+
+    let unknown = fleet.pgfleet(&["apply", "--auto-approve", "--replace", "shop.replica.nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+}
