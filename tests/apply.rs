@@ -570,3 +570,42 @@ fn replace_skips_a_healthy_replica_unless_forced() {
     let unknown = fleet.pgfleet(&["apply", "--auto-approve", "--replace", "shop.replica.nope"]);
     assert_eq!(unknown.status.code(), Some(1));
 }
+
+#[test]
+fn a_failed_change_skips_its_dependents_while_the_rest_completes_and_a_rerun_converges() {
+    let fleet = Fleet::local();
+    // A second environment whose primary's directory postgres may not enter.
+    let locked = fleet.dir().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let other = support::free_loopback_address();
+    let other_port = support::free_port(other);
+    let config = format!(
+        "{}  - id: broken\n    primary: {{ host: here, address: {other}, port: {other_port}, data_dir: {}, tuning: none }}\n",
+        fleet.config(&["r1"]),
+        locked.join("primary").display()
+    );
+    std::fs::write(fleet.dir().join("pgfleet.yaml"), config).unwrap();
+
+    let partial = fleet.pgfleet(&["apply", "--auto-approve"]);
+    let stdout = text(&partial.stdout);
+    assert_eq!(partial.status.code(), Some(3), "{stdout}{}", text(&partial.stderr));
+    assert!(stdout.contains("Apply stopped part-way"), "{stdout}");
+    assert!(stdout.contains("failed:  broken.cluster.primary"), "{stdout}");
+    assert!(stdout.contains("skipped: broken.database.broken"), "{stdout}");
+    // The healthy environment was built all the same.
+    assert_eq!(fleet.streaming(), "r1=streaming");
+    fleet.check_data(&["r1"], 7007);
+
+    std::process::Command::new("chown").arg("postgres").arg(&locked).status().unwrap();
+    fleet.apply();
+    assert_eq!(fleet.plan_exit_code(), 0);
+    let drop_other = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl", "-D"])
+        .arg(locked.join("primary"))
+        .args(["stop", "-m", "immediate"])
+        .output()
+        .unwrap();
+    assert!(drop_other.status.success());
+}

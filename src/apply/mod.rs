@@ -3,10 +3,12 @@
 //! change stops, every later change that depends on it is skipped, and the
 //! independent ones still run; a rerun converges.
 //!
-//! Changes run one at a time, in plan order (so at most one base backup per
-//! primary runs at once).
+//! Independent changes run concurrently, `PARALLEL_CHANGES` at most; a
+//! change starts once everything it depends on (in the resource graph) has
+//! succeeded, and at most one base backup per primary runs at a time.
+//! Deletions run last, one by one, in plan order (dependents first).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::action::{ActionError, Context};
@@ -62,6 +64,15 @@ fn ownership(topology: &Topology, address: &Address) -> Option<Owned> {
     })
 }
 
+/// Changes in flight at once.
+pub const PARALLEL_CHANGES: usize = 4;
+
+/// The state and journal, shared by the changes running at once.
+struct Shared<'a> {
+    state: &'a mut State,
+    journal: &'a mut dyn Journal,
+}
+
 /// Runs `plan` on the connected `hosts`, recording ownership and the
 /// journal in `state` through `journal`.
 pub async fn apply(
@@ -72,22 +83,91 @@ pub async fn apply(
     journal: &mut dyn Journal,
 ) -> Outcome {
     let graph = ResourceGraph::build(topology);
+    let changes: Vec<&ResourceChange> = plan.changes().collect();
+    let (ordered, deletions): (Vec<&ResourceChange>, Vec<&ResourceChange>) =
+        changes.into_iter().partition(|change| change.action != ChangeKind::Delete);
+    let addresses: Vec<&Address> = ordered.iter().map(|change| &change.address).collect();
+    // What each change waits for: the changes of its dependencies in this plan.
+    let waits_for: Vec<Vec<usize>> = ordered
+        .iter()
+        .map(|change| {
+            graph
+                .dependencies(&change.address)
+                .into_iter()
+                .filter(|dependency| **dependency != change.address)
+                .filter_map(|dependency| addresses.iter().position(|address| *address == dependency))
+                .collect()
+        })
+        .collect();
+    let base_backup_locks: BTreeMap<&str, tokio::sync::Semaphore> = topology
+        .environments
+        .iter()
+        .map(|environment| (environment.id.as_str(), tokio::sync::Semaphore::new(1)))
+        .collect();
+    let shared = tokio::sync::Mutex::new(Shared { state, journal });
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Status {
+        Waiting,
+        Running,
+        Done,
+        Broken,
+    }
+    let mut status = vec![Status::Waiting; ordered.len()];
     let mut outcome = Outcome::default();
-    let mut broken: BTreeSet<Address> = BTreeSet::new();
-    for change in plan.changes() {
-        let blocked_by =
-            graph.dependencies(&change.address).into_iter().find(|dependency| broken.contains(*dependency));
-        if blocked_by.is_some() {
-            broken.insert(change.address.clone());
-            outcome.skipped.push(change.address.clone());
-            continue;
-        }
-        match run_change(change, topology, hosts, state, journal).await {
-            Ok(()) => outcome.done.push(change.address.clone()),
-            Err(message) => {
-                broken.insert(change.address.clone());
-                outcome.failed.push((change.address.clone(), message));
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    loop {
+        for index in 0..ordered.len() {
+            if status[index] != Status::Waiting {
+                continue;
             }
+            if waits_for[index].iter().any(|&dependency| status[dependency] == Status::Broken) {
+                status[index] = Status::Broken;
+                outcome.skipped.push(ordered[index].address.clone());
+                continue;
+            }
+            let ready = waits_for[index].iter().all(|&dependency| status[dependency] == Status::Done);
+            if ready && running.len() < PARALLEL_CHANGES {
+                status[index] = Status::Running;
+                let change = ordered[index];
+                let lock = change
+                    .actions
+                    .iter()
+                    .any(|action| matches!(action, crate::action::Action::BaseBackup { .. }))
+                    .then(|| base_backup_locks.get(change.address.environment.as_str()))
+                    .flatten();
+                let shared = &shared;
+                running.push(async move {
+                    let _permit = match lock {
+                        Some(lock) => lock.acquire().await.ok(),
+                        None => None,
+                    };
+                    (index, run_change(change, topology, hosts, shared).await)
+                });
+            }
+        }
+        let Some((index, result)) = futures_util::StreamExt::next(&mut running).await else { break };
+        match result {
+            Ok(()) => {
+                status[index] = Status::Done;
+                outcome.done.push(ordered[index].address.clone());
+            }
+            Err(message) => {
+                status[index] = Status::Broken;
+                outcome.failed.push((ordered[index].address.clone(), message));
+            }
+        }
+    }
+    // Anything never started waited on a broken change.
+    for (index, change) in ordered.iter().enumerate() {
+        if status[index] == Status::Waiting {
+            outcome.skipped.push(change.address.clone());
+        }
+    }
+    for change in deletions {
+        match run_change(change, topology, hosts, &shared).await {
+            Ok(()) => outcome.done.push(change.address.clone()),
+            Err(message) => outcome.failed.push((change.address.clone(), message)),
         }
     }
     outcome
@@ -97,27 +177,33 @@ async fn run_change(
     change: &ResourceChange,
     topology: &Topology,
     hosts: &BTreeMap<String, Box<dyn Remote>>,
-    state: &mut State,
-    journal: &mut dyn Journal,
+    shared: &tokio::sync::Mutex<Shared<'_>>,
 ) -> Result<(), String> {
     let environment = topology
         .environment(&change.address.environment)
         .ok_or_else(|| format!("environment {} is not in the configuration", change.address.environment))?;
     // Ownership is recorded before anything is created, so that a run killed
     // half-way leaves pgfleet able to finish or clean up what it started.
-    if matches!(change.action, ChangeKind::Create | ChangeKind::Replace)
-        && let Some(owned) = ownership(topology, &change.address)
-    {
-        state.owned.insert(change.address.clone(), owned);
-    }
-    let owned = state.owned.get(&change.address).cloned();
+    let owned = {
+        let mut guard = shared.lock().await;
+        if matches!(change.action, ChangeKind::Create | ChangeKind::Replace)
+            && let Some(owned) = ownership(topology, &change.address)
+        {
+            guard.state.owned.insert(change.address.clone(), owned);
+        }
+        guard.state.owned.get(&change.address).cloned()
+    };
     for action in &change.actions {
         let kind = serde_json::to_value(action)
             .ok()
             .and_then(|value| value["kind"].as_str().map(str::to_owned))
             .unwrap_or_default();
-        state.journal(&change.address, &kind, JournalEvent::Started);
-        journal.save(state)?;
+        {
+            let mut guard = shared.lock().await;
+            let Shared { state, journal } = &mut *guard;
+            state.journal(&change.address, &kind, JournalEvent::Started);
+            journal.save(state)?;
+        }
         let context = Context {
             topology,
             environment,
@@ -128,20 +214,19 @@ async fn run_change(
         };
         let started = Instant::now();
         let result = action.execute(&context).await;
+        let mut guard = shared.lock().await;
+        let Shared { state, journal } = &mut *guard;
         journal.step(&change.address, &action.describe(), result.as_ref().map(|()| started.elapsed()));
-        match result {
-            Ok(()) => {
-                state.journal(&change.address, &kind, JournalEvent::Finished);
-                journal.save(state)?;
-            }
-            Err(error) => {
-                state.journal(&change.address, &kind, JournalEvent::Failed);
-                journal.save(state)?;
-                return Err(crate::observe::error_chain(&error));
-            }
+        let event = if result.is_ok() { JournalEvent::Finished } else { JournalEvent::Failed };
+        state.journal(&change.address, &kind, event);
+        journal.save(state)?;
+        if let Err(error) = result {
+            return Err(crate::observe::error_chain(&error));
         }
     }
     if change.action == ChangeKind::Delete {
+        let mut guard = shared.lock().await;
+        let Shared { state, journal } = &mut *guard;
         state.owned.remove(&change.address);
         journal.save(state)?;
     }
