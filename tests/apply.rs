@@ -609,3 +609,19 @@ fn a_failed_change_skips_its_dependents_while_the_rest_completes_and_a_rerun_con
         .unwrap();
     assert!(drop_other.status.success());
 }
+
+#[test]
+fn apply_asks_and_anything_but_yes_changes_nothing() {
+    let fleet = Fleet::local();
+    fleet.write_config(&["r1"]);
+    let mut child =
+        fleet.command(&["apply"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"no\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("Only 'yes' will be accepted"), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("Apply cancelled"), "{}", text(&output.stderr));
+    assert!(!fleet.data_dir("primary").exists(), "nothing was created");
+    assert_eq!(fleet.plan_exit_code(), 2, "everything is still to do");
+}
