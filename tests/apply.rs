@@ -224,6 +224,16 @@ impl Fleet {
         }
     }
 
+    /// Builds the primary alone and gives it some data, so that a base
+    /// backup of it takes a moment.
+    fn primary_with_ballast(&self) {
+        self.write_config(&[]);
+        self.apply();
+        self.superuser_sql(
+            "CREATE TABLE ballast AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 300000) g",
+        );
+    }
+
     fn streaming(&self) -> String {
         self.superuser_sql("SELECT string_agg(application_name || '=' || state, ',' ORDER BY application_name) FROM pg_stat_replication")
     }
@@ -380,11 +390,7 @@ fn kill_apply_during(fleet: &Fleet, action: &str) {
 fn apply_killed_during_base_backup_or_pooler_step_converges_on_rerun() {
     let fleet = Fleet::local();
     // A primary with some data, so the base backup takes a moment.
-    fleet.write_config(&[]);
-    fleet.apply();
-    fleet.superuser_sql(
-        "CREATE TABLE ballast AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 300000) g",
-    );
+    fleet.primary_with_ballast();
 
     fleet.write_config(&["r1", "r2"]);
     kill_apply_during(&fleet, "base_backup");
@@ -421,11 +427,7 @@ fn desired_ini(fleet: &Fleet, replica: &str) -> PathBuf {
 #[test]
 fn a_second_apply_on_the_same_state_fails_naming_the_holder() {
     let fleet = Fleet::local();
-    fleet.write_config(&[]);
-    fleet.apply();
-    fleet.superuser_sql(
-        "CREATE TABLE ballast AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 300000) g",
-    );
+    fleet.primary_with_ballast();
     fleet.write_config(&["r1", "r2"]);
     let mut first =
         fleet.command(&["apply", "--auto-approve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();

@@ -9,13 +9,7 @@ use pgfleet::spec::load;
 use support::{PgServer, SshServer};
 
 fn host_yaml(name: &str, ssh: &SshServer) -> String {
-    format!(
-        "  {name}:\n    address: {}\n    ssh: {{ user: postgres, port: {}, identity_file: {}, known_hosts: {} }}\n",
-        ssh.address,
-        ssh.port,
-        ssh.identity_file.display(),
-        ssh.known_hosts.display()
-    )
+    support::host_yaml(name, ssh)
 }
 
 #[tokio::test]

@@ -11,14 +11,7 @@ use pgfleet::transport::{FileSpec, Remote};
 use support::SshServer;
 
 fn target(server: &SshServer) -> SshTarget {
-    SshTarget {
-        address: server.address.to_string(),
-        port: server.port,
-        user: "postgres".into(),
-        identity_file: Some(server.identity_file.clone()),
-        known_hosts: server.known_hosts.clone(),
-        become_user: None,
-    }
+    support::ssh_target(server)
 }
 
 #[tokio::test]

@@ -200,6 +200,29 @@ impl Drop for SshServer {
     }
 }
 
+/// pgfleet's SSH target for a test sshd, logging in as postgres.
+pub fn ssh_target(server: &SshServer) -> pgfleet::topology::SshTarget {
+    pgfleet::topology::SshTarget {
+        address: server.address.to_string(),
+        port: server.port,
+        user: "postgres".into(),
+        identity_file: Some(server.identity_file.clone()),
+        known_hosts: server.known_hosts.clone(),
+        become_user: None,
+    }
+}
+
+/// A `hosts:` entry for a test sshd.
+pub fn host_yaml(name: &str, server: &SshServer) -> String {
+    format!(
+        "  {name}:\n    address: {}\n    ssh: {{ user: postgres, port: {}, identity_file: {}, known_hosts: {} }}\n",
+        server.address,
+        server.port,
+        server.identity_file.display(),
+        server.known_hosts.display()
+    )
+}
+
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// Runs a command as `postgres` (servers refuse root) and returns stdout.
