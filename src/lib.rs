@@ -11,6 +11,7 @@ pub mod apply;
 pub mod cli;
 pub mod desired;
 pub mod graph;
+pub mod health;
 pub mod observe;
 pub mod ops;
 pub mod plan;

@@ -179,9 +179,12 @@ fn converged(topology: &Topology) -> Observed {
                     replay_lsn: Some("0/3000148".into()),
                     lag_bytes: Some(0),
                     write_lag_seconds: None,
+                    replay_lag_seconds: None,
                 })
                 .collect(),
             receiver: None,
+            standby: None,
+            connections: 3,
         };
         observed.clusters.insert(
             format!("{}.cluster.primary", environment.id),

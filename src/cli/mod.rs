@@ -97,6 +97,40 @@ pub enum Command {
     /// Exit codes: 0 done (or nothing to do), 1 error before any change
     /// (or cancelled), 3 stopped part-way (rerun to converge).
     Apply(ApplyArgs),
+    /// Compare the hosts with the configuration, read-only, for scheduled
+    /// checks.
+    ///
+    /// Differences are sorted into classes: config (a managed setting, hba
+    /// line, pooler ini or role changed by hand), topology (replica
+    /// missing, extra or following another primary; primary in recovery),
+    /// slots (orphaned, inactive retaining WAL, lost), health (replicas not
+    /// online), pending_restart. Nothing is written anywhere.
+    ///
+    /// Exit codes: 0 no drift, 1 error (a host could not be observed), 2
+    /// drift.
+    Drift(DriftArgs),
+    /// Watch replica health continuously: JSON-line events, SSE and
+    /// Prometheus metrics over HTTP.
+    ///
+    /// Every --interval it emits `replica.health_updated` for each replica
+    /// and `replica.lag_alert` (severity warning or critical) for each one
+    /// over a threshold, on stdout and on `GET /events` (Server-Sent
+    /// Events). `GET /metrics` serves Prometheus text, `GET /health` the
+    /// monitor's own health. Keeps running when a host is down; stops
+    /// cleanly on SIGTERM or Ctrl-C.
+    ///
+    /// Exit codes: 0 stopped by a signal, 1 error (configuration, listen
+    /// address).
+    Monitor(MonitorArgs),
+    /// Health of every environment: primary, replicas, poolers, slots.
+    ///
+    /// Each replica is online, lagging (warning or critical, by the
+    /// `health:` thresholds; WAL received but not replayed counts), offline
+    /// or error (could not be checked, with the reason). Read-only.
+    ///
+    /// Exit codes: 0, 1 error, 2 when anything is not healthy (with
+    /// --detailed-exitcode).
+    Status(StatusArgs),
     /// Inspect pgfleet's state: what it owns, its journal, its lock.
     ///
     /// Exit codes: 0, 1 error (unreadable state, lock held for unlock).
@@ -128,6 +162,47 @@ pub struct PlanArgs {
     /// Repeatable.
     #[arg(long, value_name = "ADDRESS")]
     pub target: Vec<crate::address::Address>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Address and port of the HTTP endpoints.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9187")]
+    pub listen: std::net::SocketAddr,
+    /// Time between health rounds.
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub interval: crate::spec::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    #[arg(long, value_enum, default_value_t = ops::drift::Format::Text)]
+    pub format: ops::drift::Format,
+    /// Leave out a class (config, topology, slots, health, pending_restart)
+    /// or a resource address. Repeatable.
+    #[arg(long, value_name = "CLASS|ADDRESS")]
+    pub ignore: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    #[arg(long, value_enum, default_value_t = ops::status::Format::Text)]
+    pub format: ops::status::Format,
+    /// Refresh every --interval until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+    /// Refresh interval with --watch (e.g. 5s, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub interval: crate::spec::Duration,
+    /// Exit 2 when anything is not healthy.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +280,28 @@ pub fn run() -> ExitCode {
         Command::Validate(args) => ops::validate::run(&printer, &args.file),
         Command::Schema => ops::schema::run(&printer),
         Command::Graph(args) => ops::graph::run(&printer, &args.file),
+        Command::Monitor(args) => ops::monitor::run(
+            &printer,
+            &ops::monitor::Options {
+                file: &args.file.file,
+                listen: args.listen,
+                interval: std::time::Duration::from_secs(args.interval.seconds().max(1)),
+            },
+        ),
+        Command::Drift(args) => ops::drift::run(
+            &printer,
+            &ops::drift::Options { file: &args.file.file, format: args.format, ignore: &args.ignore },
+        ),
+        Command::Status(args) => ops::status::run(
+            &printer,
+            &ops::status::Options {
+                file: &args.file.file,
+                format: args.format,
+                watch: args.watch,
+                interval: std::time::Duration::from_secs(args.interval.seconds().max(1)),
+                detailed_exitcode: args.detailed_exitcode,
+            },
+        ),
         Command::State(StateCommand::List(args)) => ops::state::list(&printer, &args.file),
         Command::State(StateCommand::Show(args)) => ops::state::show(&printer, &args.file),
         Command::State(StateCommand::Unlock { file, force }) => ops::state::unlock(&printer, &file.file, *force),

@@ -42,17 +42,24 @@ select json_build_object(
         'application_name', application_name, 'client_address', client_addr::text, 'state', state,
         'sent_lsn', sent_lsn::text, 'flush_lsn', flush_lsn::text, 'replay_lsn', replay_lsn::text,
         'lag_bytes', pg_wal_lsn_diff(sent_lsn, flush_lsn)::bigint,
-        'write_lag_seconds', extract(epoch from write_lag)::float8) order by application_name), '[]')
+        'write_lag_seconds', extract(epoch from write_lag)::float8,
+        'replay_lag_seconds', extract(epoch from replay_lag)::float8) order by application_name), '[]')
       from pg_stat_replication),
   'receiver', (select json_build_object(
         'status', status, 'sender_host', sender_host, 'sender_port', sender_port, 'slot_name', slot_name)
-      from pg_stat_wal_receiver limit 1)
+      from pg_stat_wal_receiver limit 1),
+  'standby', case when pg_is_in_recovery() then json_build_object(
+        'receive_lsn', pg_last_wal_receive_lsn()::text, 'replay_lsn', pg_last_wal_replay_lsn()::text,
+        'replay_age_seconds', extract(epoch from now() - pg_last_xact_replay_timestamp())::float8,
+        'replay_paused', pg_is_wal_replay_paused()) end,
+  'connections', (select count(*) from pg_stat_activity where backend_type = 'client backend')
 )::text
 "#;
 
 /// Settings reported besides those the configuration sets: what plan and
 /// drift compare, and what replicas must match.
-pub const ALWAYS_PROBED_SETTINGS: [&str; 12] = [
+pub const ALWAYS_PROBED_SETTINGS: [&str; 13] = [
+    "max_connections",
     "port",
     "listen_addresses",
     "wal_level",
@@ -80,6 +87,27 @@ pub struct ClusterProbe {
     pub slots: Vec<SlotRow>,
     pub senders: Vec<SenderRow>,
     pub receiver: Option<ReceiverRow>,
+    /// A standby's own view of its WAL (absent on a primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<StandbyRow>,
+    /// Client connections now.
+    #[serde(default)]
+    pub connections: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StandbyRow {
+    pub receive_lsn: Option<String>,
+    pub replay_lsn: Option<String>,
+    /// Seconds since the last replayed transaction committed on the primary.
+    pub replay_age_seconds: Option<f64>,
+    pub replay_paused: bool,
+}
+
+/// An LSN (`16/B374D848`) as a byte position.
+pub fn lsn_bytes(lsn: &str) -> Option<u64> {
+    let (high, low) = lsn.split_once('/')?;
+    Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +170,8 @@ pub struct SenderRow {
     pub replay_lsn: Option<String>,
     pub lag_bytes: Option<i64>,
     pub write_lag_seconds: Option<f64>,
+    #[serde(default)]
+    pub replay_lag_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,9 +190,10 @@ pub enum ProbeError {
     Decode(#[from] serde_json::Error),
 }
 
-/// Runs `CLUSTER_PROBE` (one round trip) and decodes it.
+/// Runs `CLUSTER_PROBE` and decodes it: one round trip (the parameter's
+/// type is given, so no separate prepare is needed).
 pub async fn probe(client: &Client, settings: &[String]) -> Result<ClusterProbe, ProbeError> {
-    let row = client.query_one(CLUSTER_PROBE, &[&settings]).await?;
+    let row = client.query_typed_one(CLUSTER_PROBE, &[(&settings, tokio_postgres::types::Type::TEXT_ARRAY)]).await?;
     let json: String = row.get(0);
     Ok(serde_json::from_str(&json)?)
 }

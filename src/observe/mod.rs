@@ -181,8 +181,50 @@ pub async fn connect(host: &Host) -> Result<Box<dyn Remote>, crate::transport::T
     })
 }
 
+/// How hosts are reached: directly (SSH or local), or through a wrapper
+/// (tests count round trips with one).
+pub trait Connector: Send + Sync {
+    fn connect<'a>(&'a self, host: &'a Host) -> crate::transport::Pending<'a, Box<dyn Remote>>;
+}
+
+/// The transport the configuration names.
+pub struct Direct;
+
+impl Connector for Direct {
+    fn connect<'a>(&'a self, host: &'a Host) -> crate::transport::Pending<'a, Box<dyn Remote>> {
+        Box::pin(connect(host))
+    }
+}
+
+/// What to observe, and how to reach the hosts.
+#[derive(Clone)]
+pub struct Options {
+    /// Compare role passwords and pooler userlists (plan needs it; health
+    /// rounds do not, and save a round trip per primary).
+    pub passwords: bool,
+    pub connector: Arc<dyn Connector>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { passwords: true, connector: Arc::new(Direct) }
+    }
+}
+
+impl Options {
+    /// For status, drift's health and the monitor: no password checks.
+    pub fn health() -> Self {
+        Options { passwords: false, ..Options::default() }
+    }
+}
+
 /// Observes every host of the topology, in parallel.
 pub async fn observe(topology: &Topology) -> Observed {
+    observe_with(topology, &Options::default()).await
+}
+
+/// As `observe`, with options.
+pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
     let mut settings: Vec<String> = cluster::ALWAYS_PROBED_SETTINGS.iter().map(|name| (*name).to_owned()).collect();
     for environment in &topology.environments {
         settings.extend(desired::primary_settings(environment).into_keys());
@@ -200,10 +242,10 @@ pub async fn observe(topology: &Topology) -> Observed {
     let mut tasks = JoinSet::new();
     for (host_name, expected) in expected_by_host(topology) {
         let Some(host) = topology.hosts.get(&host_name).cloned() else { continue };
-        let (limit, settings) = (limit.clone(), settings.clone());
+        let (limit, settings, options) = (limit.clone(), settings.clone(), options.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            observe_host(&host, &expected, &settings).await
+            observe_host(&host, &expected, &settings, &options).await
         });
     }
     let mut observed = Observed::default();
@@ -244,7 +286,7 @@ struct HostReport {
     userlists: Vec<(String, String, Option<String>)>,
 }
 
-async fn observe_host(host: &Host, expected: &HostWork, settings: &[String]) -> HostReport {
+async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], options: &Options) -> HostReport {
     let mut report = HostReport {
         host: host.name.clone(),
         observation: HostObservation::Unreachable { reason: String::new(), help: None },
@@ -258,7 +300,7 @@ async fn observe_host(host: &Host, expected: &HostWork, settings: &[String]) -> 
         report.observation = HostObservation::Unreachable { reason: error_chain(error), help };
         report
     };
-    let remote = match connect(host).await {
+    let remote = match options.connector.connect(host).await {
         Ok(remote) => remote,
         Err(error) => return unreachable(report, &error),
     };
@@ -271,7 +313,8 @@ async fn observe_host(host: &Host, expected: &HostWork, settings: &[String]) -> 
     for cluster in &expected.clusters {
         let running = facts.data_dir(&cluster.probe.path).is_some_and(|dir| dir.running);
         let observation = if running {
-            let (observation, verifiers) = probe_cluster(remote.as_ref(), cluster, &secrets, settings).await;
+            let (observation, verifiers) =
+                probe_cluster(remote.as_ref(), cluster, &secrets, settings, options.passwords).await;
             if let Some(verifiers) = verifiers {
                 report.verifiers.push((cluster.address.environment.clone(), verifiers));
             }
@@ -315,6 +358,7 @@ async fn probe_cluster(
     cluster: &Expected,
     secrets: &host::HostSecrets,
     settings: &[String],
+    check_passwords: bool,
 ) -> (ClusterObservation, Option<BTreeMap<String, String>>) {
     let probe = &cluster.probe;
     let password = secrets.superuser(&probe.path);
@@ -330,7 +374,7 @@ async fn probe_cluster(
         Ok(found) => found,
         Err(error) => return unreachable(&error),
     };
-    if cluster.roles.is_empty() || found.in_recovery {
+    if !check_passwords || cluster.roles.is_empty() || found.in_recovery {
         return (ClusterObservation::Running { probe: Box::new(found) }, None);
     }
     let mut names: Vec<&str> = cluster.roles.iter().map(|(name, _)| name.as_str()).collect();
@@ -410,6 +454,8 @@ impl Observed {
                 }
                 probe.senders.clear();
                 probe.receiver = None;
+                probe.standby = None;
+                probe.connections = 0;
             }
         }
         for pooler in view.poolers.values_mut() {

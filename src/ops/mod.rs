@@ -3,10 +3,13 @@
 //! diagnostics for the CLI edge to show.
 
 pub mod apply;
+pub mod drift;
 pub mod graph;
+pub mod monitor;
 pub mod plan;
 pub mod schema;
 pub mod state;
+pub mod status;
 pub mod validate;
 
 use std::path::Path;
@@ -80,6 +83,13 @@ pub enum Error {
     #[error("unlock removes the lock record only with --force")]
     #[diagnostic(code(pgfleet::state::unlock), help("run `pgfleet state unlock --force` once no pgfleet is running"))]
     UnlockNeedsForce,
+    #[error("cannot listen on {address}")]
+    #[diagnostic(code(pgfleet::listen), help("choose a free address and port with --listen ADDR:PORT"))]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write the plan to {path}")]
     #[diagnostic(code(pgfleet::write_plan))]
     WritePlan {

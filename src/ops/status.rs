@@ -1,0 +1,310 @@
+//! `pgfleet status`: health of every environment — primary, replicas (the
+//! health model), poolers, slots — as a table or JSON, once or `--watch`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Error, Outcome};
+use crate::cli::Exit;
+use crate::health::{self, ReplicaHealth, Status};
+use crate::observe::pooler::PoolRow;
+use crate::observe::{self, ClusterObservation, Observed, PoolerObservation};
+use crate::printer::Printer;
+use crate::topology::Topology;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub struct Options<'a> {
+    pub file: &'a Path,
+    pub format: Format,
+    pub watch: bool,
+    pub interval: Duration,
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub format_version: u32,
+    pub checked_at: String,
+    pub environments: Vec<EnvironmentStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnvironmentStatus {
+    pub id: String,
+    pub primary: PrimaryStatus,
+    pub replicas: Vec<ReplicaHealth>,
+    pub poolers: Vec<PoolerStatus>,
+    pub slots: Vec<SlotStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PrimaryStatus {
+    pub address: String,
+    /// `running`, `stopped`, `unreachable` or `error`.
+    pub status: String,
+    pub read_write: Option<bool>,
+    pub timeline: Option<u32>,
+    pub connections: Option<i64>,
+    pub max_connections: Option<i64>,
+    pub error_message: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PoolerStatus {
+    pub name: String,
+    pub up: bool,
+    pub clients: u32,
+    pub pools: Vec<PoolRow>,
+    pub error_message: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SlotStatus {
+    pub name: String,
+    pub active: bool,
+    pub wal_status: Option<String>,
+    pub retained_bytes: Option<i64>,
+}
+
+/// Builds the report from one observation.
+pub fn report(topology: &Topology, observed: &Observed, checked_at: &str) -> Report {
+    let replicas = health::assess(topology, observed, checked_at);
+    let environments = topology
+        .environments
+        .iter()
+        .map(|environment| {
+            let primary_address = format!("{}:{}", environment.primary.address, environment.primary.port);
+            let unreachable = observed.unreachable().into_iter().find(|(host, _, _)| *host == environment.primary.host);
+            let (primary, slots) = match observed.cluster(&format!("{}.cluster.primary", environment.id)) {
+                _ if unreachable.is_some() => (
+                    PrimaryStatus {
+                        address: primary_address,
+                        status: "unreachable".into(),
+                        read_write: None,
+                        timeline: None,
+                        connections: None,
+                        max_connections: None,
+                        error_message: unreachable.map(|(_, reason, _)| reason.to_owned()),
+                    },
+                    Vec::new(),
+                ),
+                Some(ClusterObservation::Running { probe }) => (
+                    PrimaryStatus {
+                        address: primary_address,
+                        status: "running".into(),
+                        read_write: Some(!probe.in_recovery),
+                        timeline: Some(probe.timeline),
+                        connections: Some(probe.connections),
+                        max_connections: probe
+                            .settings
+                            .get("max_connections")
+                            .and_then(|setting| setting.value.parse().ok()),
+                        error_message: None,
+                    },
+                    probe
+                        .slots
+                        .iter()
+                        .map(|slot| SlotStatus {
+                            name: slot.name.clone(),
+                            active: slot.active,
+                            wal_status: slot.wal_status.clone(),
+                            retained_bytes: slot.retained_bytes,
+                        })
+                        .collect(),
+                ),
+                Some(ClusterObservation::Unreachable { reason }) => (
+                    PrimaryStatus {
+                        address: primary_address,
+                        status: "error".into(),
+                        read_write: None,
+                        timeline: None,
+                        connections: None,
+                        max_connections: None,
+                        error_message: Some(reason.clone()),
+                    },
+                    Vec::new(),
+                ),
+                _ => (
+                    PrimaryStatus {
+                        address: primary_address,
+                        status: "stopped".into(),
+                        read_write: None,
+                        timeline: None,
+                        connections: None,
+                        max_connections: None,
+                        error_message: None,
+                    },
+                    Vec::new(),
+                ),
+            };
+            let poolers = environment
+                .pooler
+                .as_ref()
+                .map(|_| {
+                    std::iter::once("primary".to_owned())
+                        .chain(environment.replicas.iter().map(|replica| replica.name.clone()))
+                        .map(|name| {
+                            let address = format!("{}.pooler.{name}", environment.id);
+                            match observed.poolers.get(&address) {
+                                Some(PoolerObservation::Running { admin }) => PoolerStatus {
+                                    name,
+                                    up: true,
+                                    // The admin console's own session (pgfleet's) is not a client.
+                                    clients: admin
+                                        .pools
+                                        .iter()
+                                        .filter(|pool| pool.database != "pgbouncer")
+                                        .map(|pool| pool.clients_active + pool.clients_waiting)
+                                        .sum(),
+                                    pools: admin.pools.clone(),
+                                    error_message: None,
+                                },
+                                Some(PoolerObservation::Unreachable { reason }) => PoolerStatus {
+                                    name,
+                                    up: true,
+                                    clients: 0,
+                                    pools: Vec::new(),
+                                    error_message: Some(reason.clone()),
+                                },
+                                None => {
+                                    PoolerStatus { name, up: false, clients: 0, pools: Vec::new(), error_message: None }
+                                }
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            EnvironmentStatus {
+                id: environment.id.clone(),
+                primary,
+                replicas: replicas.iter().filter(|replica| replica.environment_id == environment.id).cloned().collect(),
+                poolers,
+                slots,
+            }
+        })
+        .collect();
+    Report { format_version: 1, checked_at: checked_at.to_owned(), environments }
+}
+
+impl Report {
+    /// Everything healthy: primaries running read-write, replicas online,
+    /// poolers up.
+    pub fn healthy(&self) -> bool {
+        self.environments.iter().all(|environment| {
+            environment.primary.status == "running"
+                && environment.primary.read_write == Some(true)
+                && environment.replicas.iter().all(|replica| replica.status == Status::Online)
+                && environment.poolers.iter().all(|pooler| pooler.up && pooler.error_message.is_none())
+        })
+    }
+}
+
+fn size(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "-".into(), human_size)
+}
+
+/// Bytes in the largest binary unit that keeps at least one whole.
+pub fn human_size(bytes: u64) -> String {
+    for (unit, scale) in [("GB", 1u64 << 30), ("MB", 1 << 20), ("kB", 1 << 10)] {
+        if bytes >= scale {
+            return format!("{:.1}{unit}", bytes as f64 / scale as f64);
+        }
+    }
+    format!("{bytes}B")
+}
+
+pub fn text(report: &Report) -> String {
+    let mut out = String::new();
+    for environment in &report.environments {
+        let primary = &environment.primary;
+        let _ = writeln!(out, "{} (checked {})", environment.id, report.checked_at);
+        let role = match primary.read_write {
+            Some(true) => "read-write",
+            Some(false) => "IN RECOVERY",
+            None => "",
+        };
+        let connections = match (primary.connections, primary.max_connections) {
+            (Some(used), Some(max)) => format!("connections {used}/{max}"),
+            _ => String::new(),
+        };
+        let timeline = primary.timeline.map(|timeline| format!("timeline {timeline}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  primary  {:<22} {:<9} {role:<11} {timeline:<11} {connections}{}",
+            primary.address,
+            primary.status,
+            primary.error_message.as_ref().map(|error| format!("  ({error})")).unwrap_or_default()
+        );
+        for replica in &environment.replicas {
+            let status = match replica.severity {
+                Some(severity) => format!("{} ({severity})", replica.status),
+                None => replica.status.to_string(),
+            };
+            let lag = match (replica.lag_bytes, replica.lag_seconds) {
+                (Some(_), Some(seconds)) => format!("lag {} / {seconds:.1}s", size(replica.lag_bytes)),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  replica  {:<22} {:<19} {lag}{}",
+                format!("{} {}", replica.name, replica.address),
+                status,
+                replica.error_message.as_ref().map(|error| format!("  ({error})")).unwrap_or_default()
+            );
+        }
+        for pooler in &environment.poolers {
+            let pools: Vec<String> = pooler
+                .pools
+                .iter()
+                .filter(|pool| pool.database != "pgbouncer")
+                .map(|pool| format!("{} {}+{}", pool.database, pool.servers_active, pool.servers_idle))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  pooler   {:<22} {:<9} clients {}{}{}",
+                pooler.name,
+                if pooler.up { "up" } else { "down" },
+                pooler.clients,
+                if pools.is_empty() { String::new() } else { format!("  servers {}", pools.join(", ")) },
+                pooler.error_message.as_ref().map(|error| format!("  ({error})")).unwrap_or_default()
+            );
+        }
+        for slot in &environment.slots {
+            let _ = writeln!(
+                out,
+                "  slot     {:<22} {:<9} retained {}{}",
+                slot.name,
+                if slot.active { "active" } else { "inactive" },
+                size(slot.retained_bytes.map(|bytes| bytes.max(0) as u64)),
+                slot.wal_status.as_ref().map(|status| format!("  wal_status {status}")).unwrap_or_default()
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
+    let topology = super::load_topology(options.file)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
+    loop {
+        let observed = runtime.block_on(observe::observe_with(&topology, &observe::Options::health()));
+        let report = report(&topology, &observed, &crate::state::now());
+        printer.out(&match options.format {
+            Format::Text => text(&report),
+            Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default(),
+        });
+        if !options.watch {
+            return Ok(if options.detailed_exitcode && !report.healthy() { Exit::Changes } else { Exit::Ok });
+        }
+        std::thread::sleep(options.interval);
+    }
+}
