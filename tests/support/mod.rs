@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
