@@ -74,6 +74,21 @@ pub struct SlotStatus {
     pub retained_bytes: Option<i64>,
 }
 
+impl PrimaryStatus {
+    /// A primary that could not be probed: only its address and why.
+    fn unprobed(address: String, status: &str, error_message: Option<String>) -> Self {
+        PrimaryStatus {
+            address,
+            status: status.into(),
+            read_write: None,
+            timeline: None,
+            connections: None,
+            max_connections: None,
+            error_message,
+        }
+    }
+}
+
 /// Builds the report from one observation.
 pub fn report(topology: &Topology, observed: &Observed, checked_at: &str) -> Report {
     let replicas = health::assess(topology, observed, checked_at);
@@ -85,15 +100,11 @@ pub fn report(topology: &Topology, observed: &Observed, checked_at: &str) -> Rep
             let unreachable = observed.unreachable().into_iter().find(|(host, _, _)| *host == environment.primary.host);
             let (primary, slots) = match observed.cluster(&format!("{}.cluster.primary", environment.id)) {
                 _ if unreachable.is_some() => (
-                    PrimaryStatus {
-                        address: primary_address,
-                        status: "unreachable".into(),
-                        read_write: None,
-                        timeline: None,
-                        connections: None,
-                        max_connections: None,
-                        error_message: unreachable.map(|(_, reason, _)| reason.to_owned()),
-                    },
+                    PrimaryStatus::unprobed(
+                        primary_address,
+                        "unreachable",
+                        unreachable.map(|(_, reason, _)| reason.to_owned()),
+                    ),
                     Vec::new(),
                 ),
                 Some(ClusterObservation::Running { probe }) => (
@@ -120,30 +131,10 @@ pub fn report(topology: &Topology, observed: &Observed, checked_at: &str) -> Rep
                         })
                         .collect(),
                 ),
-                Some(ClusterObservation::Unreachable { reason }) => (
-                    PrimaryStatus {
-                        address: primary_address,
-                        status: "error".into(),
-                        read_write: None,
-                        timeline: None,
-                        connections: None,
-                        max_connections: None,
-                        error_message: Some(reason.clone()),
-                    },
-                    Vec::new(),
-                ),
-                _ => (
-                    PrimaryStatus {
-                        address: primary_address,
-                        status: "stopped".into(),
-                        read_write: None,
-                        timeline: None,
-                        connections: None,
-                        max_connections: None,
-                        error_message: None,
-                    },
-                    Vec::new(),
-                ),
+                Some(ClusterObservation::Unreachable { reason }) => {
+                    (PrimaryStatus::unprobed(primary_address, "error", Some(reason.clone())), Vec::new())
+                }
+                _ => (PrimaryStatus::unprobed(primary_address, "stopped", None), Vec::new()),
             };
             let poolers = environment
                 .pooler
