@@ -149,6 +149,20 @@ fn drift_finds_hand_changes_by_class_and_writes_nothing() {
     assert!(drift.iter().any(|item| item["class"] == "slots" && item["address"] == "shop.slot.stray"), "{json:#}");
     let markdown = text(&fleet.pgfleet(&["drift", "--format", "markdown"]).stdout);
     assert!(markdown.contains("| slots | `shop.slot.stray` |"), "{markdown}");
+
+    // A restart-only setting changed by hand and reloaded: it waits for a
+    // restart (the running value is still the configured one).
+    fleet.superuser_sql("ALTER SYSTEM RESET work_mem");
+    fleet.superuser_sql("SELECT pg_drop_replication_slot('stray')");
+    fleet.superuser_sql("ALTER SYSTEM SET max_locks_per_transaction = 128");
+    fleet.superuser_sql("SELECT pg_reload_conf()");
+    let pending = fleet.pgfleet(&["drift"]);
+    let report = text(&pending.stdout);
+    assert_eq!(pending.status.code(), Some(2), "{report}");
+    assert!(
+        report.contains("pending_restart:\n  shop.cluster.primary: max_locks_per_transaction waits for a restart"),
+        "{report}"
+    );
 }
 
 /// Reads Server-Sent Events from `url` until `predicate` accepts an event

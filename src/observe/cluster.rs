@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 /// The whole probe as one JSON document, so one query answers everything
-/// plan needs. `$1` lists the settings to report.
+/// plan needs. `$1` lists the settings to report; any setting waiting for a
+/// restart is reported too.
 pub const CLUSTER_PROBE: &str = r#"
 select json_build_object(
   'in_recovery', pg_is_in_recovery(),
@@ -20,7 +21,7 @@ select json_build_object(
   'lsn', (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end)::text,
   'settings', (select coalesce(json_object_agg(name, json_build_object(
         'value', setting, 'unit', unit, 'context', context, 'source', source, 'pending_restart', pending_restart)), '{}')
-      from pg_settings where name = any($1::text[])),
+      from pg_settings where name = any($1::text[]) or pending_restart),
   'roles', (select coalesce(json_agg(json_build_object(
         'name', rolname, 'login', rolcanlogin, 'replication', rolreplication, 'superuser', rolsuper) order by rolname), '[]')
       from pg_roles where rolname !~ '^pg_'),
