@@ -12,9 +12,18 @@ use std::time::{Duration, Instant};
 
 use support::fleet::{Fleet, REPLICATION_PASSWORD, text};
 
+fn logins(fleet: &Fleet) -> Vec<usize> {
+    fleet.ssh.iter().map(|server| server.log().matches("Accepted publickey").count()).collect()
+}
+
 fn converge_from_empty_hosts(fleet: &Fleet) {
     fleet.write_config(&["r1", "r2"]);
+    let before = logins(fleet);
     let first = fleet.apply();
+    // One SSH session per host for the whole apply: observation, actions
+    // and the final observation share it.
+    let after = logins(fleet);
+    assert!(before.iter().zip(&after).all(|(before, after)| after - before == 1), "{before:?} -> {after:?}");
     assert!(text(&first.stdout).contains("Apply complete"), "{}", text(&first.stdout));
     assert_eq!(fleet.streaming(), "r1=streaming,r2=streaming");
     fleet.check_data(&["r1", "r2"], 1001);

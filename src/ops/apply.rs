@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -104,7 +105,9 @@ fn rebuild(address: &Address, slot: &str) -> ResourceChange {
     }
 }
 
-async fn connect_all(topology: &Topology) -> Result<BTreeMap<String, Box<dyn Remote>>, Error> {
+/// One connection per host for the whole apply: its observation, its
+/// actions and its final observation share them.
+async fn connect_all(topology: &Topology) -> Result<BTreeMap<String, Arc<dyn Remote>>, Error> {
     let mut tasks = tokio::task::JoinSet::new();
     for host in topology.hosts.values().cloned() {
         tasks.spawn(async move { (host.name.clone(), observe::connect(&host).await) });
@@ -112,7 +115,7 @@ async fn connect_all(topology: &Topology) -> Result<BTreeMap<String, Box<dyn Rem
     let mut hosts = BTreeMap::new();
     while let Some(joined) = tasks.join_next().await {
         let Ok((name, connected)) = joined else { continue };
-        hosts.insert(name, connected.map_err(Error::Connect)?);
+        hosts.insert(name, Arc::from(connected.map_err(Error::Connect)?));
     }
     Ok(hosts)
 }
@@ -135,7 +138,9 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let (mut state, lock) = State::lock_local(&topology.state.path, &command, options.lock_timeout)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
 
-    let observed = runtime.block_on(observe::observe(&topology));
+    let connections = runtime.block_on(connect_all(&topology))?;
+    let reuse = observe::Options { passwords: true, connector: Arc::new(observe::Reuse(connections.clone())) };
+    let observed = runtime.block_on(observe::observe_with(&topology, &reuse));
     if let Some((host, reason, _)) = observed.unreachable().first() {
         return Err(Error::Unreachable {
             hosts: (*host).to_owned(),
@@ -183,7 +188,10 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         return Ok(Exit::Error);
     }
 
-    let hosts = runtime.block_on(connect_all(&topology))?;
+    let hosts: BTreeMap<String, Box<dyn Remote>> = connections
+        .iter()
+        .map(|(name, remote)| (name.clone(), Box::new(crate::transport::Shared(remote.clone())) as Box<dyn Remote>))
+        .collect();
     let spinner = std::io::stderr().is_terminal().then(|| {
         let spinner = ProgressBar::new_spinner();
         spinner.set_style(
@@ -205,7 +213,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     }
 
     // Converged means: observe again, and there is nothing left to do.
-    let after = runtime.block_on(observe::observe(&topology));
+    let after = runtime.block_on(observe::observe_with(&topology, &reuse));
     let remaining = plan::plan(&topology, &after, &state).map_err(Error::Refused)?;
     if !remaining.is_empty() && options.targets.is_empty() {
         state.save_local(&topology.state.path, &lock)?;

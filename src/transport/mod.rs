@@ -74,6 +74,32 @@ pub trait Remote: Send + Sync {
     }
 }
 
+/// A connection shared by several users (apply's observation, its actions
+/// and its final observation use one SSH session per host).
+pub struct Shared(pub std::sync::Arc<dyn Remote>);
+
+impl Remote for Shared {
+    fn host(&self) -> &str {
+        self.0.host()
+    }
+
+    fn exec<'a>(&'a self, command: &'a str, stdin: &'a [u8], timeout: Duration) -> Pending<'a, Output> {
+        self.0.exec(command, stdin, timeout)
+    }
+
+    fn connect_tcp<'a>(&'a self, address: &'a str, port: u16) -> Pending<'a, Box<dyn Stream>> {
+        self.0.connect_tcp(address, port)
+    }
+
+    fn read_file<'a>(&'a self, path: &'a Path) -> Pending<'a, Option<Vec<u8>>> {
+        self.0.read_file(path)
+    }
+
+    fn write_file<'a>(&'a self, file: FileSpec<'a>) -> Pending<'a, ()> {
+        self.0.write_file(file)
+    }
+}
+
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum TransportError {
     #[error(transparent)]
