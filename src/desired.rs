@@ -48,6 +48,23 @@ pub fn primary_settings(environment: &Environment) -> BTreeMap<String, String> {
     settings
 }
 
+/// A libpq passfile field: `\` and `:` escaped.
+fn passfile_field(value: &str) -> String {
+    value.replace('\\', "\\\\").replace(':', "\\:")
+}
+
+/// A replica's passfile: the replication password for the primary, and
+/// nothing else.
+pub fn passfile(environment: &Environment, password: &crate::secrets::Secret) -> String {
+    format!(
+        "{}:{}:*:{}:{}\n",
+        passfile_field(&environment.primary.address),
+        environment.primary.port,
+        passfile_field(&environment.replication.user),
+        passfile_field(password.expose())
+    )
+}
+
 /// Settings of a replica: the primary's (so every setting that must be ≥
 /// the primary's is), its own address, and the standby settings.
 pub fn replica_settings(environment: &Environment, replica: &Replica) -> BTreeMap<String, String> {
@@ -353,6 +370,11 @@ mod tests {
         assert_eq!(merge_auto_conf(&merged, &settings), merged, "idempotent");
         let quoted = merge_auto_conf("", &BTreeMap::from([("a".to_owned(), "it's".to_owned())]));
         assert!(quoted.ends_with("a = 'it''s'\n"));
+    }
+
+    #[test]
+    fn passfile_fields_escape_colons_and_backslashes() {
+        assert_eq!(passfile_field(r"a:b\c"), r"a\:b\\c");
     }
 
     #[test]

@@ -305,6 +305,31 @@ fn rotating_passwords_rekeys_roles_passfiles_and_pooler_userlists() {
 }
 
 #[test]
+fn a_passfile_left_stale_is_noticed_and_rewritten() {
+    let fleet = Fleet::local();
+    fleet.write_config(&["r1"]);
+    fleet.apply();
+    // As if an earlier apply died between re-keying the role and writing
+    // the passfile.
+    let passfile = fleet.home("r1").join("passfile");
+    support::as_postgres(&format!("echo '*:*:*:replicator:an-old-password' > {}", passfile.display()));
+    let output = fleet.pgfleet(&["plan", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let replica = plan["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|change| change["address"] == "shop.replica.r1")
+        .unwrap()
+        .clone();
+    assert_eq!(replica["action"], "update", "{replica:#}");
+    assert_eq!(replica["reason"], "the passfile does not hold the configured replication password");
+    fleet.apply();
+    assert!(std::fs::read_to_string(&passfile).unwrap().ends_with(&format!(":{REPLICATION_PASSWORD}\n")));
+    assert_eq!(fleet.plan_exit_code(), 0);
+}
+
+#[test]
 fn replace_skips_a_healthy_replica_unless_forced() {
     let fleet = Fleet::local();
     fleet.write_config(&["r1"]);

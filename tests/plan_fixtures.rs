@@ -273,6 +273,7 @@ fn cases() -> Vec<(&'static str, Mutation)> {
                 clusters: BTreeMap::new(),
                 poolers: BTreeMap::new(),
                 userlists: BTreeMap::new(),
+                passfiles: BTreeMap::new(),
             };
             None
         }),
@@ -323,6 +324,11 @@ fn cases() -> Vec<(&'static str, Mutation)> {
             for role in probe.roles.iter_mut().filter(|role| role.name != "postgres") {
                 role.password_current = Some(false);
             }
+            None
+        }),
+        ("passfile-stale", |_, observed| {
+            observed.passfiles.insert("prod.replica.dr".into(), false);
+            observed.passfiles.insert("prod.replica.reporting".into(), true);
             None
         }),
         ("userlist-stale", |_, observed| {

@@ -32,24 +32,11 @@ fn replica<'a>(context: &'a Context<'_>) -> Result<&'a Replica, ActionError> {
     Ok(replica)
 }
 
-/// A libpq passfile field: `\` and `:` escaped.
-fn passfile_field(value: &str) -> String {
-    value.replace('\\', "\\\\").replace(':', "\\:")
-}
-
 /// Writes the replica's passfile (0600): the replication password for the
 /// primary, and nothing else.
 async fn write_passfile(context: &Context<'_>, replica: &Replica) -> Result<(), ActionError> {
-    let primary = &context.environment.primary;
-    let user = &context.environment.replication.user;
-    let password = context.role_password(user).await?;
-    let line = format!(
-        "{}:{}:*:{}:{}\n",
-        passfile_field(&primary.address),
-        primary.port,
-        passfile_field(user),
-        passfile_field(password.expose())
-    );
+    let password = context.role_password(&context.environment.replication.user).await?;
+    let line = desired::passfile(context.environment, &password);
     let home = desired::home(&replica.data_dir);
     context.ensure_dir(&replica.host, &home).await?;
     context.write(&replica.host, &home.join(desired::PASSFILE), line.as_bytes(), 0o600).await
@@ -140,13 +127,5 @@ pub async fn wait_streaming(context: &Context<'_>) -> Result<(), ActionError> {
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passfile_fields_escape_colons_and_backslashes() {
-        assert_eq!(super::passfile_field(r"a:b\c"), r"a\:b\\c");
     }
 }

@@ -86,6 +86,7 @@ pub struct HostSecrets {
     superuser: BTreeMap<PathBuf, Secret>,
     roles: BTreeMap<(PathBuf, String), Secret>,
     userlists: BTreeMap<PathBuf, String>,
+    passfiles: BTreeMap<PathBuf, String>,
 }
 
 impl HostSecrets {
@@ -97,6 +98,11 @@ impl HostSecrets {
     /// A generated role password kept beside `data_dir`.
     pub fn role(&self, data_dir: &Path, role: &str) -> Option<&Secret> {
         self.roles.get(&(data_dir.to_owned(), role.to_owned()))
+    }
+
+    /// The passfile kept beside a replica's `data_dir`.
+    pub fn passfile(&self, data_dir: &Path) -> Option<&str> {
+        self.passfiles.get(data_dir).map(String::as_str)
     }
 
     /// The userlist of the pooler whose ini is `ini`.
@@ -154,6 +160,7 @@ if [ -f "$d/postmaster.pid" ]; then
   kill -0 "$pid" 2>/dev/null && [ "${{status%% *}}" = ready ] && echo "$k.running=1"
 fi
 s={secret}; [ -f "$s" ] && echo "$k.superuser=$(base64 -w0 "$s")"
+[ -f {home}/passfile ] && echo "$k.passfile=$(base64 -w0 {home}/passfile)"
 for f in {home}/role-*.password; do
   [ -f "$f" ] || continue; r=${{f##*/role-}}; echo "$k.rolepw.${{r%.password}}=$(base64 -w0 "$f")"
 done
@@ -189,6 +196,7 @@ fn parse_facts(text: &str) -> (HostFacts, HostSecrets) {
     let mut passwords: BTreeMap<String, String> = BTreeMap::new();
     let mut role_passwords: Vec<(String, String, String)> = Vec::new();
     let mut userlists: BTreeMap<String, String> = BTreeMap::new();
+    let mut passfiles: BTreeMap<String, String> = BTreeMap::new();
     let mut dirs: BTreeMap<String, (Option<PathBuf>, DataDirFacts)> = BTreeMap::new();
     let mut poolers: BTreeMap<String, (Option<PathBuf>, PoolerFacts)> = BTreeMap::new();
     for line in text.lines() {
@@ -254,6 +262,11 @@ fn parse_facts(text: &str) -> (HostFacts, HostSecrets) {
                         }
                     }
                     "free" => entry.free_bytes = value.trim().parse().ok(),
+                    "passfile" => {
+                        if let Some(text) = decode_base64(value).and_then(|bytes| String::from_utf8(bytes).ok()) {
+                            passfiles.insert(dir.to_owned(), text);
+                        }
+                    }
                     field if field.starts_with("rolepw.") => {
                         if let Some(password) = decode_base64(value).and_then(|bytes| String::from_utf8(bytes).ok()) {
                             let role = field.trim_start_matches("rolepw.").to_owned();
@@ -280,6 +293,7 @@ fn parse_facts(text: &str) -> (HostFacts, HostSecrets) {
             .into_iter()
             .filter_map(|(key, text)| Some((poolers.get(&key)?.0.clone()?, text)))
             .collect(),
+        passfiles: passfiles.into_iter().filter_map(|(key, text)| Some((path_of(&key)?, text))).collect(),
     };
     facts.data_dirs = dirs.into_values().filter_map(|(path, entry)| Some((path?, entry))).collect();
     facts.poolers = poolers.into_values().filter_map(|(path, entry)| Some((path?, entry))).collect();

@@ -42,6 +42,10 @@ pub struct Observed {
     /// primary has now (absent when that could not be told).
     #[serde(default)]
     pub userlists: BTreeMap<String, bool>,
+    /// Replica address → whether its passfile holds the configured
+    /// replication password (absent when that could not be told).
+    #[serde(default)]
+    pub passfiles: BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,6 +257,8 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
     let limit = Arc::new(Semaphore::new(PARALLEL_HOSTS));
     let mut verifiers: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut userlists = Vec::new();
+    let mut passfiles = Vec::new();
+    let mut replication_passwords: BTreeMap<String, crate::secrets::Secret> = BTreeMap::new();
     let mut tasks = JoinSet::new();
     for (host_name, expected) in expected_by_host(topology) {
         let Some(host) = topology.hosts.get(&host_name).cloned() else { continue };
@@ -270,6 +276,8 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
         observed.poolers.extend(report.poolers);
         verifiers.extend(report.verifiers);
         userlists.extend(report.userlists);
+        passfiles.extend(report.passfiles);
+        replication_passwords.extend(report.replication_passwords);
     }
     // A pooler's userlist is current when it holds, byte for byte, the
     // verifiers its environment's primary has now.
@@ -282,6 +290,21 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
         let wanted: BTreeMap<String, String> =
             verifiers.iter().filter(|(name, _)| users.contains(name)).map(|(n, v)| (n.clone(), v.clone())).collect();
         observed.userlists.insert(pooler, userlist.as_deref() == Some(desired::userlist(&wanted).as_str()));
+    }
+    // A replica's passfile is current when it holds the configured
+    // replication password (checked only where that password is known here).
+    if options.passwords {
+        for (replica, environment, passfile) in passfiles {
+            let Some(environment) = topology.environment(&environment) else { continue };
+            let password = match &environment.replication.password {
+                SecretRef::Generate(_) => replication_passwords.get(&environment.id).cloned(),
+                other => crate::secrets::read(other, &environment.replication.user).ok().flatten(),
+            };
+            if let Some(password) = password {
+                let current = passfile.as_deref() == Some(desired::passfile(environment, &password).as_str());
+                observed.passfiles.insert(replica, current);
+            }
+        }
     }
     observed
 }
@@ -298,6 +321,11 @@ struct HostReport {
     verifiers: Vec<(String, BTreeMap<String, String>)>,
     /// (pooler address, environment id, the userlist on the host).
     userlists: Vec<(String, String, Option<String>)>,
+    /// (replica address, environment id, the passfile on the host).
+    passfiles: Vec<(String, String, Option<String>)>,
+    /// Environment id → the generated replication password kept on its
+    /// primary's host.
+    replication_passwords: Vec<(String, crate::secrets::Secret)>,
 }
 
 async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], options: &Options) -> HostReport {
@@ -308,6 +336,8 @@ async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], opt
         poolers: Vec::new(),
         verifiers: Vec::new(),
         userlists: Vec::new(),
+        passfiles: Vec::new(),
+        replication_passwords: Vec::new(),
     };
     let unreachable = |mut report: HostReport, error: &crate::transport::TransportError| {
         let help = miette::Diagnostic::help(error).map(|help| help.to_string());
@@ -325,6 +355,17 @@ async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], opt
         Err(error) => return unreachable(report, &error),
     };
     for cluster in &expected.clusters {
+        let environment = cluster.address.environment.clone();
+        if cluster.address.kind == Kind::Replica {
+            let passfile = secrets.passfile(&cluster.probe.path).map(str::to_owned);
+            report.passfiles.push((cluster.address.to_string(), environment.clone(), passfile));
+        }
+        // The replication role is the second managed role, when there is one.
+        if let Some((name, SecretRef::Generate(_))) = cluster.roles.get(1)
+            && let Some(secret) = secrets.role(&cluster.probe.path, name)
+        {
+            report.replication_passwords.push((environment, secret.clone()));
+        }
         let running = facts.data_dir(&cluster.probe.path).is_some_and(|dir| dir.running);
         let observation = if running {
             let (observation, verifiers) =

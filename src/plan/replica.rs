@@ -151,7 +151,14 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
             // The passfile carries the replication password: when that
             // changes in this plan, the passfile follows (the running
             // receiver uses it at its next connection).
-            if password_rotates(planner.observed, environment, &environment.replication.user) {
+            let rotates = password_rotates(planner.observed, environment, &environment.replication.user);
+            let stale = planner.observed.passfiles.get(&address.to_string()) == Some(&false);
+            if rotates || stale {
+                let reason = if rotates {
+                    "the replication password changes, so the passfile follows"
+                } else {
+                    "the passfile does not hold the configured replication password"
+                };
                 match planner
                     .changes
                     .iter_mut()
@@ -160,13 +167,7 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
                     Some(change) => change.actions.insert(0, Action::WriteStandbyConfig),
                     None => {
                         planner.changes.retain(|change| change.address != address);
-                        planner.change(
-                            address,
-                            ChangeKind::Update,
-                            "the replication password changes, so the passfile follows",
-                            None,
-                            vec![Action::WriteStandbyConfig],
-                        );
+                        planner.change(address, ChangeKind::Update, reason, None, vec![Action::WriteStandbyConfig]);
                     }
                 }
             }
