@@ -82,8 +82,7 @@ fn removing_a_replica_stops_it_removes_its_data_and_drops_its_slot() {
     fleet.write_config(&["r1", "r2"]);
     fleet.apply();
     fleet.write_config(&["r1"]);
-    let output = fleet.pgfleet(&["plan", "--format", "json"]);
-    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let plan = fleet.plan_json();
     let deletions: Vec<&str> = plan["resource_changes"]
         .as_array()
         .unwrap()
@@ -313,15 +312,8 @@ fn a_passfile_left_stale_is_noticed_and_rewritten() {
     // the passfile.
     let passfile = fleet.home("r1").join("passfile");
     support::as_postgres(&format!("echo '*:*:*:replicator:an-old-password' > {}", passfile.display()));
-    let output = fleet.pgfleet(&["plan", "--format", "json"]);
-    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let replica = plan["resource_changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|change| change["address"] == "shop.replica.r1")
-        .unwrap()
-        .clone();
+    let plan = fleet.plan_json();
+    let replica = support::change_of(&plan, "shop.replica.r1");
     assert_eq!(replica["action"], "update", "{replica:#}");
     assert_eq!(replica["reason"], "the passfile does not hold the configured replication password");
     fleet.apply();

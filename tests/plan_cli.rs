@@ -13,10 +13,6 @@ fn host_yaml(name: &str, ssh: &SshServer) -> String {
     support::host_yaml(name, ssh)
 }
 
-fn change_of<'a>(plan: &'a serde_json::Value, address: &str) -> &'a serde_json::Value {
-    plan["resource_changes"].as_array().unwrap().iter().find(|change| change["address"] == address).unwrap()
-}
-
 fn pgfleet(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pgfleet"))
         .args(args)
@@ -149,7 +145,7 @@ fn plan_against_a_hand_built_primary_shows_exactly_the_changed_setting() {
     let output = pgfleet(work.path(), &["plan", "--format", "json", "--detailed-exitcode"]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
     let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let cluster = change_of(&plan, "prod.cluster.primary");
+    let cluster = support::change_of(&plan, "prod.cluster.primary");
     assert_eq!(cluster["action"], "update");
     assert_eq!(cluster["disruption"], "reload", "{cluster:#}");
     assert_eq!(
@@ -163,7 +159,7 @@ fn plan_against_a_hand_built_primary_shows_exactly_the_changed_setting() {
     std::fs::write(work.path().join("pgfleet.yaml"), config("work_mem: 8MB, max_connections: 150")).unwrap();
     let output = pgfleet(work.path(), &["plan", "--format", "json"]);
     let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let cluster = change_of(&plan, "prod.cluster.primary");
+    let cluster = support::change_of(&plan, "prod.cluster.primary");
     assert_eq!(cluster["disruption"], "restart");
     assert_eq!(cluster["actions"][0]["set"], serde_json::json!({"max_connections": "150"}));
     assert_eq!(cluster["actions"][1], serde_json::json!({"kind": "restart"}));

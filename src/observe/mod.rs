@@ -96,6 +96,8 @@ struct Expected {
     /// On a primary: the roles whose passwords pgfleet manages, with where
     /// each password comes from.
     roles: Vec<(String, SecretRef)>,
+    /// On a primary with replicas: the replication role's name.
+    replication_role: Option<String>,
 }
 
 /// What one host should hold: clusters and poolers.
@@ -137,6 +139,7 @@ fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
                 address: primary.address.clone(),
                 port: primary.port,
             },
+            replication_role: (!environment.replicas.is_empty()).then(|| environment.replication.user.clone()),
             roles,
         });
         for replica in &environment.replicas {
@@ -150,6 +153,7 @@ fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
                     port: replica.port,
                 },
                 roles: Vec::new(),
+                replication_role: None,
             });
         }
         if let Some(pooler) = &environment.pooler {
@@ -360,8 +364,8 @@ async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], opt
             let passfile = secrets.passfile(&cluster.probe.path).map(str::to_owned);
             report.passfiles.push((cluster.address.to_string(), environment.clone(), passfile));
         }
-        // The replication role is the second managed role, when there is one.
-        if let Some((name, SecretRef::Generate(_))) = cluster.roles.get(1)
+        let replication = cluster.roles.iter().find(|(name, _)| Some(name) == cluster.replication_role.as_ref());
+        if let Some((name, SecretRef::Generate(_))) = replication
             && let Some(secret) = secrets.role(&cluster.probe.path, name)
         {
             report.replication_passwords.push((environment, secret.clone()));

@@ -145,6 +145,13 @@ impl Fleet {
         output
     }
 
+    /// `plan --format json`, parsed.
+    pub fn plan_json(&self) -> serde_json::Value {
+        let output = self.pgfleet(&["plan", "--format", "json"]);
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("plan: {}{}", text(&output.stdout), text(&output.stderr)))
+    }
+
     pub fn plan_exit_code(&self) -> i32 {
         let output = self.pgfleet(&["plan", "--detailed-exitcode"]);
         output.status.code().unwrap_or(-1)

@@ -202,6 +202,14 @@ impl Drop for SshServer {
     }
 }
 
+/// The change to `address` in a JSON plan.
+pub fn change_of<'a>(plan: &'a serde_json::Value, address: &str) -> &'a serde_json::Value {
+    plan["resource_changes"]
+        .as_array()
+        .and_then(|changes| changes.iter().find(|change| change["address"] == address))
+        .unwrap_or_else(|| panic!("{address} is not in the plan: {plan:#}"))
+}
+
 /// pgfleet's SSH target for a test sshd, logging in as postgres.
 pub fn ssh_target(server: &SshServer) -> pgfleet::topology::SshTarget {
     pgfleet::topology::SshTarget {
