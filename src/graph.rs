@@ -1,7 +1,7 @@
 //! The resource dependency graph: which resource must exist before which.
 //!
-//! Built from the topology alone, with edges only from a resource to the
-//! ones that need it, so it is acyclic by construction. The order it yields
+//! Built from the resource inventory alone, with edges only from a
+//! resource to the ones that need it, so it is acyclic by construction. The order it yields
 //! is a topological order with ties broken by address, so plans and DOT
 //! output are the same on every run.
 
@@ -12,8 +12,9 @@ use std::fmt::Write as _;
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::address::{Address, Kind};
-use crate::topology::{Environment, Topology};
+use crate::address::Address;
+use crate::inventory::Inventory;
+use crate::topology::Topology;
 
 #[derive(Debug, Clone, Default)]
 pub struct ResourceGraph {
@@ -24,8 +25,11 @@ pub struct ResourceGraph {
 impl ResourceGraph {
     pub fn build(topology: &Topology) -> Self {
         let mut graph = ResourceGraph::default();
-        for environment in &topology.environments {
-            graph.add_environment(environment);
+        for resource in Inventory::of(topology).resources {
+            graph.node(&resource.address);
+            for dependency in &resource.depends_on {
+                graph.edge(dependency, &resource.address);
+            }
         }
         graph
     }
@@ -43,51 +47,6 @@ impl ResourceGraph {
     fn edge(&mut self, before: &Address, after: &Address) {
         let (before, after) = (self.node(before), self.node(after));
         self.graph.update_edge(before, after, ());
-    }
-
-    fn add_environment(&mut self, environment: &Environment) {
-        let id = environment.id.as_str();
-        let at = |kind, name: &str| Address::new(id, kind, name);
-        let cluster = at(Kind::Cluster, "primary");
-        let owner = at(Kind::Role, &environment.database.owner);
-        let database = at(Kind::Database, &environment.database.name);
-        // The hba block admits pgfleet, the poolers and the replicas.
-        let hba = at(Kind::Hba, "replication");
-        self.edge(&cluster, &hba);
-        self.edge(&cluster, &owner);
-        self.edge(&owner, &database);
-
-        if !environment.replicas.is_empty() {
-            let replicator = at(Kind::Role, &environment.replication.user);
-            self.edge(&cluster, &replicator);
-            for replica in &environment.replicas {
-                let slot = at(Kind::Slot, &replica.name);
-                let standby = at(Kind::Replica, &replica.name);
-                self.edge(&cluster, &slot);
-                self.edge(&slot, &standby);
-                self.edge(&replicator, &standby);
-                self.edge(&hba, &standby);
-                // The database must exist before the base backup copies it.
-                self.edge(&database, &standby);
-                if environment.pooler.is_some() {
-                    let pooler = at(Kind::Pooler, &replica.name);
-                    self.edge(&standby, &pooler);
-                }
-            }
-        }
-        if environment.pooler.is_some() {
-            let pooler = at(Kind::Pooler, "primary");
-            self.edge(&database, &pooler);
-            self.edge(&hba, &pooler);
-        }
-        if let Some(filestore) = &environment.filestore {
-            for name in &filestore.mirror_to {
-                self.edge(&at(Kind::Replica, name), &at(Kind::Filestore, name));
-            }
-        }
-        if environment.backups.is_some() {
-            self.edge(&database, &at(Kind::Backup, "storage"));
-        }
     }
 
     pub fn len(&self) -> usize {

@@ -70,6 +70,15 @@ pub struct ReplicaHealth {
 }
 
 impl ReplicaHealth {
+    /// Streaming from the primary with lag under `threshold`.
+    pub fn streams_within(&self, threshold: &LagThreshold) -> bool {
+        matches!(self.status, Status::Online | Status::Lagging)
+            && match (self.lag_bytes, self.lag_seconds) {
+                (Some(bytes), Some(seconds)) => within(threshold, bytes, seconds),
+                _ => false,
+            }
+    }
+
     /// The threshold the replica is over, when lagging.
     pub fn threshold<'a>(&self, environment: &'a Environment) -> Option<&'a LagThreshold> {
         match self.severity? {
@@ -79,8 +88,14 @@ impl ReplicaHealth {
     }
 }
 
+/// Lag under both limits of a threshold: the one definition of "within
+/// thresholds" that status, the monitor and `--replace` share.
+fn within(threshold: &LagThreshold, bytes: u64, seconds: f64) -> bool {
+    bytes < threshold.lag_bytes.bytes() && seconds < threshold.lag_seconds as f64
+}
+
 fn over(threshold: &LagThreshold, bytes: u64, seconds: f64) -> bool {
-    bytes >= threshold.lag_bytes.bytes() || seconds >= threshold.lag_seconds as f64
+    !within(threshold, bytes, seconds)
 }
 
 /// Health of every replica of the topology.

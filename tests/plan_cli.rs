@@ -270,3 +270,32 @@ fn no_secret_reaches_any_output_format_or_the_saved_plan() {
         assert!(!seen.contains(secret), "{secret} leaked");
     }
 }
+
+/// A runtime the YAML may name but pgfleet cannot drive yet is refused by
+/// `plan` from its capabilities, naming the key, and `apply` writes
+/// nothing: no data directory, no state file, no lock.
+#[test]
+fn a_runtime_pgfleet_cannot_run_is_refused_at_plan_time_and_nothing_is_written() {
+    let dir = support::shared_temp_dir("pgfleet-runtime");
+    let data_dir = dir.path().join("primary");
+    let config = format!(
+        "version: 1\nstate: {{ path: {state} }}\nhosts:\n  here: {{ transport: local }}\nenvironments:\n  - id: prod\n    primary: {{ host: here, address: {address}, port: {port}, data_dir: {data}, runtime: docker, tuning: none }}\n",
+        state = dir.path().join("state.json").display(),
+        address = support::free_loopback_address(),
+        port = 5432,
+        data = data_dir.display(),
+    );
+    std::fs::write(dir.path().join("pgfleet.yaml"), config).unwrap();
+    let before = listing(dir.path());
+
+    for args in [&["plan"][..], &["apply", "--auto-approve"][..]] {
+        let output = pgfleet(dir.path(), args);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("environments[0].primary.runtime"), "located: {stderr}");
+        assert!(stderr.contains("`runtime: docker`"), "names the runtime as written: {stderr}");
+        assert!(!stderr.contains("Docker"), "no Rust Debug name: {stderr}");
+        assert!(!data_dir.exists(), "{args:?} created the data directory");
+        assert_eq!(listing(dir.path()), before, "{args:?} wrote a file");
+    }
+}

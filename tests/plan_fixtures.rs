@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pgfleet::address::Address;
-use pgfleet::desired::{self, PoolerSite};
+use pgfleet::desired;
 use pgfleet::observe::cluster::{ClusterProbe, DatabaseRow, HbaRule, RoleRow, SenderRow, Setting, SlotRow};
 use pgfleet::observe::host::{DataDirFacts, HostFacts, PoolerFacts};
 use pgfleet::observe::{ClusterObservation, HostObservation, Observed};
+use pgfleet::placement;
 use pgfleet::plan::{self, render};
 use pgfleet::spec::load;
 use pgfleet::state::{Owned, State};
@@ -205,13 +206,10 @@ fn converged(topology: &Topology) -> Observed {
             );
         }
         if let Some(pooler) = &environment.pooler {
-            let sites =
-                std::iter::once(PoolerSite::Primary).chain(environment.replicas.iter().map(PoolerSite::Replica));
-            for site in sites {
-                let place = desired::pooler_place(environment, pooler, site);
+            for place in placement::poolers(environment) {
                 facts.get_mut(&place.host).unwrap().poolers.insert(
-                    desired::pgbouncer_ini_path(&place),
-                    PoolerFacts { ini: Some(desired::pgbouncer_ini(environment, pooler, site)), running: true },
+                    place.layout.ini.clone(),
+                    PoolerFacts { ini: Some(desired::pgbouncer_ini(environment, pooler, &place)), running: true },
                 );
             }
         }
@@ -241,9 +239,7 @@ fn owning(addresses: &[(&str, &str, &str)]) -> State {
         serial: 7,
         owned: addresses
             .iter()
-            .map(|(address, host, path)| {
-                (address.parse::<Address>().unwrap(), Owned { host: (*host).into(), path: Some(PathBuf::from(path)) })
-            })
+            .map(|(address, host, path)| (address.parse::<Address>().unwrap(), Owned::at(host, PathBuf::from(path))))
             .collect(),
         last_applied_spec: None,
         journal: Vec::new(),
@@ -385,32 +381,15 @@ fn cases() -> Vec<(&'static str, Mutation)> {
         }),
         ("poolers", |topology, observed| {
             let environment = &topology.environments[0];
-            let pooler = environment.pooler.as_ref().unwrap();
-            let primary = desired::pooler_place(environment, pooler, PoolerSite::Primary);
-            let reporting = desired::pooler_place(environment, pooler, PoolerSite::Replica(&environment.replicas[0]));
-            let dr = desired::pooler_place(environment, pooler, PoolerSite::Replica(&environment.replicas[1]));
+            let ini = |fronts: &str| placement::pooler(environment, fronts).unwrap().layout.ini;
             let edit = |observed: &mut Observed, host: &str, ini: PathBuf, from: &str, to: &str, running: bool| {
                 let entry = facts_mut(observed, host).poolers.get_mut(&ini).unwrap();
                 entry.ini = entry.ini.as_ref().map(|text| text.replace(from, to));
                 entry.running = running;
             };
-            edit(
-                observed,
-                "db1",
-                desired::pgbouncer_ini_path(&primary),
-                "default_pool_size = 40",
-                "default_pool_size = 25",
-                true,
-            );
-            edit(
-                observed,
-                "db2",
-                desired::pgbouncer_ini_path(&reporting),
-                "listen_port = 6433",
-                "listen_port = 6435",
-                true,
-            );
-            edit(observed, "db3", desired::pgbouncer_ini_path(&dr), "", "", false);
+            edit(observed, "db1", ini("primary"), "default_pool_size = 40", "default_pool_size = 25", true);
+            edit(observed, "db2", ini("reporting"), "listen_port = 6433", "listen_port = 6435", true);
+            edit(observed, "db3", ini("dr"), "", "", false);
             None
         }),
         ("refusals", |topology, observed| {
@@ -533,8 +512,8 @@ fn standbys_are_raised_before_and_lowered_after_their_primary() {
 fn target_keeps_the_resource_and_what_it_depends_on() {
     let topology = topology();
     let (observed, state) = load_case("empty-hosts");
-    let mut plan = plan::plan(&topology, &observed, &state).unwrap();
-    plan.restrict_to(&topology, &["prod.replica.reporting".parse().unwrap()]);
+    let request = plan::Request { targets: vec!["prod.replica.reporting".parse().unwrap()], ..Default::default() };
+    let plan = plan::plan_with(&topology, &observed, &state, &request).unwrap();
     let addresses: Vec<String> = plan.resource_changes.iter().map(|change| change.address.to_string()).collect();
     assert_eq!(
         addresses,

@@ -1,73 +1,46 @@
-//! Actions on a PostgreSQL cluster's files and process (pg_ctl runtime):
-//! init, settings, hba, start, stop, reload, restart, remove.
+//! Actions on a PostgreSQL cluster member's files and process: init,
+//! settings, hba, start, stop, reload, restart, remove. How the process is
+//! run is its runtime's; these steps decide when.
 
 use std::collections::BTreeMap;
 
-use super::context::{ActionError, ClusterPlace, Context, LONG_STEP, STEP, literal};
-use crate::address::Kind;
+use super::context::{ActionError, Context, LONG_STEP, STEP, literal};
 use crate::desired;
-use crate::spec::Runtime;
+use crate::placement::{ClusterPlacement, PRIMARY};
 use crate::transport::shell_quote;
-
-fn quoted(path: &std::path::Path) -> String {
-    shell_quote(&path.to_string_lossy())
-}
-
-fn require_pg_ctl(context: &Context<'_>) -> Result<(), ActionError> {
-    match context.environment.primary.runtime {
-        Runtime::PgCtl => Ok(()),
-        other => Err(ActionError::Refused {
-            address: context.address.to_string(),
-            reason: format!("the {other:?} runtime is not supported by apply yet; use `runtime: pg_ctl`"),
-        }),
-    }
-}
 
 /// Initialises the primary's data directory.
 ///
 /// # Guarantees
-/// Idempotent: an initialised directory is left alone. initdb runs into a
-/// temporary directory that is renamed into place only when complete, so a
+/// Idempotent: an initialised directory is left alone. The runtime builds
+/// the directory beside its place and renames it in when complete, so a
 /// run killed half-way leaves nothing to trip over. The superuser password
 /// is written (0600) before initdb reads it, and reused by later runs.
 ///
 /// # Assumptions
 /// The data directory is absent or empty (plan refuses anything else).
-pub async fn init(context: &Context<'_>) -> Result<(), ActionError> {
-    require_pg_ctl(context)?;
-    let cluster = context.primary();
+pub async fn init(context: &Context<'_>, member: &str) -> Result<(), ActionError> {
+    let cluster = context.member(member)?;
     let host = &cluster.host;
-    context.ensure_dir(host, &cluster.home()).await?;
+    context.ensure_dir(host, &cluster.layout.home).await?;
     context.superuser_password().await?;
-    let data = quoted(&cluster.data_dir);
-    let building = shell_quote(&format!("{}.pgfleet-init", cluster.data_dir.display()));
-    let password_file = quoted(&cluster.home().join(desired::SUPERUSER_PASSWORD_FILE));
-    let script = format!(
-        "set -e\n\
-         if [ -f {data}/PG_VERSION ]; then exit 0; fi\n\
-         rm -rf {building}\n\
-         {initdb} -D {building} --data-checksums --encoding=UTF8 --locale=C.UTF-8 \
-         --auth-local=peer --auth-host=scram-sha-256 -U postgres --pwfile={password_file} >/dev/null\n\
-         if [ -d {data} ]; then rmdir {data}; fi\n\
-         mv {building} {data}\n",
-        initdb = cluster.bin("initdb"),
-    );
+    let script = cluster.runtime().initialise(&cluster.layout, &cluster.layout.superuser_password_file());
     context.run(host, "initdb", &script, LONG_STEP).await?;
     let settings = desired::primary_settings(context.environment);
     write_settings_offline(context, &cluster, &settings).await?;
-    write_hba(context).await
+    write_hba(context, member).await
 }
 
 /// Merges `settings` into postgresql.auto.conf of a stopped cluster.
 pub async fn write_settings_offline(
     context: &Context<'_>,
-    cluster: &ClusterPlace,
+    cluster: &ClusterPlacement,
     settings: &BTreeMap<String, String>,
 ) -> Result<(), ActionError> {
-    let path = cluster.data_dir.join("postgresql.auto.conf");
-    let existing = context.read(&cluster.host, &path).await?.unwrap_or_default();
+    let path = &cluster.layout.auto_conf;
+    let existing = context.read(&cluster.host, path).await?.unwrap_or_default();
     let merged = desired::merge_auto_conf(&String::from_utf8_lossy(&existing), settings);
-    context.write(&cluster.host, &path, merged.as_bytes(), 0o600).await
+    context.write(&cluster.host, path, merged.as_bytes(), 0o600).await
 }
 
 /// Sets settings: `ALTER SYSTEM` and a reload on a running cluster, the
@@ -78,10 +51,11 @@ pub async fn write_settings_offline(
 /// needs one.
 pub async fn configure(
     context: &Context<'_>,
+    member: &str,
     set: &BTreeMap<String, String>,
     reset: &[String],
 ) -> Result<(), ActionError> {
-    let cluster = context.cluster()?;
+    let cluster = context.member(member)?;
     if !context.running(&cluster).await? {
         return write_settings_offline(context, &cluster, set).await;
     }
@@ -96,41 +70,31 @@ pub async fn configure(
     Ok(())
 }
 
-/// Rewrites pgfleet's block at the top of the primary's pg_hba.conf.
+/// Rewrites pgfleet's block at the top of the member's pg_hba.conf.
 ///
 /// # Guarantees
 /// Idempotent; lines outside the block are kept as they are. Takes effect
 /// at the next reload (the plan adds one).
-pub async fn write_hba(context: &Context<'_>) -> Result<(), ActionError> {
-    let cluster = context.primary();
-    let path = cluster.data_dir.join("pg_hba.conf");
-    let existing = context.read(&cluster.host, &path).await?.unwrap_or_default();
+pub async fn write_hba(context: &Context<'_>, member: &str) -> Result<(), ActionError> {
+    let cluster = context.member(member)?;
+    let path = &cluster.layout.hba_file;
+    let existing = context.read(&cluster.host, path).await?.unwrap_or_default();
     let lines = desired::hba_lines(context.environment, &context.topology.hosts);
     let text = desired::replace_hba_block(&String::from_utf8_lossy(&existing), &desired::hba_block(&lines));
-    context.write(&cluster.host, &path, text.as_bytes(), 0o600).await
-}
-
-fn pg_ctl(cluster: &ClusterPlace, action: &str) -> String {
-    format!(
-        "{} -D {} -l {} -w -t 600 {action} >/dev/null",
-        cluster.bin("pg_ctl"),
-        quoted(&cluster.data_dir),
-        quoted(&cluster.home().join("postgresql.log")),
-    )
+    context.write(&cluster.host, path, text.as_bytes(), 0o600).await
 }
 
 /// Starts the cluster and waits until it accepts connections.
 ///
 /// # Guarantees
 /// Idempotent: a running cluster is left alone.
-pub async fn start(context: &Context<'_>) -> Result<(), ActionError> {
-    require_pg_ctl(context)?;
-    let cluster = context.cluster()?;
+pub async fn start(context: &Context<'_>, member: &str) -> Result<(), ActionError> {
+    let cluster = context.member(member)?;
     if context.running(&cluster).await? {
         return Ok(());
     }
-    context.ensure_dir(&cluster.host, &cluster.home()).await?;
-    context.run(&cluster.host, "pg_ctl start", &pg_ctl(&cluster, "start"), LONG_STEP).await?;
+    context.ensure_dir(&cluster.host, &cluster.layout.home).await?;
+    context.run(&cluster.host, "start PostgreSQL", &cluster.runtime().start(&cluster.layout), LONG_STEP).await?;
     Ok(())
 }
 
@@ -138,54 +102,60 @@ pub async fn start(context: &Context<'_>) -> Result<(), ActionError> {
 ///
 /// # Guarantees
 /// Idempotent: a stopped or missing cluster is fine.
-pub async fn stop(context: &Context<'_>) -> Result<(), ActionError> {
-    let cluster = context.cluster()?;
+pub async fn stop(context: &Context<'_>, member: &str) -> Result<(), ActionError> {
+    let cluster = context.member(member)?;
     if !context.running(&cluster).await? {
         return Ok(());
     }
-    context.run(&cluster.host, "pg_ctl stop", &pg_ctl(&cluster, "-m fast stop"), LONG_STEP).await?;
+    context.run(&cluster.host, "stop PostgreSQL", &cluster.runtime().stop(&cluster.layout), LONG_STEP).await?;
     Ok(())
 }
 
-pub async fn restart(context: &Context<'_>) -> Result<(), ActionError> {
-    require_pg_ctl(context)?;
-    let cluster = context.cluster()?;
-    let action = if context.running(&cluster).await? { "-m fast restart" } else { "start" };
-    context.run(&cluster.host, "pg_ctl restart", &pg_ctl(&cluster, action), LONG_STEP).await?;
+/// Restarts the cluster, or starts it when it is stopped.
+pub async fn restart(context: &Context<'_>, member: &str) -> Result<(), ActionError> {
+    let cluster = context.member(member)?;
+    let runtime = cluster.runtime();
+    let script = if context.running(&cluster).await? {
+        runtime.restart(&cluster.layout)
+    } else {
+        runtime.start(&cluster.layout)
+    };
+    context.run(&cluster.host, "restart PostgreSQL", &script, LONG_STEP).await?;
     Ok(())
 }
 
-pub async fn reload(context: &Context<'_>) -> Result<(), ActionError> {
-    let cluster = context.cluster()?;
+/// Makes a running cluster re-read its configuration files.
+pub async fn reload(context: &Context<'_>, member: &str) -> Result<(), ActionError> {
+    let cluster = context.member(member)?;
     if !context.running(&cluster).await? {
         return Ok(());
     }
-    let command = format!("{} -D {} reload >/dev/null", cluster.bin("pg_ctl"), quoted(&cluster.data_dir));
-    context.run(&cluster.host, "pg_ctl reload", &command, STEP).await?;
+    context.run(&cluster.host, "reload PostgreSQL", &cluster.runtime().reload(&cluster.layout), STEP).await?;
     Ok(())
 }
 
-/// Removes a replica's data directory (and, when the replica itself is
-/// deleted, pgfleet's files beside it).
+/// Removes a replica's data directory (and with `and_home`, when the
+/// replica leaves for good, pgfleet's files beside it).
 ///
 /// # Guarantees
-/// Idempotent. Refuses to touch a running cluster or anything but a
-/// replica (the plan removes only what pgfleet created).
-pub async fn remove_data_dir(context: &Context<'_>) -> Result<(), ActionError> {
-    let cluster = context.cluster()?;
+/// Idempotent. Refuses to touch a running cluster or the primary (the
+/// plan removes only what pgfleet created).
+pub async fn remove_data_dir(context: &Context<'_>, member: &str, and_home: bool) -> Result<(), ActionError> {
     let refuse = |reason: &str| ActionError::Refused { address: context.address.to_string(), reason: reason.into() };
-    if context.address.kind != Kind::Replica {
+    if member == PRIMARY {
         return Err(refuse("only a replica's data directory is ever removed"));
     }
-    if cluster.data_dir.parent().is_none() || !cluster.data_dir.is_absolute() {
+    let cluster = context.member(member)?;
+    let data_dir = cluster.data_dir();
+    if data_dir.parent().is_none() || !data_dir.is_absolute() {
         return Err(refuse("the data directory is not an absolute path below /"));
     }
     if context.running(&cluster).await? {
         return Err(refuse("the replica still runs; stop it first"));
     }
-    let mut command = format!("rm -rf -- {}", quoted(&cluster.data_dir));
-    if context.change == crate::plan::ChangeKind::Delete {
-        command.push_str(&format!(" {}", quoted(&cluster.home())));
+    let mut command = format!("rm -rf -- {}", shell_quote(&data_dir.to_string_lossy()));
+    if and_home {
+        command.push_str(&format!(" {}", shell_quote(&cluster.layout.home.to_string_lossy())));
     }
     context.run(&cluster.host, "remove data directory", &command, LONG_STEP).await?;
     Ok(())

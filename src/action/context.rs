@@ -1,17 +1,17 @@
-//! What an action needs to run: the topology, connected hosts, the change it
-//! belongs to, and the secrets it may use. Also the small shared steps
-//! (run a command as the service user, open a superuser session, find a
-//! cluster's paths) that every resource's actions use.
+//! What an action needs to run: the topology, connected hosts, the
+//! resource it belongs to, and the secrets it may use. Also the small
+//! shared steps (run a command as the service user, open a superuser
+//! session, find a member's or pooler's placement) that every resource's
+//! actions use.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::address::{Address, Kind};
-use crate::desired;
-use crate::plan::ChangeKind;
+use crate::address::Address;
+use crate::placement::{self, ClusterPlacement, PoolerPlacement};
 use crate::secrets::{self, Secret, SecretError};
 use crate::spec::SecretRef;
 use crate::sql::SqlError;
@@ -57,31 +57,11 @@ pub enum ActionError {
     NoHost { address: String, host: String },
 }
 
-/// Where a PostgreSQL cluster lives and how to reach it.
-#[derive(Debug, Clone)]
-pub struct ClusterPlace {
-    pub host: String,
-    pub data_dir: PathBuf,
-    pub address: String,
-    pub port: u16,
-    pub version: u32,
-}
-
-impl ClusterPlace {
-    pub fn home(&self) -> PathBuf {
-        desired::home(&self.data_dir)
-    }
-
-    pub fn bin(&self, program: &str) -> String {
-        format!("/usr/lib/postgresql/{}/bin/{program}", self.version)
-    }
-}
-
 pub struct Context<'a> {
     pub topology: &'a Topology,
     pub environment: &'a Environment,
+    /// The resource whose change this action belongs to (for messages).
     pub address: &'a Address,
-    pub change: ChangeKind,
     /// Where the resource was, when pgfleet created it (for deletions).
     pub owned: Option<&'a Owned>,
     pub hosts: &'a BTreeMap<String, Box<dyn Remote>>,
@@ -95,43 +75,50 @@ impl Context<'_> {
             .ok_or_else(|| ActionError::NoHost { address: self.address.to_string(), host: host.to_owned() })
     }
 
-    pub fn primary(&self) -> ClusterPlace {
-        let primary = &self.environment.primary;
-        ClusterPlace {
-            host: primary.host.clone(),
-            data_dir: primary.data_dir.clone(),
-            address: primary.address.clone(),
-            port: primary.port,
-            version: primary.version,
-        }
-    }
-
-    pub fn replica(&self) -> Option<&Replica> {
-        self.environment.replicas.iter().find(|replica| replica.name == self.address.name)
-    }
-
-    /// The cluster this action works on: the primary for cluster, role,
-    /// hba, database and slot resources; the replica for a replica (from
-    /// the topology, or from ownership when it was removed from it).
-    pub fn cluster(&self) -> Result<ClusterPlace, ActionError> {
-        if self.address.kind != Kind::Replica {
-            return Ok(self.primary());
-        }
-        if let Some(replica) = self.replica() {
-            return Ok(ClusterPlace {
-                host: replica.host.clone(),
-                data_dir: replica.data_dir.clone(),
-                address: replica.address.clone(),
-                port: replica.port,
-                version: self.environment.primary.version,
-            });
-        }
-        let owned = self.owned.and_then(|owned| owned.path.clone().map(|path| (owned.host.clone(), path)));
-        let (host, data_dir) = owned.ok_or_else(|| ActionError::Refused {
+    fn unknown(&self, what: &str) -> ActionError {
+        ActionError::Refused {
             address: self.address.to_string(),
-            reason: "not in the configuration and not recorded in state: pgfleet does not know where it is".into(),
-        })?;
-        Ok(ClusterPlace { host, data_dir, address: String::new(), port: 0, version: self.environment.primary.version })
+            reason: format!(
+                "{what} is not in the configuration and not recorded in state: pgfleet does not know where it is"
+            ),
+        }
+    }
+
+    /// The primary member, where roles, the database and slots live.
+    pub fn primary(&self) -> ClusterPlacement {
+        placement::primary(self.environment)
+    }
+
+    /// A member by name: from the configuration, or — for one that left
+    /// it — from what state recorded when pgfleet created it.
+    pub fn member(&self, name: &str) -> Result<ClusterPlacement, ActionError> {
+        if let Some(found) = placement::member(self.environment, name) {
+            return Ok(found);
+        }
+        self.owned
+            .filter(|_| self.address.name == name)
+            .and_then(|owned| placement::departed_member(self.environment, owned))
+            .ok_or_else(|| self.unknown(&format!("member `{name}`")))
+    }
+
+    /// The replica named `name` in the configuration.
+    pub fn replica(&self, name: &str) -> Result<&Replica, ActionError> {
+        self.environment.replicas.iter().find(|replica| replica.name == name).ok_or_else(|| ActionError::Refused {
+            address: self.address.to_string(),
+            reason: format!("replica `{name}` is not in the configuration"),
+        })
+    }
+
+    /// The pooler in front of member `fronts`, from the configuration or
+    /// from state.
+    pub fn pooler(&self, fronts: &str) -> Result<PoolerPlacement, ActionError> {
+        if let Some(found) = placement::pooler(self.environment, fronts) {
+            return Ok(found);
+        }
+        self.owned
+            .filter(|_| self.address.name == fronts)
+            .and_then(|owned| placement::departed_pooler(self.environment, fronts, owned))
+            .ok_or_else(|| self.unknown(&format!("the pooler of `{fronts}`")))
     }
 
     /// Runs a command as the service user on `host`; non-zero is an error
@@ -183,26 +170,27 @@ impl Context<'_> {
         Ok(())
     }
 
-    /// A superuser session on `cluster`, with the password pgfleet keeps in
-    /// the cluster's home.
-    pub async fn superuser(&self, cluster: &ClusterPlace) -> Result<Client, ActionError> {
-        let remote = self.remote(&cluster.host)?;
-        Ok(crate::observe::superuser_session(remote, &cluster.data_dir, &cluster.address, cluster.port).await?)
+    /// A superuser session on `member`, with the password pgfleet keeps in
+    /// the member's home.
+    pub async fn superuser(&self, member: &ClusterPlacement) -> Result<Client, ActionError> {
+        let remote = self.remote(&member.host)?;
+        Ok(crate::observe::superuser_session(remote, member).await?)
     }
 
     pub fn query_error(&self, step: &'static str) -> impl Fn(tokio_postgres::Error) -> ActionError + '_ {
         move |source| ActionError::Query { address: self.address.to_string(), step, source }
     }
 
-    /// Whether the postmaster of `cluster` runs (postmaster.pid names a live
-    /// process).
-    pub async fn running(&self, cluster: &ClusterPlace) -> Result<bool, ActionError> {
-        let pid = shell_quote(&cluster.data_dir.join("postmaster.pid").to_string_lossy());
-        let output = self
-            .remote(&cluster.host)?
-            .exec(&format!("[ -f {pid} ] && kill -0 \"$(head -n 1 {pid})\" 2>/dev/null"), b"", STEP)
-            .await?;
-        Ok(output.success())
+    /// Whether the postmaster of `member` runs, as its runtime tells.
+    pub async fn running(&self, member: &ClusterPlacement) -> Result<bool, ActionError> {
+        let check = member.runtime().is_running(&member.layout);
+        Ok(self.remote(&member.host)?.exec(&check, b"", STEP).await?.success())
+    }
+
+    /// Whether the pooler runs, as its runtime tells.
+    pub async fn pooler_running(&self, pooler: &PoolerPlacement) -> Result<bool, ActionError> {
+        let check = pooler.runtime().pooler_is_running(&pooler.layout);
+        Ok(self.remote(&pooler.host)?.exec(&check, b"", STEP).await?.success())
     }
 
     /// A role's password: from `{env}` / `{file}`, or for `{generate: true}`
@@ -220,15 +208,15 @@ impl Context<'_> {
         }
         debug_assert!(matches!(reference, SecretRef::Generate(_)));
         let primary = self.primary();
-        let path = primary.home().join(format!("role-{role}.password"));
-        self.kept_secret(&primary.host, &primary.home(), &path).await
+        let path = primary.layout.role_password_file(role);
+        self.kept_secret(&primary.host, &primary.layout.home, &path).await
     }
 
     /// The superuser password of the primary (generated at init).
     pub async fn superuser_password(&self) -> Result<Secret, ActionError> {
         let primary = self.primary();
-        let path = primary.home().join(desired::SUPERUSER_PASSWORD_FILE);
-        self.kept_secret(&primary.host, &primary.home(), &path).await
+        let path = primary.layout.superuser_password_file();
+        self.kept_secret(&primary.host, &primary.layout.home, &path).await
     }
 
     async fn kept_secret(&self, host: &str, home: &Path, path: &Path) -> Result<Secret, ActionError> {

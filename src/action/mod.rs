@@ -43,22 +43,38 @@ impl fmt::Display for Disruption {
     }
 }
 
+/// One step of a change, naming what it acts on: a cluster member (by its
+/// name in the environment: `primary`, or a replica's), a pooler (by the
+/// member it fronts), or an object on the primary (a role, a slot).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     /// `initdb` with data checksums and SCRAM, plus the initial settings.
-    InitCluster,
+    InitCluster {
+        member: String,
+    },
     /// `ALTER SYSTEM SET` for each changed setting, `RESET` for each dropped.
     Configure {
+        member: String,
         set: BTreeMap<String, String>,
         reset: Vec<String>,
     },
-    /// Rewrites pgfleet's block at the top of pg_hba.conf.
-    WriteHba,
-    Start,
-    Reload,
-    Restart,
-    Stop,
+    /// Rewrites pgfleet's block at the top of the member's pg_hba.conf.
+    WriteHba {
+        member: String,
+    },
+    Start {
+        member: String,
+    },
+    Reload {
+        member: String,
+    },
+    Restart {
+        member: String,
+    },
+    Stop {
+        member: String,
+    },
     CreateRole {
         name: String,
         replication: bool,
@@ -79,59 +95,130 @@ pub enum Action {
     },
     /// `pg_basebackup -Xs -S SLOT` on the replica's host.
     BaseBackup {
+        member: String,
         slot: String,
     },
     /// standby.signal, `primary_conninfo` with a passfile, slot name.
-    WriteStandbyConfig,
+    WriteStandbyConfig {
+        member: String,
+    },
     /// Waits until the primary's `pg_stat_replication` says `streaming`.
-    WaitStreaming,
-    RemoveDataDir,
-    WritePoolerConfig,
-    StartPooler,
-    ReloadPooler,
-    RestartPooler,
-    StopPooler,
+    WaitStreaming {
+        member: String,
+    },
+    /// Removes a replica's data directory; with `and_home`, pgfleet's files
+    /// beside it too (the replica leaves for good).
+    RemoveDataDir {
+        member: String,
+        #[serde(default)]
+        and_home: bool,
+    },
+    WritePoolerConfig {
+        pooler: String,
+    },
+    StartPooler {
+        pooler: String,
+    },
+    ReloadPooler {
+        pooler: String,
+    },
+    RestartPooler {
+        pooler: String,
+    },
+    /// Stops PgBouncer; with `and_config`, removes its ini (the pooler
+    /// leaves for good).
+    StopPooler {
+        pooler: String,
+        #[serde(default)]
+        and_config: bool,
+    },
 }
 
 impl Action {
     /// One line, for the plan and apply's progress.
     pub fn describe(&self) -> String {
         match self {
-            Action::InitCluster => "initialise the data directory (initdb, checksums, scram-sha-256)".into(),
-            Action::Configure { set, reset } => {
+            Action::InitCluster { .. } => "initialise the data directory (initdb, checksums, scram-sha-256)".into(),
+            Action::Configure { set, reset, .. } => {
                 let mut names: Vec<&str> = set.keys().map(String::as_str).collect();
                 names.extend(reset.iter().map(String::as_str));
                 format!("set {}", names.join(", "))
             }
-            Action::WriteHba => "write pgfleet's block of pg_hba.conf".into(),
-            Action::Start => "start PostgreSQL".into(),
-            Action::Reload => "reload PostgreSQL's configuration".into(),
-            Action::Restart => "restart PostgreSQL".into(),
-            Action::Stop => "stop PostgreSQL".into(),
+            Action::WriteHba { .. } => "write pgfleet's block of pg_hba.conf".into(),
+            Action::Start { .. } => "start PostgreSQL".into(),
+            Action::Reload { .. } => "reload PostgreSQL's configuration".into(),
+            Action::Restart { .. } => "restart PostgreSQL".into(),
+            Action::Stop { .. } => "stop PostgreSQL".into(),
             Action::CreateRole { name, replication: true } => format!("create role {name} (REPLICATION LOGIN)"),
             Action::CreateRole { name, replication: false } => format!("create role {name} (LOGIN)"),
             Action::CreateDatabase { name, owner } => format!("create database {name} owned by {owner}"),
             Action::SetDatabaseOwner { name, owner } => format!("make {owner} the owner of database {name}"),
             Action::CreateSlot { name } => format!("create physical replication slot {name}"),
             Action::DropSlot { name } => format!("drop replication slot {name}"),
-            Action::BaseBackup { slot } => format!("base backup from the primary (pg_basebackup -Xs -S {slot})"),
-            Action::WriteStandbyConfig => "write the standby configuration (passfile, slot, standby.signal)".into(),
-            Action::WaitStreaming => "wait until the replica is streaming".into(),
-            Action::RemoveDataDir => "remove the data directory".into(),
-            Action::WritePoolerConfig => "write pgbouncer.ini and userlist.txt (0600)".into(),
-            Action::StartPooler => "start PgBouncer".into(),
-            Action::ReloadPooler => "reload PgBouncer (RELOAD)".into(),
-            Action::RestartPooler => "restart PgBouncer".into(),
-            Action::StopPooler => "stop PgBouncer".into(),
+            Action::BaseBackup { slot, .. } => format!("base backup from the primary (pg_basebackup -Xs -S {slot})"),
+            Action::WriteStandbyConfig { .. } => {
+                "write the standby configuration (passfile, slot, standby.signal)".into()
+            }
+            Action::WaitStreaming { .. } => "wait until the replica is streaming".into(),
+            Action::RemoveDataDir { .. } => "remove the data directory".into(),
+            Action::WritePoolerConfig { .. } => "write pgbouncer.ini and userlist.txt (0600)".into(),
+            Action::StartPooler { .. } => "start PgBouncer".into(),
+            Action::ReloadPooler { .. } => "reload PgBouncer (RELOAD)".into(),
+            Action::RestartPooler { .. } => "restart PgBouncer".into(),
+            Action::StopPooler { .. } => "stop PgBouncer".into(),
         }
     }
 
+    /// How much this step disturbs what runs. Exhaustive: a new action
+    /// must say.
     pub fn disruption(&self) -> Disruption {
         match self {
-            Action::Reload | Action::ReloadPooler => Disruption::Reload,
-            Action::Restart | Action::Stop | Action::RestartPooler | Action::StopPooler => Disruption::Restart,
-            Action::RemoveDataDir | Action::DropSlot { .. } => Disruption::Destructive,
-            _ => Disruption::None,
+            Action::Reload { .. } | Action::ReloadPooler { .. } => Disruption::Reload,
+            Action::Restart { .. } | Action::Stop { .. } | Action::RestartPooler { .. } | Action::StopPooler { .. } => {
+                Disruption::Restart
+            }
+            Action::RemoveDataDir { .. } | Action::DropSlot { .. } => Disruption::Destructive,
+            Action::InitCluster { .. }
+            | Action::Configure { .. }
+            | Action::WriteHba { .. }
+            | Action::Start { .. }
+            | Action::CreateRole { .. }
+            | Action::CreateDatabase { .. }
+            | Action::SetDatabaseOwner { .. }
+            | Action::CreateSlot { .. }
+            | Action::BaseBackup { .. }
+            | Action::WriteStandbyConfig { .. }
+            | Action::WaitStreaming { .. }
+            | Action::WritePoolerConfig { .. }
+            | Action::StartPooler { .. } => Disruption::None,
+        }
+    }
+
+    /// The name of the step, as the journal records it (`start`,
+    /// `base_backup`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::InitCluster { .. } => "init_cluster",
+            Action::Configure { .. } => "configure",
+            Action::WriteHba { .. } => "write_hba",
+            Action::Start { .. } => "start",
+            Action::Reload { .. } => "reload",
+            Action::Restart { .. } => "restart",
+            Action::Stop { .. } => "stop",
+            Action::CreateRole { .. } => "create_role",
+            Action::CreateDatabase { .. } => "create_database",
+            Action::SetDatabaseOwner { .. } => "set_database_owner",
+            Action::CreateSlot { .. } => "create_slot",
+            Action::DropSlot { .. } => "drop_slot",
+            Action::BaseBackup { .. } => "base_backup",
+            Action::WriteStandbyConfig { .. } => "write_standby_config",
+            Action::WaitStreaming { .. } => "wait_streaming",
+            Action::RemoveDataDir { .. } => "remove_data_dir",
+            Action::WritePoolerConfig { .. } => "write_pooler_config",
+            Action::StartPooler { .. } => "start_pooler",
+            Action::ReloadPooler { .. } => "reload_pooler",
+            Action::RestartPooler { .. } => "restart_pooler",
+            Action::StopPooler { .. } => "stop_pooler",
         }
     }
 }
@@ -140,28 +227,28 @@ impl Action {
     /// Carries the action out for the change in `context`.
     pub async fn execute(&self, context: &Context<'_>) -> Result<(), ActionError> {
         match self {
-            Action::InitCluster => cluster::init(context).await,
-            Action::Configure { set, reset } => cluster::configure(context, set, reset).await,
-            Action::WriteHba => cluster::write_hba(context).await,
-            Action::Start => cluster::start(context).await,
-            Action::Reload => cluster::reload(context).await,
-            Action::Restart => cluster::restart(context).await,
-            Action::Stop => cluster::stop(context).await,
+            Action::InitCluster { member } => cluster::init(context, member).await,
+            Action::Configure { member, set, reset } => cluster::configure(context, member, set, reset).await,
+            Action::WriteHba { member } => cluster::write_hba(context, member).await,
+            Action::Start { member } => cluster::start(context, member).await,
+            Action::Reload { member } => cluster::reload(context, member).await,
+            Action::Restart { member } => cluster::restart(context, member).await,
+            Action::Stop { member } => cluster::stop(context, member).await,
             Action::CreateRole { name, replication } => role::ensure_role(context, name, *replication).await,
             Action::CreateDatabase { name, owner } | Action::SetDatabaseOwner { name, owner } => {
                 role::ensure_database(context, name, owner).await
             }
             Action::CreateSlot { name } => role::create_slot(context, name).await,
             Action::DropSlot { name } => role::drop_slot(context, name).await,
-            Action::BaseBackup { slot } => replica::base_backup(context, slot).await,
-            Action::WriteStandbyConfig => replica::write_standby_config(context).await,
-            Action::WaitStreaming => replica::wait_streaming(context).await,
-            Action::RemoveDataDir => cluster::remove_data_dir(context).await,
-            Action::WritePoolerConfig => pooler::write_config(context).await,
-            Action::StartPooler => pooler::start(context).await,
-            Action::ReloadPooler => pooler::reload(context).await,
-            Action::RestartPooler => pooler::restart(context).await,
-            Action::StopPooler => pooler::stop(context).await,
+            Action::BaseBackup { member, slot } => replica::base_backup(context, member, slot).await,
+            Action::WriteStandbyConfig { member } => replica::write_standby_config(context, member).await,
+            Action::WaitStreaming { member } => replica::wait_streaming(context, member).await,
+            Action::RemoveDataDir { member, and_home } => cluster::remove_data_dir(context, member, *and_home).await,
+            Action::WritePoolerConfig { pooler } => pooler::write_config(context, pooler).await,
+            Action::StartPooler { pooler } => pooler::start(context, pooler).await,
+            Action::ReloadPooler { pooler } => pooler::reload(context, pooler).await,
+            Action::RestartPooler { pooler } => pooler::restart(context, pooler).await,
+            Action::StopPooler { pooler, and_config } => pooler::stop(context, pooler, *and_config).await,
         }
     }
 }

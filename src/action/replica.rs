@@ -6,18 +6,18 @@ use std::time::{Duration, Instant};
 use super::cluster::write_settings_offline;
 use super::context::{ActionError, Context, LONG_STEP};
 use crate::desired;
+use crate::placement::ClusterPlacement;
+use crate::runtime::BackupSource;
 use crate::spec::Connect;
 use crate::topology::Replica;
-use crate::transport::shell_quote;
 
 /// How long a new replica may take to reach `streaming`.
 pub const STREAMING_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn replica<'a>(context: &'a Context<'_>) -> Result<&'a Replica, ActionError> {
-    let replica = context.replica().ok_or_else(|| ActionError::Refused {
-        address: context.address.to_string(),
-        reason: "the replica is not in the configuration".into(),
-    })?;
+/// The replica `member` of the configuration, refusing what apply cannot
+/// build yet.
+fn replica<'a>(context: &'a Context<'_>, member: &str) -> Result<&'a Replica, ActionError> {
+    let replica = context.replica(member)?;
     if replica.connect == Connect::SshTunnel {
         let machine = |host: &str| context.topology.hosts.get(host).map(|host| host.machine().to_owned());
         if machine(&replica.host) != machine(&context.environment.primary.host) {
@@ -34,12 +34,11 @@ fn replica<'a>(context: &'a Context<'_>) -> Result<&'a Replica, ActionError> {
 
 /// Writes the replica's passfile (0600): the replication password for the
 /// primary, and nothing else.
-async fn write_passfile(context: &Context<'_>, replica: &Replica) -> Result<(), ActionError> {
+async fn write_passfile(context: &Context<'_>, cluster: &ClusterPlacement) -> Result<(), ActionError> {
     let password = context.role_password(&context.environment.replication.user).await?;
     let line = desired::passfile(context.environment, &password);
-    let home = desired::home(&replica.data_dir);
-    context.ensure_dir(&replica.host, &home).await?;
-    context.write(&replica.host, &home.join(desired::PASSFILE), line.as_bytes(), 0o600).await
+    context.ensure_dir(&cluster.host, &cluster.layout.home).await?;
+    context.write(&cluster.host, &cluster.layout.passfile(), line.as_bytes(), 0o600).await
 }
 
 /// Copies the primary's data directory with `pg_basebackup -X stream -S
@@ -50,29 +49,19 @@ async fn write_passfile(context: &Context<'_>, replica: &Replica) -> Result<(), 
 /// to a temporary directory renamed into place when complete, so a run
 /// killed half-way leaves no half-copied data directory. The password
 /// reaches pg_basebackup through the passfile, never a command line.
-pub async fn base_backup(context: &Context<'_>, slot: &str) -> Result<(), ActionError> {
-    let replica = replica(context)?;
-    write_passfile(context, replica).await?;
-    let cluster = context.cluster()?;
+pub async fn base_backup(context: &Context<'_>, member: &str, slot: &str) -> Result<(), ActionError> {
+    replica(context, member)?;
+    let cluster = context.member(member)?;
+    write_passfile(context, &cluster).await?;
     let primary = &context.environment.primary;
-    let data = shell_quote(&replica.data_dir.to_string_lossy());
-    let building = shell_quote(&format!("{}.pgfleet-basebackup", replica.data_dir.display()));
-    let script = format!(
-        "set -e\n\
-         if [ -f {data}/PG_VERSION ]; then exit 0; fi\n\
-         rm -rf {building}\n\
-         PGPASSFILE={passfile} {pg_basebackup} -h {host} -p {port} -U {user} -D {building} \
-         -X stream -S {slot} --checkpoint=fast --no-password\n\
-         if [ -d {data} ]; then rmdir {data}; fi\n\
-         mv {building} {data}\n",
-        passfile = shell_quote(&desired::home(&replica.data_dir).join(desired::PASSFILE).to_string_lossy()),
-        pg_basebackup = cluster.bin("pg_basebackup"),
-        host = shell_quote(&primary.address),
-        port = primary.port,
-        user = shell_quote(&context.environment.replication.user),
-        slot = shell_quote(slot),
-    );
-    context.run(&replica.host, "pg_basebackup", &script, LONG_STEP).await?;
+    let source = BackupSource {
+        address: &primary.address,
+        port: primary.port,
+        user: &context.environment.replication.user,
+        slot,
+    };
+    let script = cluster.runtime().base_backup(&cluster.layout, source);
+    context.run(&cluster.host, "pg_basebackup", &script, LONG_STEP).await?;
     Ok(())
 }
 
@@ -83,28 +72,27 @@ pub async fn base_backup(context: &Context<'_>, slot: &str) -> Result<(), Action
 ///
 /// # Guarantees
 /// Idempotent. No password is written into any configuration file.
-pub async fn write_standby_config(context: &Context<'_>) -> Result<(), ActionError> {
-    let replica = replica(context)?;
-    let cluster = context.cluster()?;
-    write_passfile(context, replica).await?;
+pub async fn write_standby_config(context: &Context<'_>, member: &str) -> Result<(), ActionError> {
+    let replica = replica(context, member)?;
+    let cluster = context.member(member)?;
+    write_passfile(context, &cluster).await?;
     let superuser = context.superuser_password().await?;
-    let home = desired::home(&replica.data_dir);
     context
         .write(
-            &replica.host,
-            &home.join(desired::SUPERUSER_PASSWORD_FILE),
+            &cluster.host,
+            &cluster.layout.superuser_password_file(),
             format!("{}\n", superuser.expose()).as_bytes(),
             0o600,
         )
         .await?;
-    context.write(&replica.host, &replica.data_dir.join("standby.signal"), b"", 0o600).await?;
+    context.write(&cluster.host, &cluster.data_dir().join("standby.signal"), b"", 0o600).await?;
     write_settings_offline(context, &cluster, &desired::replica_settings(context.environment, replica)).await
 }
 
 /// Waits until the primary's `pg_stat_replication` shows the replica
 /// streaming.
-pub async fn wait_streaming(context: &Context<'_>) -> Result<(), ActionError> {
-    let replica = replica(context)?;
+pub async fn wait_streaming(context: &Context<'_>, member: &str) -> Result<(), ActionError> {
+    let replica = replica(context, member)?;
     let client = context.superuser(&context.primary()).await?;
     let started = Instant::now();
     loop {

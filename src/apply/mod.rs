@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::action::{ActionError, Context};
-use crate::address::{Address, Kind};
-use crate::desired::{self, PoolerSite};
+use crate::address::Address;
 use crate::graph::ResourceGraph;
+use crate::inventory::Item;
 use crate::plan::{ChangeKind, Plan, ResourceChange};
 use crate::state::{JournalEvent, Owned, State};
 use crate::topology::Topology;
@@ -40,27 +40,31 @@ pub trait Journal {
     fn step(&mut self, address: &Address, description: &str, result: Result<std::time::Duration, &ActionError>);
 }
 
-/// Where a resource pgfleet creates lives, for ownership.
+/// Where a resource pgfleet creates lives, for ownership: read from the
+/// inventory's placements.
 fn ownership(topology: &Topology, address: &Address) -> Option<Owned> {
     let environment = topology.environment(&address.environment)?;
-    let primary = &environment.primary;
-    let on_primary = |path: Option<std::path::PathBuf>| Owned { host: primary.host.clone(), path };
-    Some(match address.kind {
-        Kind::Cluster => on_primary(Some(primary.data_dir.clone())),
-        Kind::Replica => {
-            let replica = environment.replicas.iter().find(|replica| replica.name == address.name)?;
-            Owned { host: replica.host.clone(), path: Some(replica.data_dir.clone()) }
-        }
-        Kind::Pooler => {
-            let pooler = environment.pooler.as_ref()?;
-            let site = match address.name.as_str() {
-                "primary" => PoolerSite::Primary,
-                name => PoolerSite::Replica(environment.replicas.iter().find(|replica| replica.name == name)?),
-            };
-            let place = desired::pooler_place(environment, pooler, site);
-            Owned { host: place.host.clone(), path: Some(desired::pgbouncer_ini_path(&place)) }
-        }
-        _ => on_primary(None),
+    let resource = crate::inventory::Inventory::of_environment(environment).get(address)?.clone();
+    let primary_host = || environment.primary.host.clone();
+    Some(match resource.item {
+        Item::Member { placement, .. } => Owned {
+            host: placement.host,
+            path: Some(placement.layout.data_dir),
+            listen: Some(placement.address),
+            port: Some(placement.port),
+        },
+        Item::Pooler(placement) => Owned {
+            host: placement.host,
+            path: Some(placement.layout.ini),
+            listen: Some(placement.address),
+            port: Some(placement.port),
+        },
+        Item::Role { .. }
+        | Item::Hba
+        | Item::Database { .. }
+        | Item::Slot { .. }
+        | Item::Filestore { .. }
+        | Item::Backup => Owned { host: primary_host(), path: None, listen: None, port: None },
     })
 }
 
@@ -194,31 +198,21 @@ async fn run_change(
         guard.state.owned.get(&change.address).cloned()
     };
     for action in &change.actions {
-        let kind = serde_json::to_value(action)
-            .ok()
-            .and_then(|value| value["kind"].as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let kind = action.kind();
         {
             let mut guard = shared.lock().await;
             let Shared { state, journal } = &mut *guard;
-            state.journal(&change.address, &kind, JournalEvent::Started);
+            state.journal(&change.address, kind, JournalEvent::Started);
             journal.save(state)?;
         }
-        let context = Context {
-            topology,
-            environment,
-            address: &change.address,
-            change: change.action,
-            owned: owned.as_ref(),
-            hosts,
-        };
+        let context = Context { topology, environment, address: &change.address, owned: owned.as_ref(), hosts };
         let started = Instant::now();
         let result = action.execute(&context).await;
         let mut guard = shared.lock().await;
         let Shared { state, journal } = &mut *guard;
         journal.step(&change.address, &action.describe(), result.as_ref().map(|()| started.elapsed()));
         let event = if result.is_ok() { JournalEvent::Finished } else { JournalEvent::Failed };
-        state.journal(&change.address, &kind, event);
+        state.journal(&change.address, kind, event);
         journal.save(state)?;
         if let Err(error) = result {
             return Err(crate::observe::error_chain(&error));
@@ -231,4 +225,162 @@ async fn run_change(
         journal.save(state)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::Action;
+    use crate::action::Disruption;
+    use crate::placement;
+    use crate::transport::scripted::{Effect, Scripted};
+    use crate::transport::shell_quote;
+
+    const YAML: &str = "version: 1\nhosts:\n  h: { transport: local }\nenvironments:\n  - id: a\n    primary: { host: h, address: 127.0.0.1, data_dir: /srv/a, tuning: none }\n    replicas:\n      - { name: r1, host: h, address: 127.0.0.3, data_dir: /srv/a-r1 }\n  - id: b\n    primary: { host: h, address: 127.0.0.2, data_dir: /srv/b, tuning: none }\n";
+
+    struct Quiet;
+
+    impl Journal for Quiet {
+        fn save(&mut self, _state: &mut State) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn step(&mut self, _: &Address, _: &str, _: Result<std::time::Duration, &ActionError>) {}
+    }
+
+    fn topology() -> Topology {
+        crate::spec::load::parse("t.yaml", YAML.into()).unwrap().resolve_in(std::path::Path::new("/")).unwrap()
+    }
+
+    /// A host whose members start, stop and report running through the
+    /// very commands their runtime writes.
+    fn host(topology: &Topology) -> Scripted {
+        let host = Scripted::new("h");
+        for environment in &topology.environments {
+            let members = std::iter::once(placement::PRIMARY.to_owned())
+                .chain(environment.replicas.iter().map(|replica| replica.name.clone()));
+            for name in members {
+                let member = placement::member(environment, &name).unwrap();
+                let (runtime, layout) = (member.runtime(), &member.layout);
+                let flag = format!("{}.{name}", environment.id);
+                let home = shell_quote(&layout.home.to_string_lossy());
+                host.on(runtime.is_running(layout), Effect::Test(flag.clone()))
+                    .on(runtime.start(layout), Effect::Set(flag.clone()))
+                    .on(runtime.stop(layout), Effect::Clear(flag))
+                    .on(format!("mkdir -p {home} && chmod 0700 {home}"), Effect::Print(String::new()));
+            }
+        }
+        host
+    }
+
+    fn change(address: &str, action: ChangeKind, actions: Vec<Action>) -> ResourceChange {
+        ResourceChange {
+            address: address.parse().unwrap(),
+            action,
+            reason: "test".into(),
+            disruption: Disruption::None,
+            diff: None,
+            rpo: None,
+            actions,
+        }
+    }
+
+    fn plan_of(changes: Vec<ResourceChange>) -> Plan {
+        Plan {
+            format_version: crate::plan::FORMAT_VERSION,
+            resource_changes: changes,
+            quota: None,
+            warnings: Vec::new(),
+            unreachable: Vec::new(),
+            fingerprint: String::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn run(topology: &Topology, host: &Scripted, plan: &Plan, state: &mut State) -> Outcome {
+        let hosts: BTreeMap<String, Box<dyn Remote>> = BTreeMap::from([("h".to_owned(), Box::new(host.clone()) as _)]);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(apply(plan, topology, &hosts, state, &mut Quiet))
+    }
+
+    #[test]
+    fn starting_twice_starts_once_and_journals_each_run() {
+        let topology = topology();
+        let host = host(&topology);
+        let primary = placement::member(&topology.environments[0], "primary").unwrap();
+        let start = primary.runtime().start(&primary.layout);
+        let plan = plan_of(vec![change(
+            "a.cluster.primary",
+            ChangeKind::Update,
+            vec![Action::Start { member: "primary".into() }],
+        )]);
+        let mut state = State::default();
+        for _ in 0..2 {
+            let outcome = run(&topology, &host, &plan, &mut state);
+            assert!(outcome.complete(), "{:?}", outcome.failed);
+        }
+        assert!(host.flag("a.primary"));
+        assert_eq!(host.count(&start), 1, "a running cluster is not started again: {:?}", host.ran());
+        let events: Vec<JournalEvent> = state.journal.iter().map(|entry| entry.event).collect();
+        assert_eq!(
+            events,
+            [JournalEvent::Started, JournalEvent::Finished, JournalEvent::Started, JournalEvent::Finished]
+        );
+        assert!(state.journal.iter().all(|entry| entry.action == "start"));
+    }
+
+    #[test]
+    fn a_removal_killed_after_its_first_step_finishes_the_same_on_rerun() {
+        let topology = topology();
+        let replica = placement::member(&topology.environments[0], "r1").unwrap();
+        let remove = format!(
+            "rm -rf -- {} {}",
+            shell_quote(&replica.layout.data_dir.to_string_lossy()),
+            shell_quote(&replica.layout.home.to_string_lossy())
+        );
+        let steps = || {
+            vec![Action::Stop { member: "r1".into() }, Action::RemoveDataDir { member: "r1".into(), and_home: true }]
+        };
+        let run_from_scratch = |kill_after_first: bool| {
+            let host = host(&topology);
+            host.on(remove.clone(), Effect::RemoveTree(replica.layout.data_dir.clone()));
+            host.set_flag("a.r1", true);
+            host.put_file(&replica.layout.data_dir.join("PG_VERSION"), b"15\n");
+            let mut state = State::default();
+            if kill_after_first {
+                let mut first = steps();
+                first.truncate(1);
+                run(&topology, &host, &plan_of(vec![change("a.replica.r1", ChangeKind::Delete, first)]), &mut state);
+            }
+            let outcome =
+                run(&topology, &host, &plan_of(vec![change("a.replica.r1", ChangeKind::Delete, steps())]), &mut state);
+            assert!(outcome.complete(), "{:?}", outcome.failed);
+            (host.flag("a.r1"), host.file(&replica.layout.data_dir.join("PG_VERSION")), host.count(&remove))
+        };
+        let once = run_from_scratch(false);
+        assert_eq!(once, (false, None, 1));
+        assert_eq!(run_from_scratch(true), once, "a rerun after a kill ends where one run does");
+    }
+
+    #[test]
+    fn a_failed_change_skips_its_dependents_and_independent_ones_still_run() {
+        let topology = topology();
+        let host = host(&topology);
+        let a = placement::member(&topology.environments[0], "primary").unwrap();
+        host.on(a.runtime().start(&a.layout), Effect::Fail(1, "could not bind".into()));
+        let start =
+            |address: &str| change(address, ChangeKind::Update, vec![Action::Start { member: "primary".into() }]);
+        let hba = change(
+            "a.hba.replication",
+            ChangeKind::Update,
+            vec![Action::WriteHba { member: "primary".into() }, Action::Reload { member: "primary".into() }],
+        );
+        let plan = plan_of(vec![start("a.cluster.primary"), hba, start("b.cluster.primary")]);
+        let outcome = run(&topology, &host, &plan, &mut State::default());
+        let failed: Vec<String> = outcome.failed.iter().map(|(address, _)| address.to_string()).collect();
+        assert_eq!(failed, ["a.cluster.primary"]);
+        assert_eq!(outcome.skipped.iter().map(ToString::to_string).collect::<Vec<_>>(), ["a.hba.replication"]);
+        assert_eq!(outcome.done.iter().map(ToString::to_string).collect::<Vec<_>>(), ["b.cluster.primary"]);
+        assert!(host.flag("b.primary") && !host.flag("a.primary"));
+    }
 }

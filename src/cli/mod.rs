@@ -162,6 +162,13 @@ pub struct PlanArgs {
     /// Repeatable.
     #[arg(long, value_name = "ADDRESS")]
     pub target: Vec<crate::address::Address>,
+    /// Plan a rebuild of this replica from a new base backup. Skipped while
+    /// it streams within `health.rebuild_skip_if_healthy` unless --force.
+    #[arg(long, value_name = "ADDRESS")]
+    pub replace: Vec<crate::address::Address>,
+    /// With --replace: rebuild even a healthy replica.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +332,8 @@ pub fn run() -> ExitCode {
                 out: args.out.as_deref(),
                 detailed_exitcode: args.detailed_exitcode,
                 targets: &args.target,
+                replace: &args.replace,
+                force: args.force,
             },
         ),
     };

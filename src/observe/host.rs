@@ -1,8 +1,9 @@
 //! Host facts, gathered with one command per host: PostgreSQL binaries and
 //! major version, locales, free disk, pgbouncer and rsync, and for each data
 //! directory pgfleet cares about on that host: present, initialised
-//! (`pg_controldata`), running (postmaster.pid names a live postmaster that
-//! says `ready`).
+//! (`pg_controldata`), running (as its runtime tells). The runtime supplies
+//! the fragments that depend on how PostgreSQL runs; this module parses
+//! what they print.
 //!
 //! Read-only: the script only reads.
 
@@ -11,16 +12,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::Runtime;
 use crate::secrets::Secret;
 use crate::transport::{COMMAND_TIMEOUT, Remote, TransportError, shell_quote};
 
-/// What pgfleet needs to know about a data directory and its server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataDirProbe {
-    pub path: PathBuf,
-    pub address: String,
-    pub port: u16,
-}
+/// A cluster member whose data directory pgfleet looks at.
+pub type DataDirProbe = crate::placement::ClusterPlacement;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostFacts {
@@ -36,12 +33,8 @@ pub struct HostFacts {
     pub poolers: BTreeMap<PathBuf, PoolerFacts>,
 }
 
-/// Where a pooler keeps its ini and pid files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolerProbe {
-    pub ini: PathBuf,
-    pub pidfile: PathBuf,
-}
+/// A pooler whose files pgfleet looks at.
+pub type PoolerProbe = crate::placement::PoolerPlacement;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolerFacts {
@@ -68,8 +61,8 @@ pub struct DataDirFacts {
     /// The lines of pgfleet's block in pg_hba.conf, markers excluded; `None`
     /// when there is no block.
     pub hba_block: Option<Vec<String>>,
-    /// postmaster.pid names a live postmaster whose status line says
-    /// `ready` (read from the file: no connection, no backend forked).
+    /// Its runtime reports the postmaster live and ready (read from files:
+    /// no connection, no backend forked).
     pub running: bool,
     /// Free bytes on the file system holding the directory (or its nearest
     /// existing parent).
@@ -120,69 +113,71 @@ impl std::fmt::Debug for HostSecrets {
 /// Everything one command on the host reports.
 pub async fn gather(
     remote: &dyn Remote,
-    major: u32,
+    binaries: (&dyn Runtime, u32),
     data_dirs: &[DataDirProbe],
     poolers: &[PoolerProbe],
 ) -> Result<(HostFacts, HostSecrets), TransportError> {
-    let output = remote.exec(&facts_script(major, data_dirs, poolers), b"", COMMAND_TIMEOUT).await?;
+    let output = remote.exec(&facts_script(binaries, data_dirs, poolers), b"", COMMAND_TIMEOUT).await?;
     if !output.success() {
         return Err(TransportError::command(remote.host(), "gather host facts", &output));
     }
     Ok(parse_facts(&output.stdout_text()))
 }
 
-fn facts_script(major: u32, data_dirs: &[DataDirProbe], poolers: &[PoolerProbe]) -> String {
-    let bin = format!("/usr/lib/postgresql/{major}/bin");
-    let mut script = format!(
-        r#"bin={bin}
-if [ -x "$bin/postgres" ]; then echo "pg_bin=$bin"; echo "pg_version=$("$bin/postgres" --version)"; fi
-p=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null); [ -n "$p" ] && echo "pgbouncer=$p"
+fn facts_script((runtime, major): (&dyn Runtime, u32), data_dirs: &[DataDirProbe], poolers: &[PoolerProbe]) -> String {
+    let mut script = runtime.binaries_facts(major);
+    script.push_str(
+        r#"p=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null); [ -n "$p" ] && echo "pgbouncer=$p"
 r=$(command -v rsync); [ -n "$r" ] && echo "rsync=$r"
 locale -a 2>/dev/null | sed 's/^/locale=/'
-"#
+"#,
     );
     for (index, probe) in data_dirs.iter().enumerate() {
-        let dir = shell_quote(&probe.path.to_string_lossy());
+        let layout = &probe.layout;
+        let quoted = |path: &Path| shell_quote(&path.to_string_lossy());
+        let key = format!("dir{index}");
         script.push_str(&format!(
-            r#"d={dir}; k=dir{index}
+            r#"d={dir}; k={key}
 echo "$k.path=$d"
 if [ -d "$d" ]; then echo "$k.exists=1"; [ -z "$(ls -A "$d" 2>/dev/null)" ] && echo "$k.empty=1"; fi
 if [ -f "$d/PG_VERSION" ]; then
   echo "$k.major=$(cat "$d/PG_VERSION")"
-  LC_ALL=C "$bin/pg_controldata" "$d" 2>/dev/null | sed -n -e 's/^Database system identifier: *\(.*\)/'$k'.sysid=\1/p' -e 's/^Latest checkpoint.s TimeLineID: *\(.*\)/'$k'.timeline=\1/p' -e 's/^Database cluster state: *\(.*\)/'$k'.state=\1/p'
+  LC_ALL=C {controldata} "$d" 2>/dev/null | sed -n -e 's/^Database system identifier: *\(.*\)/'$k'.sysid=\1/p' -e 's/^Latest checkpoint.s TimeLineID: *\(.*\)/'$k'.timeline=\1/p' -e 's/^Database cluster state: *\(.*\)/'$k'.state=\1/p'
 fi
 [ -f "$d/standby.signal" ] && echo "$k.standby=1"
-if [ -f "$d/pg_hba.conf" ] && grep -qxF {begin} "$d/pg_hba.conf"; then
-  echo "$k.hba=$(sed -n '/^# BEGIN pgfleet/,/^# END pgfleet/p' "$d/pg_hba.conf" | base64 -w0)"
+h={hba}
+if [ -f "$h" ] && grep -qxF {begin} "$h"; then
+  echo "$k.hba=$(sed -n '/^# BEGIN pgfleet/,/^# END pgfleet/p' "$h" | base64 -w0)"
 fi
-if [ -f "$d/postmaster.pid" ]; then
-  pid=$(head -n 1 "$d/postmaster.pid"); status=$(sed -n 8p "$d/postmaster.pid")
-  kill -0 "$pid" 2>/dev/null && [ "${{status%% *}}" = ready ] && echo "$k.running=1"
-fi
-s={secret}; [ -f "$s" ] && echo "$k.superuser=$(base64 -w0 "$s")"
-[ -f {home}/passfile ] && echo "$k.passfile=$(base64 -w0 {home}/passfile)"
+{running}s={secret}; [ -f "$s" ] && echo "$k.superuser=$(base64 -w0 "$s")"
+[ -f {passfile} ] && echo "$k.passfile=$(base64 -w0 {passfile})"
 for f in {home}/role-*.password; do
   [ -f "$f" ] || continue; r=${{f##*/role-}}; echo "$k.rolepw.${{r%.password}}=$(base64 -w0 "$f")"
 done
 e="$d"; while [ ! -e "$e" ]; do e=$(dirname "$e"); done
 echo "$k.free=$(df -Pk "$e" | awk 'NR==2 {{printf "%.0f", $4 * 1024}}')"
 "#,
+            dir = quoted(&layout.data_dir),
+            controldata = quoted(&probe.runtime().controldata(probe.version)),
+            hba = quoted(&layout.hba_file),
             begin = shell_quote(crate::desired::HBA_BEGIN),
-            secret = shell_quote(&crate::desired::home(&probe.path).join(crate::desired::SUPERUSER_PASSWORD_FILE).to_string_lossy()),
-            home = shell_quote(&crate::desired::home(&probe.path).to_string_lossy()),
+            running = probe.runtime().running_facts(&key, layout),
+            secret = quoted(&layout.superuser_password_file()),
+            passfile = quoted(&layout.passfile()),
+            home = quoted(&layout.home),
         ));
     }
     for (index, probe) in poolers.iter().enumerate() {
         script.push_str(&format!(
-            r#"k=pooler{index}; i={ini}; p={pid}
+            r#"k=pooler{index}; i={ini}
 echo "$k.path=$i"
 [ -f "$i" ] && echo "$k.ini=$(base64 -w0 "$i")"
-[ -f "$p" ] && kill -0 "$(cat "$p")" 2>/dev/null && echo "$k.running=1"
+if {running}; then echo "$k.running=1"; fi
 [ -f {userlist} ] && echo "$k.userlist=$(base64 -w0 {userlist})"
 "#,
-            ini = shell_quote(&probe.ini.to_string_lossy()),
-            userlist = shell_quote(&probe.ini.with_file_name("userlist.txt").to_string_lossy()),
-            pid = shell_quote(&probe.pidfile.to_string_lossy()),
+            ini = shell_quote(&probe.layout.ini.to_string_lossy()),
+            userlist = shell_quote(&probe.layout.userlist.to_string_lossy()),
+            running = probe.runtime().pooler_is_running(&probe.layout),
         ));
     }
     // The script's status is that of its last command; success is the
@@ -330,7 +325,7 @@ mod tests {
 
     #[test]
     fn parses_the_facts_script_output() {
-        let text = "pg_bin=/usr/lib/postgresql/15/bin\npg_version=postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n\
+        let text = "pg_bin=/opt/pg/15/bin\npg_version=postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n\
                     pgbouncer=/usr/sbin/pgbouncer\nlocale=C\nlocale=C.utf8\nlocale=en_US.utf8\n\
                     dir0.path=/srv/pg/main\ndir0.exists=1\ndir0.major=15\ndir0.sysid=7300000000000000001\n\
                     dir0.timeline=2\ndir0.state=in production\ndir0.running=1\ndir0.free=1048576\n\

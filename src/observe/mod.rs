@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::address::{Address, Kind};
 use crate::desired;
+use crate::inventory::{Inventory, Item};
 use crate::spec::SecretRef;
 use crate::sql::{self, SqlTarget};
 use crate::topology::{Host, Topology, Transport};
@@ -103,9 +104,9 @@ struct Expected {
 /// What one host should hold: clusters and poolers.
 #[derive(Debug, Clone, Default)]
 struct HostWork {
-    /// PostgreSQL major of the clusters on the host (replicas run their
-    /// primary's).
-    major: u32,
+    /// Runtime and PostgreSQL major of the clusters on the host (replicas
+    /// run their primary's), whose programs the facts look for.
+    binaries: (crate::spec::Runtime, u32),
     clusters: Vec<Expected>,
     poolers: Vec<ExpectedPooler>,
 }
@@ -115,67 +116,49 @@ struct HostWork {
 struct ExpectedPooler {
     address: Address,
     probe: PoolerProbe,
-    listen: String,
-    port: u16,
     /// Data directory of the cluster it fronts (whose superuser it admits).
     data_dir: std::path::PathBuf,
 }
 
-/// Every cluster and pooler of the topology, grouped by host.
+/// Every cluster and pooler of the inventory, grouped by host.
 fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
     let mut by_host: BTreeMap<String, HostWork> = BTreeMap::new();
-    for environment in &topology.environments {
-        let primary = &environment.primary;
-        let work = by_host.entry(primary.host.clone()).or_default();
-        work.major = primary.version;
-        let mut roles = vec![(environment.database.owner.clone(), environment.database.password.clone())];
-        if !environment.replicas.is_empty() {
-            roles.push((environment.replication.user.clone(), environment.replication.password.clone()));
-        }
-        work.clusters.push(Expected {
-            address: Address::new(&environment.id, Kind::Cluster, "primary"),
-            probe: DataDirProbe {
-                path: primary.data_dir.clone(),
-                address: primary.address.clone(),
-                port: primary.port,
-            },
-            replication_role: (!environment.replicas.is_empty()).then(|| environment.replication.user.clone()),
-            roles,
-        });
-        for replica in &environment.replicas {
-            let work = by_host.entry(replica.host.clone()).or_default();
-            work.major = primary.version;
-            work.clusters.push(Expected {
-                address: Address::new(&environment.id, Kind::Replica, &replica.name),
-                probe: DataDirProbe {
-                    path: replica.data_dir.clone(),
-                    address: replica.address.clone(),
-                    port: replica.port,
-                },
-                roles: Vec::new(),
-                replication_role: None,
-            });
-        }
-        if let Some(pooler) = &environment.pooler {
-            let sites = std::iter::once(desired::PoolerSite::Primary)
-                .chain(environment.replicas.iter().map(desired::PoolerSite::Replica));
-            for site in sites {
-                let place = desired::pooler_place(environment, pooler, site);
-                let (name, data_dir) = match site {
-                    desired::PoolerSite::Primary => ("primary", primary.data_dir.clone()),
-                    desired::PoolerSite::Replica(replica) => (replica.name.as_str(), replica.data_dir.clone()),
-                };
-                by_host.entry(place.host.clone()).or_default().poolers.push(ExpectedPooler {
-                    address: Address::new(&environment.id, Kind::Pooler, name),
-                    probe: PoolerProbe {
-                        ini: desired::pgbouncer_ini_path(&place),
-                        pidfile: desired::pgbouncer_pid_path(&place),
-                    },
-                    listen: place.address.clone(),
-                    port: place.port,
-                    data_dir,
+    for resource in Inventory::of(topology).resources {
+        let environment = resource.environment;
+        match resource.item {
+            Item::Member { replica, placement, .. } => {
+                let work = by_host.entry(placement.host.clone()).or_default();
+                work.binaries = (placement.runtime, placement.version);
+                let is_primary = replica.is_none();
+                let mut roles = Vec::new();
+                if is_primary {
+                    roles.push((environment.database.owner.clone(), environment.database.password.clone()));
+                    if !environment.replicas.is_empty() {
+                        roles.push((environment.replication.user.clone(), environment.replication.password.clone()));
+                    }
+                }
+                work.clusters.push(Expected {
+                    address: resource.address,
+                    probe: placement,
+                    replication_role: (is_primary && !environment.replicas.is_empty())
+                        .then(|| environment.replication.user.clone()),
+                    roles,
                 });
             }
+            Item::Pooler(placement) => {
+                let Some(fronted) = crate::placement::member(environment, &placement.fronts) else { continue };
+                by_host.entry(placement.host.clone()).or_default().poolers.push(ExpectedPooler {
+                    address: resource.address,
+                    data_dir: fronted.layout.data_dir,
+                    probe: placement,
+                });
+            }
+            Item::Role { .. }
+            | Item::Hba
+            | Item::Database { .. }
+            | Item::Slot { .. }
+            | Item::Filestore { .. }
+            | Item::Backup => {}
         }
     }
     by_host
@@ -354,23 +337,24 @@ async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], opt
     };
     let probes: Vec<DataDirProbe> = expected.clusters.iter().map(|cluster| cluster.probe.clone()).collect();
     let pooler_probes: Vec<PoolerProbe> = expected.poolers.iter().map(|pooler| pooler.probe.clone()).collect();
-    let (facts, secrets) = match host::gather(remote.as_ref(), expected.major, &probes, &pooler_probes).await {
+    let binaries = (crate::runtime::of(expected.binaries.0), expected.binaries.1);
+    let (facts, secrets) = match host::gather(remote.as_ref(), binaries, &probes, &pooler_probes).await {
         Ok(gathered) => gathered,
         Err(error) => return unreachable(report, &error),
     };
     for cluster in &expected.clusters {
         let environment = cluster.address.environment.clone();
         if cluster.address.kind == Kind::Replica {
-            let passfile = secrets.passfile(&cluster.probe.path).map(str::to_owned);
+            let passfile = secrets.passfile(&cluster.probe.layout.data_dir).map(str::to_owned);
             report.passfiles.push((cluster.address.to_string(), environment.clone(), passfile));
         }
         let replication = cluster.roles.iter().find(|(name, _)| Some(name) == cluster.replication_role.as_ref());
         if let Some((name, SecretRef::Generate(_))) = replication
-            && let Some(secret) = secrets.role(&cluster.probe.path, name)
+            && let Some(secret) = secrets.role(&cluster.probe.layout.data_dir, name)
         {
             report.replication_passwords.push((environment, secret.clone()));
         }
-        let running = facts.data_dir(&cluster.probe.path).is_some_and(|dir| dir.running);
+        let running = facts.data_dir(&cluster.probe.layout.data_dir).is_some_and(|dir| dir.running);
         let observation = if running {
             let (observation, verifiers) =
                 probe_cluster(remote.as_ref(), cluster, &secrets, settings, options.passwords).await;
@@ -384,9 +368,9 @@ async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], opt
         report.clusters.push((cluster.address.to_string(), observation));
     }
     for pooler in &expected.poolers {
-        let userlist = secrets.userlist(&pooler.probe.ini).map(str::to_owned);
+        let userlist = secrets.userlist(&pooler.probe.layout.ini).map(str::to_owned);
         report.userlists.push((pooler.address.to_string(), pooler.address.environment.clone(), userlist));
-        if facts.pooler(&pooler.probe.ini).is_some_and(|found| found.running) {
+        if facts.pooler(&pooler.probe.layout.ini).is_some_and(|found| found.running) {
             let observation = probe_pooler(remote.as_ref(), pooler, secrets.superuser(&pooler.data_dir)).await;
             report.poolers.push((pooler.address.to_string(), observation));
         }
@@ -396,8 +380,13 @@ async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], opt
 }
 
 async fn probe_pooler(remote: &dyn Remote, pooler: &ExpectedPooler, password: Option<&str>) -> PoolerObservation {
-    let target =
-        SqlTarget { address: &pooler.listen, port: pooler.port, user: "postgres", database: "pgbouncer", password };
+    let target = SqlTarget {
+        address: &pooler.probe.address,
+        port: pooler.probe.port,
+        user: "postgres",
+        database: "pgbouncer",
+        password,
+    };
     let client = match sql::connect(remote, target).await {
         Ok(client) => client,
         Err(error) => return PoolerObservation::Unreachable { reason: error_chain(&error) },
@@ -420,7 +409,7 @@ async fn probe_cluster(
     check_passwords: bool,
 ) -> (ClusterObservation, Option<BTreeMap<String, String>>) {
     let probe = &cluster.probe;
-    let password = secrets.superuser(&probe.path);
+    let password = secrets.superuser(&probe.layout.data_dir);
     let target =
         SqlTarget { address: &probe.address, port: probe.port, user: "postgres", database: "postgres", password };
     let unreachable =
@@ -448,7 +437,7 @@ async fn probe_cluster(
         rows.iter().filter_map(|row| Some((row.get::<_, String>(0), row.get::<_, Option<String>>(1)?))).collect();
     for (name, reference) in &cluster.roles {
         let secret = match reference {
-            SecretRef::Generate(_) => secrets.role(&probe.path, name).cloned(),
+            SecretRef::Generate(_) => secrets.role(&probe.layout.data_dir, name).cloned(),
             other => crate::secrets::read(other, name).ok().flatten(),
         };
         if let Some(role) = found.roles.iter_mut().find(|role| &role.name == name) {
@@ -459,21 +448,25 @@ async fn probe_cluster(
     (ClusterObservation::Running { probe: Box::new(found) }, Some(verifiers))
 }
 
-/// A superuser session to a cluster: with the password pgfleet keeps on the
-/// host for clusters it created, or none (peer/trust set up by hand). The
-/// password stays in memory for the length of the connection attempt.
+/// A superuser session to a cluster member: with the password pgfleet
+/// keeps on the host for clusters it created, or none (peer/trust set up by
+/// hand). The password stays in memory for the length of the connection
+/// attempt.
 pub async fn superuser_session(
     remote: &dyn Remote,
-    data_dir: &std::path::Path,
-    address: &str,
-    port: u16,
+    member: &crate::placement::ClusterPlacement,
 ) -> Result<tokio_postgres::Client, sql::SqlError> {
-    let password_file = desired::home(data_dir).join(desired::SUPERUSER_PASSWORD_FILE);
     let password = remote
-        .read_file(&password_file)
+        .read_file(&member.layout.superuser_password_file())
         .await?
         .map(|bytes| String::from_utf8_lossy(&bytes).trim_end_matches(['\n', '\r']).to_owned());
-    let target = SqlTarget { address, port, user: "postgres", database: "postgres", password: password.as_deref() };
+    let target = SqlTarget {
+        address: &member.address,
+        port: member.port,
+        user: "postgres",
+        database: "postgres",
+        password: password.as_deref(),
+    };
     sql::connect(remote, target).await
 }
 

@@ -11,12 +11,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::plan::{SavedPlan, sha256_hex};
 use super::{Error, Outcome};
-use crate::action::{Action, ActionError, Disruption};
+use crate::action::ActionError;
 use crate::address::{Address, Kind};
 use crate::apply::{self, Journal};
 use crate::cli::Exit;
-use crate::observe::{self, ClusterObservation, Observed};
-use crate::plan::{self, ChangeKind, ResourceChange, render};
+use crate::observe;
+use crate::plan::{self, render};
 use crate::printer::Printer;
 use crate::spec::load;
 use crate::state::{State, StateLock};
@@ -69,42 +69,6 @@ impl Journal for Progress<'_> {
     }
 }
 
-/// The replica is healthy enough that `--replace` skips it (unless
-/// `--force`): streaming, with lag under `rebuild_skip_if_healthy`.
-fn healthy(topology: &Topology, observed: &Observed, address: &Address) -> bool {
-    let Some(environment) = topology.environment(&address.environment) else { return false };
-    let limit = environment.health.rebuild_skip_if_healthy;
-    let Some(ClusterObservation::Running { probe }) = observed.cluster(&format!("{}.cluster.primary", environment.id))
-    else {
-        return false;
-    };
-    probe.senders.iter().any(|sender| {
-        sender.application_name == address.name
-            && sender.state.as_deref() == Some("streaming")
-            && sender.lag_bytes.is_some_and(|bytes| bytes >= 0 && (bytes as u64) < limit.lag_bytes.bytes())
-            && sender.write_lag_seconds.unwrap_or(0.0) < limit.lag_seconds as f64
-    })
-}
-
-fn rebuild(address: &Address, slot: &str) -> ResourceChange {
-    ResourceChange {
-        address: address.clone(),
-        action: ChangeKind::Replace,
-        reason: "--replace".into(),
-        disruption: Disruption::Rebuild,
-        diff: None,
-        rpo: Some("none on the primary; this replica serves no reads until it streams again".into()),
-        actions: vec![
-            Action::Stop,
-            Action::RemoveDataDir,
-            Action::BaseBackup { slot: slot.to_owned() },
-            Action::WriteStandbyConfig,
-            Action::Start,
-            Action::WaitStreaming,
-        ],
-    }
-}
-
 /// One connection per host for the whole apply: its observation, its
 /// actions and its final observation share them.
 async fn connect_all(topology: &Topology) -> Result<BTreeMap<String, Arc<dyn Remote>>, Error> {
@@ -121,6 +85,13 @@ async fn connect_all(topology: &Topology) -> Result<BTreeMap<String, Arc<dyn Rem
 }
 
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
+    if let Some(path) = options.plan_file
+        && (!options.targets.is_empty() || !options.replace.is_empty() || options.force)
+    {
+        // A saved plan is what was reviewed: rebuilding or narrowing it
+        // now would run something nobody saw.
+        return Err(Error::SavedPlanIsFinal { path: path.display().to_string() });
+    }
     let (document, saved) = match options.plan_file {
         Some(path) => {
             let bytes =
@@ -133,6 +104,8 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         None => (load::load(options.file)?, None),
     };
     let topology = document.resolve()?;
+    check_addresses(&topology, options.targets, options.replace)?;
+    plan::check_static(&topology).map_err(Error::Refused)?;
     let config_hash = sha256_hex(document.source.text().as_bytes());
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let (mut state, lock) = State::lock_local(&topology.state.path, &command, options.lock_timeout)?;
@@ -148,7 +121,9 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
             help: "apply changes nothing while a host cannot be observed".into(),
         });
     }
-    let mut plan = match &saved {
+    let request =
+        plan::Request { targets: options.targets.to_vec(), replace: options.replace.to_vec(), force: options.force };
+    let plan = match &saved {
         Some(saved) => {
             if plan::fingerprint(&observed) != saved.plan.fingerprint {
                 return Err(Error::StalePlan {
@@ -157,26 +132,10 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
             }
             saved.plan.clone()
         }
-        None => plan::plan(&topology, &observed, &state).map_err(Error::Refused)?,
+        None => plan::plan_with(&topology, &observed, &state, &request).map_err(Error::Refused)?,
     };
-    if !options.targets.is_empty() {
-        plan.restrict_to(&topology, options.targets);
-    }
-    for address in options.replace {
-        let slot = topology
-            .environment(&address.environment)
-            .and_then(|environment| environment.replicas.iter().find(|replica| replica.name == address.name))
-            .filter(|_| address.kind == Kind::Replica)
-            .map(|replica| replica.slot.clone())
-            .ok_or_else(|| Error::UnknownTarget { address: address.to_string() })?;
-        if !options.force && healthy(&topology, &observed, address) {
-            printer.note(&format!(
-                "{address} is streaming within its rebuild_skip_if_healthy thresholds: not rebuilt (use --force)"
-            ));
-            continue;
-        }
-        plan.resource_changes.retain(|change| &change.address != address);
-        plan.resource_changes.push(rebuild(address, &slot));
+    for note in &plan.notes {
+        printer.note(note);
     }
 
     printer.out(&render::text(&plan, printer.color_out()));
@@ -229,6 +188,24 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     state.save_local(&topology.state.path, &lock)?;
     printer.out(&summary(&outcome));
     Ok(Exit::Ok)
+}
+
+/// `--target` must name a resource of the configuration, `--replace` one of
+/// its replicas: said before any host is contacted.
+pub(super) fn check_addresses(topology: &Topology, targets: &[Address], replace: &[Address]) -> Result<(), Error> {
+    let graph = crate::graph::ResourceGraph::build(topology);
+    let unknown = targets.iter().find(|target| !graph.contains(target)).or_else(|| {
+        replace.iter().find(|address| {
+            address.kind != Kind::Replica
+                || !topology
+                    .environment(&address.environment)
+                    .is_some_and(|environment| environment.replicas.iter().any(|replica| replica.name == address.name))
+        })
+    });
+    match unknown {
+        Some(address) => Err(Error::UnknownTarget { address: address.to_string() }),
+        None => Ok(()),
+    }
 }
 
 fn confirm(printer: &Printer) -> bool {

@@ -123,7 +123,7 @@ pub fn classify(
                 items.extend(configured.into_iter().map(|message| item(Class::Config, address, message)));
             }
             (Kind::Cluster | Kind::Replica, ChangeKind::Update)
-                if change.actions.iter().all(|action| matches!(action, Action::Restart)) =>
+                if change.actions.iter().all(|action| matches!(action, Action::Restart { .. })) =>
             {
                 // Reported under pending_restart below.
             }
@@ -131,7 +131,7 @@ pub fn classify(
                 items.push(item(Class::Topology, address, change.reason.clone()))
             }
             (Kind::Slot, _) => items.push(item(Class::Slots, address, change.reason.clone())),
-            (Kind::Pooler, _) if change.actions.iter().all(|action| matches!(action, Action::StartPooler)) => {
+            (Kind::Pooler, _) if change.actions.iter().all(|action| matches!(action, Action::StartPooler { .. })) => {
                 items.push(item(Class::Health, address, change.reason.clone()));
             }
             _ => items.push(item(Class::Config, address, change.reason.clone())),

@@ -62,6 +62,14 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error("a saved plan is applied as it was reviewed: --target, --replace and --force do not apply to {path}")]
+    #[diagnostic(
+        code(pgfleet::saved_plan_final),
+        help(
+            "make a new plan with those options (`pgfleet plan --replace ADDRESS --out FILE`), review it, and apply that"
+        )
+    )]
+    SavedPlanIsFinal { path: String },
     #[error("the saved plan {path} is stale: the hosts changed since it was made")]
     #[diagnostic(
         code(pgfleet::stale_plan),

@@ -28,6 +28,8 @@ pub struct Options<'a> {
     pub out: Option<&'a Path>,
     pub detailed_exitcode: bool,
     pub targets: &'a [Address],
+    pub replace: &'a [Address],
+    pub force: bool,
 }
 
 /// A plan saved with `--out`: the configuration it was made from (which
@@ -49,17 +51,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let document = load::load(options.file)?;
     let topology = document.resolve()?;
-    for target in options.targets {
-        if !crate::graph::ResourceGraph::build(&topology).contains(target) {
-            return Err(Error::UnknownTarget { address: target.to_string() });
-        }
-    }
+    super::apply::check_addresses(&topology, options.targets, options.replace)?;
+    plan::check_static(&topology).map_err(Error::Refused)?;
     let state = State::load_local(&topology.state.path)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
     let observed = runtime.block_on(observe(&topology));
-    let mut plan = plan::plan(&topology, &observed, &state).map_err(Error::Refused)?;
-    if !options.targets.is_empty() {
-        plan.restrict_to(&topology, options.targets);
+    let request =
+        plan::Request { targets: options.targets.to_vec(), replace: options.replace.to_vec(), force: options.force };
+    let plan = plan::plan_with(&topology, &observed, &state, &request).map_err(Error::Refused)?;
+    for note in &plan.notes {
+        printer.note(note);
     }
 
     printer.out(&match options.format {

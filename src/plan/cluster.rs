@@ -8,6 +8,7 @@ use crate::action::Action;
 use crate::address::{Address, Kind};
 use crate::desired::{self, HbaLine};
 use crate::observe::cluster::{ClusterProbe, HbaRule};
+use crate::placement::PRIMARY;
 use crate::topology::Environment;
 
 /// Compares managed settings with a running cluster: the settings to set,
@@ -45,7 +46,7 @@ pub(super) fn settings_delta(desired: &BTreeMap<String, String>, probe: &Cluster
 
 pub(super) fn plan_primary(planner: &mut Planner<'_>, environment: &Environment, presence: Presence<'_>) {
     let primary = &environment.primary;
-    let address = Address::new(&environment.id, Kind::Cluster, "primary");
+    let address = Address::new(&environment.id, Kind::Cluster, PRIMARY);
     let settings = desired::primary_settings(environment);
     match presence {
         Presence::Absent => {
@@ -62,7 +63,7 @@ pub(super) fn plan_primary(planner: &mut Planner<'_>, environment: &Environment,
                 ChangeKind::Create,
                 format!("no cluster in {} on host `{}`", primary.data_dir.display(), primary.host),
                 unified_diff("", &settings_text(&settings), "observed", "desired"),
-                vec![Action::InitCluster, Action::Start],
+                vec![Action::InitCluster { member: PRIMARY.into() }, Action::Start { member: PRIMARY.into() }],
             );
         }
         Presence::Stopped => {
@@ -85,7 +86,10 @@ pub(super) fn plan_primary(planner: &mut Planner<'_>, environment: &Environment,
                 ChangeKind::Update,
                 "PostgreSQL is not running",
                 None,
-                vec![Action::Configure { set: settings, reset: Vec::new() }, Action::Start],
+                vec![
+                    Action::Configure { member: PRIMARY.into(), set: settings, reset: Vec::new() },
+                    Action::Start { member: PRIMARY.into() },
+                ],
             );
         }
         Presence::Unknown => planner.warn(Some(address), "PostgreSQL runs but pgfleet could not log in to compare it"),
@@ -97,7 +101,7 @@ pub(super) fn plan_primary(planner: &mut Planner<'_>, environment: &Environment,
                 );
                 return;
             }
-            plan_settings(planner, address, &settings, probe);
+            plan_settings(planner, address, PRIMARY, &settings, probe);
         }
     }
 }
@@ -118,6 +122,7 @@ pub const STANDBY_FLOOR_SETTINGS: [&str; 5] = [
 pub(super) fn plan_settings(
     planner: &mut Planner<'_>,
     address: Address,
+    member: &str,
     desired: &BTreeMap<String, String>,
     probe: &ClusterProbe,
 ) {
@@ -142,10 +147,15 @@ pub(super) fn plan_settings(
         1 => format!("{} differs", delta.set.keys().cloned().collect::<String>()),
         _ => format!("{} differ", delta.set.keys().cloned().collect::<Vec<_>>().join(", ")),
     };
-    let apply = if delta.restart { Action::Restart } else { Action::Reload };
+    let member = member.to_owned();
+    let apply = if delta.restart {
+        Action::Restart { member: member.clone() }
+    } else {
+        Action::Reload { member: member.clone() }
+    };
     let mut actions = Vec::new();
     if !delta.set.is_empty() {
-        actions.push(Action::Configure { set: delta.set, reset: Vec::new() });
+        actions.push(Action::Configure { member, set: delta.set, reset: Vec::new() });
     }
     actions.push(apply);
     planner.change(address, ChangeKind::Update, reason, delta.diff, actions);
@@ -189,7 +199,7 @@ pub(super) fn plan_hba(planner: &mut Planner<'_>, environment: &Environment, pre
             if matches!(presence, Presence::Absent) { ChangeKind::Create } else { ChangeKind::Update },
             "pg_hba.conf needs pgfleet's block",
             unified_diff("", &text(&wanted_text), "pg_hba.conf", "desired"),
-            vec![Action::WriteHba, Action::Reload],
+            hba_actions(),
         ),
         Presence::Unknown => {}
         Presence::Running(probe) => {
@@ -221,10 +231,16 @@ pub(super) fn plan_hba(planner: &mut Planner<'_>, environment: &Environment, pre
                 ChangeKind::Update,
                 reason,
                 unified_diff(&text(&block), &text(&wanted_text), "pg_hba.conf", "desired"),
-                vec![Action::WriteHba, Action::Reload],
+                hba_actions(),
             );
         }
     }
+}
+
+/// pgfleet's block lives in the primary's pg_hba.conf (a base backup
+/// copies it to each replica).
+fn hba_actions() -> Vec<Action> {
+    vec![Action::WriteHba { member: PRIMARY.into() }, Action::Reload { member: PRIMARY.into() }]
 }
 
 fn normal(line: &str) -> String {

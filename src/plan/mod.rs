@@ -23,6 +23,7 @@ use crate::address::{Address, Kind};
 use crate::graph::ResourceGraph;
 use crate::observe::cluster::ClusterProbe;
 use crate::observe::{ClusterObservation, Observed};
+use crate::runtime::Need;
 use crate::state::State;
 use crate::topology::{Environment, QuotaTable, Topology};
 
@@ -39,6 +40,22 @@ pub struct Plan {
     /// sha256 of the observations; `apply FILE` refuses a plan whose hosts
     /// have changed since.
     pub fingerprint: String,
+    /// What the planner decided about what it was asked (`--replace` of a
+    /// healthy replica it kept), for the operator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// What the operator asked of this plan besides the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Keep only the changes to these resources and what they depend on.
+    pub targets: Vec<Address>,
+    /// Rebuild these replicas, unless they stream within their
+    /// `rebuild_skip_if_healthy` thresholds.
+    pub replace: Vec<Address>,
+    /// Rebuild the `replace` replicas even when healthy.
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,8 +109,12 @@ pub struct Unreachable {
 /// Why pgfleet refuses to plan: something it must not try to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("host `{host}` has no PostgreSQL {wanted} binaries (looked in /usr/lib/postgresql/{wanted}/bin)")]
-    MissingBinaries { host: String, wanted: u32 },
+    #[error("host `{host}` has no PostgreSQL {wanted} binaries (looked in {looked_in})")]
+    MissingBinaries { host: String, wanted: u32, looked_in: String },
+    #[error("{path}: {reason}")]
+    Runtime { path: String, reason: String },
+    #[error("`--replace {address}`: only a replica of the configuration can be rebuilt")]
+    NotReplaceable { address: String },
     #[error(
         "replica `{replica}` on host `{host}` has PostgreSQL {found}, the primary runs {wanted}: physical replication needs the same major version"
     )]
@@ -126,6 +147,8 @@ impl Refusal {
             }
             Refusal::MissingPgbouncer { .. } => "install PgBouncer on the host (apt-get install pgbouncer)",
             Refusal::UnknownSetting { .. } => "check the setting's name under primary.settings",
+            Refusal::Runtime { .. } => "change `runtime:` to one pgfleet can run, or remove what it cannot serve",
+            Refusal::NotReplaceable { .. } => "name a replica: ENV.replica.NAME (see `pgfleet graph`)",
         }
     }
 }
@@ -153,7 +176,7 @@ impl Plan {
     }
 
     /// Keeps only the changes to `targets` and what they depend on.
-    pub fn restrict_to(&mut self, topology: &Topology, targets: &[Address]) {
+    fn restrict_to(&mut self, topology: &Topology, targets: &[Address]) {
         let graph = ResourceGraph::build(topology);
         let mut keep: Vec<Address> = Vec::new();
         for target in targets {
@@ -256,14 +279,28 @@ impl Planner<'_> {
         }
     }
 
+    /// Whether the environment's runtime can do what it needs.
+    fn runtime_serves(&mut self, environment: &Environment) -> bool {
+        let refusals = runtime_refusals(self.topology, environment);
+        let serves = refusals.is_empty();
+        for refusal in refusals {
+            self.refuse(refusal);
+        }
+        serves
+    }
+
     fn environment(&mut self, environment: &Environment) {
         // Without the primary's host nothing of the environment can be
         // planned; the host is listed as unreachable.
+        if !self.runtime_serves(environment) {
+            return;
+        }
         let Some(facts) = self.observed.host_facts(&environment.primary.host) else { return };
         if facts.pg_major != Some(environment.primary.version) {
             self.refuse(Refusal::MissingBinaries {
                 host: environment.primary.host.clone(),
                 wanted: environment.primary.version,
+                looked_in: crate::placement::primary(environment).layout.bin_dir.display().to_string(),
             });
             return;
         }
@@ -291,8 +328,43 @@ impl Planner<'_> {
     }
 }
 
+/// What an environment's runtime cannot do of what the environment needs,
+/// each naming the YAML key.
+fn runtime_refusals(topology: &Topology, environment: &Environment) -> Vec<Refusal> {
+    let runtime = crate::runtime::of(environment.primary.runtime);
+    let capabilities = runtime.capabilities();
+    let mut needs = vec![Need::Initialise, Need::ManageProcess];
+    if !environment.replicas.is_empty() {
+        needs.push(Need::Replicas);
+    }
+    if environment.pooler.is_some() {
+        needs.push(Need::Poolers);
+    }
+    let Some(need) = needs.into_iter().find(|need| !capabilities.allows(*need)) else { return Vec::new() };
+    let index = topology.environments.iter().position(|candidate| candidate.id == environment.id).unwrap_or(0);
+    vec![Refusal::Runtime { path: format!("environments[{index}].primary.runtime"), reason: runtime.refusal(need) }]
+}
+
+/// What plan would refuse whatever the hosts hold: checked before any host
+/// is contacted or any lock taken.
+pub fn check_static(topology: &Topology) -> Result<(), PlanError> {
+    let refusals: Vec<Refusal> =
+        topology.environments.iter().flat_map(|environment| runtime_refusals(topology, environment)).collect();
+    if refusals.is_empty() { Ok(()) } else { Err(PlanError { refusals }) }
+}
+
 /// The plan for `topology` given what was observed and pgfleet's state.
 pub fn plan(topology: &Topology, observed: &Observed, state: &State) -> Result<Plan, PlanError> {
+    plan_with(topology, observed, state, &Request::default())
+}
+
+/// As `plan`, with the operator's `request` (targets, replacements).
+pub fn plan_with(
+    topology: &Topology,
+    observed: &Observed,
+    state: &State,
+    request: &Request,
+) -> Result<Plan, PlanError> {
     let mut planner = Planner {
         topology,
         observed,
@@ -305,6 +377,7 @@ pub fn plan(topology: &Topology, observed: &Observed, state: &State) -> Result<P
     for environment in &topology.environments {
         planner.environment(environment);
     }
+    let notes = replica::replace_requested(&mut planner, &request.replace, request.force);
     if !planner.refusals.is_empty() {
         return Err(PlanError { refusals: planner.refusals });
     }
@@ -340,7 +413,7 @@ pub fn plan(topology: &Topology, observed: &Observed, state: &State) -> Result<P
         changes.splice(primary..primary, replicas);
     }
 
-    Ok(Plan {
+    let mut plan = Plan {
         format_version: FORMAT_VERSION,
         resource_changes: changes,
         quota: topology.quota,
@@ -355,7 +428,12 @@ pub fn plan(topology: &Topology, observed: &Observed, state: &State) -> Result<P
             })
             .collect(),
         fingerprint: fingerprint(observed),
-    })
+        notes,
+    };
+    if !request.targets.is_empty() {
+        plan.restrict_to(topology, &request.targets);
+    }
+    Ok(plan)
 }
 
 /// Unified diff of two texts, `None` when equal.

@@ -4,7 +4,8 @@
 use super::{ChangeKind, Planner, Refusal, password_rotates, unified_diff};
 use crate::action::Action;
 use crate::address::{Address, Kind};
-use crate::desired::{self, POOLER_RESTART_KEYS, PoolerSite};
+use crate::desired::{self, POOLER_RESTART_KEYS};
+use crate::placement;
 use crate::topology::Environment;
 
 /// Whether the ini lines that differ include one RELOAD cannot apply.
@@ -19,24 +20,22 @@ fn needs_restart(old: &str, new: &str) -> bool {
 
 pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment) {
     let Some(pooler) = &environment.pooler else { return remove_departed(planner, environment, &[]) };
-    let sites: Vec<(String, PoolerSite<'_>)> = std::iter::once(("primary".to_owned(), PoolerSite::Primary))
-        .chain(environment.replicas.iter().map(|replica| (replica.name.clone(), PoolerSite::Replica(replica))))
-        .collect();
+    let places = placement::poolers(environment);
     // The userlist copies the owner's verifier: when the owner's password
     // changes in this plan, every pooler's userlist must follow.
     let owner_changes = password_rotates(planner.observed, environment, &environment.database.owner);
-    for (name, site) in &sites {
-        let address = Address::new(&environment.id, Kind::Pooler, name);
+    for place in &places {
+        let name = place.fronts.clone();
+        let address = Address::new(&environment.id, Kind::Pooler, &name);
         let userlist_stale = owner_changes || planner.observed.userlists.get(&address.to_string()) == Some(&false);
-        let place = desired::pooler_place(environment, pooler, *site);
         let Some(facts) = planner.observed.host_facts(&place.host) else { continue };
         if facts.pgbouncer.is_none() {
             planner.refuse(Refusal::MissingPgbouncer { host: place.host.clone() });
             continue;
         }
-        let ini_path = desired::pgbouncer_ini_path(&place);
-        let wanted = desired::pgbouncer_ini(environment, pooler, *site);
-        let observed = facts.pooler(&ini_path).cloned().unwrap_or_default();
+        let ini_path = &place.layout.ini;
+        let wanted = desired::pgbouncer_ini(environment, pooler, place);
+        let observed = facts.pooler(ini_path).cloned().unwrap_or_default();
         let shown_path = ini_path.display().to_string();
         match observed.ini {
             None => planner.change(
@@ -44,26 +43,27 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment) {
                 ChangeKind::Create,
                 format!("no {shown_path} on host `{}`", place.host),
                 unified_diff("", &wanted, &shown_path, "desired"),
-                vec![Action::WritePoolerConfig, Action::StartPooler],
+                vec![Action::WritePoolerConfig { pooler: name.clone() }, Action::StartPooler { pooler: name.clone() }],
             ),
             Some(ini) if ini != wanted => {
+                let pooler = name.clone();
                 let apply = match (observed.running, needs_restart(&ini, &wanted)) {
-                    (false, _) => Action::StartPooler,
-                    (true, true) => Action::RestartPooler,
-                    (true, false) => Action::ReloadPooler,
+                    (false, _) => Action::StartPooler { pooler },
+                    (true, true) => Action::RestartPooler { pooler },
+                    (true, false) => Action::ReloadPooler { pooler },
                 };
                 planner.change(
                     address,
                     ChangeKind::Update,
                     format!("{shown_path} differs"),
                     unified_diff(&ini, &wanted, &shown_path, "desired"),
-                    vec![Action::WritePoolerConfig, apply],
+                    vec![Action::WritePoolerConfig { pooler: name.clone() }, apply],
                 );
             }
             Some(_) if userlist_stale => {
-                let mut actions = vec![Action::WritePoolerConfig];
+                let mut actions = vec![Action::WritePoolerConfig { pooler: name.clone() }];
                 if !observed.running {
-                    actions.push(Action::StartPooler);
+                    actions.push(Action::StartPooler { pooler: name.clone() });
                 }
                 let reason = if owner_changes {
                     "the owner's password changes, so the userlist follows (restart: PgBouncer keeps old SCRAM keys)"
@@ -83,13 +83,13 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment) {
                     ChangeKind::Update,
                     "PgBouncer is not running",
                     None,
-                    vec![Action::StartPooler],
+                    vec![Action::StartPooler { pooler: name.clone() }],
                 );
             }
             Some(_) => planner.no_op(address),
         }
     }
-    let names: Vec<String> = sites.into_iter().map(|(name, _)| name).collect();
+    let names: Vec<String> = places.into_iter().map(|place| place.fronts).collect();
     remove_departed(planner, environment, &names);
 }
 
@@ -105,6 +105,7 @@ fn remove_departed(planner: &mut Planner<'_>, environment: &Environment, keep: &
         .cloned()
         .collect();
     for address in departed {
-        planner.change(address, ChangeKind::Delete, "removed from the configuration", None, vec![Action::StopPooler]);
+        let stop = Action::StopPooler { pooler: address.name.clone(), and_config: true };
+        planner.change(address, ChangeKind::Delete, "removed from the configuration", None, vec![stop]);
     }
 }

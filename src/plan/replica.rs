@@ -9,10 +9,21 @@ use crate::address::{Address, Kind};
 use crate::desired;
 use crate::topology::{Environment, Replica};
 
-const BUILD: [Action; 3] = [Action::WriteStandbyConfig, Action::Start, Action::WaitStreaming];
+/// Configure and start a replica whose data directory is in place.
+fn start_standby(member: &str) -> Vec<Action> {
+    let member = member.to_owned();
+    vec![
+        Action::WriteStandbyConfig { member: member.clone() },
+        Action::Start { member: member.clone() },
+        Action::WaitStreaming { member },
+    ]
+}
 
-fn build(slot: &str) -> Vec<Action> {
-    std::iter::once(Action::BaseBackup { slot: slot.to_owned() }).chain(BUILD).collect()
+/// Build a replica from nothing.
+fn build(replica: &Replica) -> Vec<Action> {
+    std::iter::once(Action::BaseBackup { member: replica.name.clone(), slot: replica.slot.clone() })
+        .chain(start_standby(&replica.name))
+        .collect()
 }
 
 pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, primary: Presence<'_>) {
@@ -45,9 +56,11 @@ struct PrimaryView<'a> {
     slot_lost: bool,
 }
 
-fn rebuild_actions(slot: &str) -> Vec<Action> {
-    let mut actions = vec![Action::Stop, Action::RemoveDataDir];
-    actions.extend(build(slot));
+/// Stop, remove and build a replica again.
+pub(super) fn rebuild_actions(replica: &Replica) -> Vec<Action> {
+    let member = replica.name.clone();
+    let mut actions = vec![Action::Stop { member: member.clone() }, Action::RemoveDataDir { member, and_home: false }];
+    actions.extend(build(replica));
     actions
 }
 
@@ -72,7 +85,10 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
                 wanted,
             });
         }
-        None => return planner.refuse(Refusal::MissingBinaries { host: replica.host.clone(), wanted }),
+        None => {
+            let looked_in = crate::placement::replica(environment, replica).layout.bin_dir.display().to_string();
+            return planner.refuse(Refusal::MissingBinaries { host: replica.host.clone(), wanted, looked_in });
+        }
         Some(_) => {}
     }
     if let Some(locale) = primary_locale
@@ -99,7 +115,7 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
                 why: why.clone(),
             });
         }
-        Ok((why, rebuild_actions(&replica.slot)))
+        Ok((why, rebuild_actions(replica)))
     };
 
     if directory.initialised_major.is_none() {
@@ -115,7 +131,7 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
             ChangeKind::Create,
             format!("no replica in {path} on host `{}`", replica.host),
             None,
-            build(&replica.slot),
+            build(replica),
         );
         return;
     }
@@ -138,16 +154,21 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
     // data is the primary's.
     if slot_lost {
         let why = format!("its slot {} lost WAL the replica still needs", replica.slot);
-        return replace(planner, address, why, rebuild_actions(&replica.slot));
+        return replace(planner, address, why, rebuild_actions(replica));
     }
 
     match presence(planner.observed, &replica.host, &replica.data_dir, &address.to_string()) {
-        Presence::Absent | Presence::Stopped => {
-            planner.change(address, ChangeKind::Update, "the replica is not running", None, BUILD.to_vec())
-        }
+        Presence::Absent | Presence::Stopped => planner.change(
+            address,
+            ChangeKind::Update,
+            "the replica is not running",
+            None,
+            start_standby(&replica.name),
+        ),
         Presence::Unknown => planner.warn(Some(address), "the replica runs but pgfleet could not log in to compare it"),
         Presence::Running(probe) => {
-            plan_settings(planner, address.clone(), &desired::replica_settings(environment, replica), probe);
+            let settings = desired::replica_settings(environment, replica);
+            plan_settings(planner, address.clone(), &replica.name, &settings, probe);
             // The passfile carries the replication password: when that
             // changes in this plan, the passfile follows (the running
             // receiver uses it at its next connection).
@@ -164,10 +185,13 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
                     .iter_mut()
                     .find(|change| change.address == address && change.action != ChangeKind::NoOp)
                 {
-                    Some(change) => change.actions.insert(0, Action::WriteStandbyConfig),
+                    Some(change) => {
+                        change.actions.insert(0, Action::WriteStandbyConfig { member: replica.name.clone() })
+                    }
                     None => {
                         planner.changes.retain(|change| change.address != address);
-                        planner.change(address, ChangeKind::Update, reason, None, vec![Action::WriteStandbyConfig]);
+                        let actions = vec![Action::WriteStandbyConfig { member: replica.name.clone() }];
+                        planner.change(address, ChangeKind::Update, reason, None, actions);
                     }
                 }
             }
@@ -189,15 +213,44 @@ fn remove_departed(planner: &mut Planner<'_>, environment: &Environment) {
         .cloned()
         .collect();
     for address in departed {
+        let member = address.name.clone();
         planner.change(
             address,
             ChangeKind::Delete,
             "removed from the configuration",
             None,
-            vec![Action::Stop, Action::RemoveDataDir],
+            vec![Action::Stop { member: member.clone() }, Action::RemoveDataDir { member, and_home: true }],
         );
         if let Some(change) = planner.changes.last_mut() {
             change.rpo = Some("the replica's data directory is deleted; the primary keeps all data".into());
         }
     }
+}
+
+/// Rebuilds the replicas the operator named with `--replace`, unless one
+/// streams within its `rebuild_skip_if_healthy` thresholds and `force` is
+/// off; returns what was decided, for the operator.
+pub(super) fn replace_requested(planner: &mut Planner<'_>, requested: &[Address], force: bool) -> Vec<String> {
+    let mut notes = Vec::new();
+    for address in requested {
+        let found = planner
+            .topology
+            .environment(&address.environment)
+            .and_then(|environment| Some((environment, environment.replicas.iter().find(|r| r.name == address.name)?)))
+            .filter(|_| address.kind == Kind::Replica);
+        let Some((environment, replica)) = found else {
+            planner.refuse(Refusal::NotReplaceable { address: address.to_string() });
+            continue;
+        };
+        let health = crate::health::assess_replica(environment, replica, planner.observed, "");
+        if !force && health.streams_within(&environment.health.rebuild_skip_if_healthy) {
+            notes.push(format!(
+                "{address} is streaming within its rebuild_skip_if_healthy thresholds: not rebuilt (use --force)"
+            ));
+            continue;
+        }
+        planner.changes.retain(|change| &change.address != address);
+        replace(planner, address.clone(), "--replace".into(), rebuild_actions(replica));
+    }
+    notes
 }

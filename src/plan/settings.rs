@@ -145,7 +145,7 @@ mod tests {
         assert!(same_value("SCRAM-SHA-256", &setting("scram-sha-256", None)));
         assert!(same_value("127.0.0.1", &setting("127.0.0.1", None)));
         assert!(!same_value("127.0.0.2", &setting("127.0.0.1", None)));
-        assert!(same_value("/tmp/pg-aBc.pgfleet", &setting("\"/tmp/pg-aBc.pgfleet\"", None)));
+        assert!(same_value("/tmp/pg-aBc.home", &setting("\"/tmp/pg-aBc.home\"", None)));
         assert!(same_value("/a, /b", &setting("/a,/b", None)));
     }
 

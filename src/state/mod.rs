@@ -36,6 +36,19 @@ pub struct Owned {
     pub host: String,
     /// Data directory (clusters) or ini file (poolers).
     pub path: Option<PathBuf>,
+    /// Where it listened, so it can be found after it left the
+    /// configuration (absent in state written before this was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl Owned {
+    /// A resource at `path` on `host`, with no listening address recorded.
+    pub fn at(host: &str, path: PathBuf) -> Self {
+        Owned { host: host.to_owned(), path: Some(path), listen: None, port: None }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! the host; knows nothing of PostgreSQL.
 
 pub mod local;
+pub mod scripted;
 pub mod ssh;
 
 use std::future::Future;
@@ -181,7 +182,7 @@ mod tests {
 
     #[test]
     fn quotes_only_what_needs_it() {
-        assert_eq!(shell_quote("pg_ctl"), "pg_ctl");
+        assert_eq!(shell_quote("initdb"), "initdb");
         assert_eq!(shell_quote("/var/lib/postgresql/15/main"), "/var/lib/postgresql/15/main");
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");

@@ -1,0 +1,102 @@
+//! The hba rules pgfleet manages: SCRAM logins from where each member's
+//! own host connects, replication from each replica's source address, and
+//! the block they are written as. Pure.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use crate::spec::Connect;
+use crate::topology::{Environment, Host, Replica};
+
+fn is_loopback(address: &str) -> bool {
+    address == "localhost" || address.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The address a replica's connection arrives from, as the primary sees it.
+/// On one machine, or through a tunnel that ends on the primary's host, the
+/// kernel picks the source: 127.0.0.1 for a loopback primary, else the
+/// primary's own address. Across machines it is the replica's address.
+pub fn replication_source(environment: &Environment, replica: &Replica, hosts: &BTreeMap<String, Host>) -> String {
+    let primary = &environment.primary;
+    let machine = |name: &str| hosts.get(name).map(Host::machine);
+    let same_machine = machine(&primary.host) == machine(&replica.host);
+    if same_machine || replica.connect == Connect::SshTunnel {
+        local_source(&primary.address)
+    } else {
+        replica.address.clone()
+    }
+}
+
+/// One `pg_hba.conf` line pgfleet manages.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct HbaLine {
+    pub kind: String,
+    pub database: String,
+    pub user: String,
+    /// CIDR, e.g. `10.0.0.12/32`.
+    pub address: String,
+    pub method: String,
+}
+
+impl std::fmt::Display for HbaLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:<7} {:<12} {:<12} {:<18} {}", self.kind, self.database, self.user, self.address, self.method)
+    }
+}
+
+fn host_cidr(address: &str) -> String {
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("{address}/128"),
+        _ => format!("{address}/32"),
+    }
+}
+
+/// Where a connection to `address` made on the same machine comes from:
+/// 127.0.0.1 for any loopback address, else the address itself.
+fn local_source(address: &str) -> String {
+    if is_loopback(address) { "127.0.0.1".to_owned() } else { address.to_owned() }
+}
+
+/// The managed hba rules (the block is the same on the primary and, being
+/// copied by the base backup, on every replica): SCRAM logins from where
+/// each cluster's own host connects to it (pgfleet, the poolers), and
+/// replication from each replica's source address only.
+pub fn hba_lines(environment: &Environment, hosts: &BTreeMap<String, Host>) -> Vec<HbaLine> {
+    let line = |database: &str, user: &str, source: &str| HbaLine {
+        kind: "host".into(),
+        database: database.into(),
+        user: user.into(),
+        address: host_cidr(source),
+        method: "scram-sha-256".into(),
+    };
+    let mut local: Vec<String> = std::iter::once(&environment.primary.address)
+        .chain(environment.replicas.iter().map(|replica| &replica.address))
+        .map(|address| local_source(address))
+        .collect();
+    local.sort();
+    local.dedup();
+    let mut replication: Vec<String> =
+        environment.replicas.iter().map(|replica| replication_source(environment, replica, hosts)).collect();
+    replication.sort();
+    replication.dedup();
+    local
+        .iter()
+        .map(|source| line("all", "all", source))
+        .chain(replication.iter().map(|source| line("replication", &environment.replication.user, source)))
+        .collect()
+}
+
+pub const HBA_BEGIN: &str = "# BEGIN pgfleet managed block: changes here are overwritten";
+pub const HBA_END: &str = "# END pgfleet managed block";
+
+/// The managed block as it is written at the top of pg_hba.conf.
+pub fn hba_block(lines: &[HbaLine]) -> String {
+    let mut block = format!("{HBA_BEGIN}\n");
+    for line in lines {
+        let _ = writeln!(block, "{line}");
+    }
+    block.push_str(HBA_END);
+    block.push('\n');
+    block
+}

@@ -1,0 +1,67 @@
+//! The settings pgfleet manages on each cluster member, as
+//! postgresql.conf text: the tuning tier and the user's settings, plus what
+//! replication needs, and a standby's connection string. Pure.
+
+use std::collections::BTreeMap;
+
+use crate::placement;
+use crate::spec::Purpose;
+use crate::topology::{Environment, Replica};
+
+/// Settings pgfleet manages on the primary, as postgresql.conf text: the
+/// tuning tier and the user's settings, plus what replication and
+/// co-located clusters need.
+pub fn primary_settings(environment: &Environment) -> BTreeMap<String, String> {
+    let primary = &environment.primary;
+    let mut settings = primary.settings.clone();
+    let senders = (environment.replicas.len() + 4).max(10);
+    settings.insert("listen_addresses".into(), primary.address.clone());
+    settings.insert("port".into(), primary.port.to_string());
+    settings.insert("wal_level".into(), "replica".into());
+    settings.insert("max_wal_senders".into(), senders.to_string());
+    settings.insert("max_replication_slots".into(), senders.to_string());
+    settings.insert("max_slot_wal_keep_size".into(), environment.replication.max_slot_wal_keep_size.to_string());
+    settings.insert("hot_standby".into(), "on".into());
+    settings.insert("password_encryption".into(), "scram-sha-256".into());
+    // Clusters sharing a port on one machine (on different addresses)
+    // would otherwise fight over /var/run/postgresql/.s.PGSQL.<port>.
+    if let Some(socket_dir) = placement::primary(environment).layout.socket_dir {
+        settings.insert("unix_socket_directories".into(), socket_dir.display().to_string());
+    }
+    settings
+}
+
+/// Settings of a replica: the primary's (so every setting that must be ≥
+/// the primary's is), its own address, and the standby settings.
+pub fn replica_settings(environment: &Environment, replica: &Replica) -> BTreeMap<String, String> {
+    let mut settings = primary_settings(environment);
+    settings.insert("listen_addresses".into(), replica.address.clone());
+    settings.insert("port".into(), replica.port.to_string());
+    settings.remove("unix_socket_directories");
+    if let Some(socket_dir) = placement::replica(environment, replica).layout.socket_dir {
+        settings.insert("unix_socket_directories".into(), socket_dir.display().to_string());
+    }
+    settings.insert(
+        "hot_standby_feedback".into(),
+        match replica.purpose {
+            Purpose::Reporting => "on",
+            Purpose::Dr => "off",
+        }
+        .into(),
+    );
+    settings.insert("primary_slot_name".into(), replica.slot.clone());
+    settings.insert("primary_conninfo".into(), primary_conninfo(environment, replica));
+    settings
+}
+
+/// libpq connection string of a standby: a passfile, never a password.
+pub fn primary_conninfo(environment: &Environment, replica: &Replica) -> String {
+    format!(
+        "host={} port={} user={} passfile={} application_name={} sslmode=prefer",
+        environment.primary.address,
+        environment.primary.port,
+        environment.replication.user,
+        placement::replica(environment, replica).layout.passfile().display(),
+        replica.name
+    )
+}

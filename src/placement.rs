@@ -1,0 +1,150 @@
+//! placement: where each cluster member and pooler lives — host, address,
+//! ports, runtime and file layout — computed in this one place from the
+//! topology, or from state for a resource that left it. Observe, plan,
+//! actions and apply all read placements from here. Pure: no I/O.
+
+use std::path::PathBuf;
+
+use crate::runtime::{self, ClusterLayout, PoolerLayout, Runtime};
+use crate::spec;
+use crate::state::Owned;
+use crate::topology::{Environment, Replica};
+
+/// The name of the member the YAML's `primary:` declares.
+pub const PRIMARY: &str = "primary";
+
+/// Where a PostgreSQL cluster member lives and how it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterPlacement {
+    pub host: String,
+    /// Where it listens on its host.
+    pub address: String,
+    pub port: u16,
+    pub version: u32,
+    pub runtime: spec::Runtime,
+    pub layout: ClusterLayout,
+}
+
+impl ClusterPlacement {
+    pub fn runtime(&self) -> &'static dyn Runtime {
+        runtime::of(self.runtime)
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.layout.data_dir
+    }
+}
+
+/// Where a pooler lives, and the cluster it fronts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolerPlacement {
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    pub cluster_port: u16,
+    /// The member it fronts (`primary` or a replica's name).
+    pub fronts: String,
+    pub runtime: spec::Runtime,
+    pub layout: PoolerLayout,
+}
+
+impl PoolerPlacement {
+    pub fn runtime(&self) -> &'static dyn Runtime {
+        runtime::of(self.runtime)
+    }
+}
+
+/// The member the YAML declares under `primary:`.
+pub fn primary(environment: &Environment) -> ClusterPlacement {
+    let primary = &environment.primary;
+    ClusterPlacement {
+        host: primary.host.clone(),
+        address: primary.address.clone(),
+        port: primary.port,
+        version: primary.version,
+        runtime: primary.runtime,
+        layout: runtime::of(primary.runtime).cluster_layout(&primary.data_dir, primary.version),
+    }
+}
+
+/// A replica of the environment (replicas run their primary's runtime and
+/// major).
+pub fn replica(environment: &Environment, replica: &Replica) -> ClusterPlacement {
+    let primary = &environment.primary;
+    ClusterPlacement {
+        host: replica.host.clone(),
+        address: replica.address.clone(),
+        port: replica.port,
+        version: primary.version,
+        runtime: primary.runtime,
+        layout: runtime::of(primary.runtime).cluster_layout(&replica.data_dir, primary.version),
+    }
+}
+
+/// A member by name: `primary`, or a replica of the configuration.
+pub fn member(environment: &Environment, name: &str) -> Option<ClusterPlacement> {
+    if name == PRIMARY {
+        return Some(primary(environment));
+    }
+    environment.replicas.iter().find(|candidate| candidate.name == name).map(|found| replica(environment, found))
+}
+
+/// A member pgfleet created that left the configuration, from what state
+/// recorded of it.
+pub fn departed_member(environment: &Environment, owned: &Owned) -> Option<ClusterPlacement> {
+    let data_dir = owned.path.clone()?;
+    let primary = &environment.primary;
+    Some(ClusterPlacement {
+        host: owned.host.clone(),
+        address: owned.listen.clone().unwrap_or_default(),
+        port: owned.port.unwrap_or(0),
+        version: primary.version,
+        runtime: primary.runtime,
+        layout: runtime::of(primary.runtime).cluster_layout(&data_dir, primary.version),
+    })
+}
+
+/// The pooler in front of member `fronts`, when the environment has
+/// poolers and that member exists.
+pub fn pooler(environment: &Environment, fronts: &str) -> Option<PoolerPlacement> {
+    let pooler = environment.pooler.as_ref()?;
+    let cluster = member(environment, fronts)?;
+    let port = if fronts == PRIMARY { pooler.port } else { pooler.replica_port };
+    Some(PoolerPlacement {
+        layout: cluster.runtime().pooler_layout(&cluster.layout.home, port),
+        host: cluster.host,
+        address: cluster.address,
+        port,
+        cluster_port: cluster.port,
+        fronts: fronts.to_owned(),
+        runtime: cluster.runtime,
+    })
+}
+
+/// A pooler pgfleet started that left the configuration.
+pub fn departed_pooler(environment: &Environment, fronts: &str, owned: &Owned) -> Option<PoolerPlacement> {
+    let runtime = environment.primary.runtime;
+    let ini = owned.path.clone()?;
+    let home = ini.parent().map(PathBuf::from)?;
+    // State written before ports were recorded names the port only in the
+    // ini's file name.
+    let port = owned.port.or_else(|| ini.file_stem()?.to_str()?.strip_prefix("pgbouncer-")?.parse().ok())?;
+    Some(PoolerPlacement {
+        host: owned.host.clone(),
+        address: owned.listen.clone().unwrap_or_default(),
+        port,
+        cluster_port: 0,
+        fronts: fronts.to_owned(),
+        runtime,
+        layout: runtime::of(runtime).pooler_layout(&home, port),
+    })
+}
+
+/// Every pooler of the environment: the primary's first, then one per
+/// replica in declaration order.
+pub fn poolers(environment: &Environment) -> Vec<PoolerPlacement> {
+    std::iter::once(PRIMARY)
+        .chain(environment.replicas.iter().map(|replica| replica.name.as_str()))
+        .filter_map(|fronts| pooler(environment, fronts))
+        .collect()
+}

@@ -1,0 +1,225 @@
+//! runtime: how a PostgreSQL cluster and a PgBouncer are run on a host.
+//!
+//! One trait, `Runtime`, says where a member's files live (its layout),
+//! what script fragment reports its facts, and the shell commands that
+//! populate a data directory, start, stop, reload, restart and promote it —
+//! and what it can do at all (`Capabilities`), so that plan refuses what a
+//! runtime cannot do before anything runs.
+//!
+//! Runtimes produce commands; they never run them (actions do, through the
+//! transport). Nothing outside this folder knows which runtime is in use
+//! or spells its programs and paths.
+
+mod pg_ctl;
+mod unsupported;
+
+use std::path::{Path, PathBuf};
+
+use crate::spec;
+
+pub use pg_ctl::PgCtl;
+
+/// Where a cluster's files are, as its runtime lays them out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterLayout {
+    pub data_dir: PathBuf,
+    /// pgfleet's own files beside the cluster: generated passwords, the
+    /// replica's passfile, the server log, the poolers' files.
+    pub home: PathBuf,
+    /// The file `ALTER SYSTEM` writes (and pgfleet, while stopped).
+    pub auto_conf: PathBuf,
+    pub hba_file: PathBuf,
+    pub log_file: PathBuf,
+    /// The directory of the PostgreSQL programs of this major.
+    pub bin_dir: PathBuf,
+    /// `unix_socket_directories`, when the runtime manages it (clusters
+    /// sharing a port on one machine must not share a socket).
+    pub socket_dir: Option<PathBuf>,
+}
+
+impl ClusterLayout {
+    /// The superuser password pgfleet generated for a cluster it created.
+    pub fn superuser_password_file(&self) -> PathBuf {
+        self.home.join("superuser.password")
+    }
+
+    /// A replica's libpq passfile (`primary_conninfo` points at it).
+    pub fn passfile(&self) -> PathBuf {
+        self.home.join("passfile")
+    }
+
+    /// A generated role password, kept on the primary's host.
+    pub fn role_password_file(&self, role: &str) -> PathBuf {
+        self.home.join(format!("role-{role}.password"))
+    }
+
+    /// A PostgreSQL program of this cluster's major.
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+}
+
+/// Where a pooler's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolerLayout {
+    pub home: PathBuf,
+    pub ini: PathBuf,
+    pub userlist: PathBuf,
+    pub pid_file: PathBuf,
+    pub log_file: PathBuf,
+}
+
+/// What a runtime can do. Plan checks these against what an environment
+/// needs and refuses, with the reason, what a runtime cannot do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Create a primary's data directory.
+    pub initialise: bool,
+    /// Start, stop, reload and restart clusters.
+    pub manage_process: bool,
+    /// Build and run streaming replicas.
+    pub replicas: bool,
+    /// Run PgBouncer.
+    pub poolers: bool,
+}
+
+/// What an environment asks of its runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Initialise,
+    ManageProcess,
+    Replicas,
+    Poolers,
+}
+
+impl Need {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Need::Initialise => "create the primary's data directory",
+            Need::ManageProcess => "start, stop and reconfigure PostgreSQL",
+            Need::Replicas => "build streaming replicas",
+            Need::Poolers => "run PgBouncer",
+        }
+    }
+}
+
+impl Capabilities {
+    pub fn allows(self, need: Need) -> bool {
+        match need {
+            Need::Initialise => self.initialise,
+            Need::ManageProcess => self.manage_process,
+            Need::Replicas => self.replicas,
+            Need::Poolers => self.poolers,
+        }
+    }
+}
+
+/// Where a base backup copies from.
+#[derive(Debug, Clone, Copy)]
+pub struct BackupSource<'a> {
+    pub address: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub slot: &'a str,
+}
+
+/// How PostgreSQL and PgBouncer run on a host.
+///
+/// Every command is a POSIX shell script run as the service user; paths in
+/// them are quoted here. A script exits 0 on success; the `is_running`
+/// scripts exit 0 when the process runs and non-zero otherwise.
+pub trait Runtime: Send + Sync {
+    /// The name users write in `runtime:`.
+    fn name(&self) -> &'static str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Why this runtime cannot serve a need, and what to do instead.
+    fn refusal(&self, need: Need) -> String {
+        format!("pgfleet cannot yet {} with `runtime: {}`; use `runtime: pg_ctl` for now", need.describe(), self.name())
+    }
+
+    fn cluster_layout(&self, data_dir: &Path, version: u32) -> ClusterLayout;
+
+    /// A pooler kept beside the cluster whose `home` is given, on `port`.
+    fn pooler_layout(&self, home: &Path, port: u16) -> PoolerLayout;
+
+    /// Prints `pg_bin=DIR` and `pg_version=…` (the `postgres --version`
+    /// line) when the programs of `version` are installed.
+    fn binaries_facts(&self, version: u32) -> String;
+
+    /// Prints `KEY.running=1` when the cluster's postmaster runs and is
+    /// ready, with `$d` holding the data directory.
+    fn running_facts(&self, key: &str, layout: &ClusterLayout) -> String;
+
+    /// The program that prints a data directory's control data.
+    fn controldata(&self, version: u32) -> PathBuf;
+
+    /// Initialises `layout.data_dir`, with the superuser password read
+    /// from `password_file`. A run killed half-way leaves nothing in the
+    /// data directory (it is built beside it and renamed into place).
+    fn initialise(&self, layout: &ClusterLayout, password_file: &Path) -> String;
+
+    /// Copies `source` into `layout.data_dir` (built beside it, renamed
+    /// into place when complete), the password coming from the passfile.
+    fn base_backup(&self, layout: &ClusterLayout, source: BackupSource<'_>) -> String;
+
+    fn is_running(&self, layout: &ClusterLayout) -> String;
+    fn start(&self, layout: &ClusterLayout) -> String;
+    /// Fast shutdown: sessions end, nothing committed is lost.
+    fn stop(&self, layout: &ClusterLayout) -> String;
+    fn restart(&self, layout: &ClusterLayout) -> String;
+    fn reload(&self, layout: &ClusterLayout) -> String;
+    fn promote(&self, layout: &ClusterLayout) -> String;
+
+    fn pooler_is_running(&self, layout: &PoolerLayout) -> String;
+    fn pooler_start(&self, layout: &PoolerLayout) -> String;
+    fn pooler_reload(&self, layout: &PoolerLayout) -> String;
+    /// Stops the pooler and waits for its process to go.
+    fn pooler_stop(&self, layout: &PoolerLayout) -> String;
+}
+
+/// The runtime the configuration names.
+pub fn of(kind: spec::Runtime) -> &'static dyn Runtime {
+    match kind {
+        spec::Runtime::PgCtl => &PgCtl,
+        spec::Runtime::Debian => &unsupported::DEBIAN,
+        spec::Runtime::Docker => &unsupported::DOCKER,
+        spec::Runtime::External => &unsupported::EXTERNAL,
+    }
+}
+
+/// The home pgfleet keeps beside a data directory (every runtime so far
+/// keeps it at the same place; a runtime may choose another).
+fn home_beside(data_dir: &Path) -> PathBuf {
+    let mut home = data_dir.as_os_str().to_owned();
+    home.push(".pgfleet");
+    PathBuf::from(home)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut with = path.as_os_str().to_owned();
+    with.push(suffix);
+    PathBuf::from(with)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_runtime_has_a_user_facing_name_and_refusal() {
+        for kind in [spec::Runtime::PgCtl, spec::Runtime::Debian, spec::Runtime::Docker, spec::Runtime::External] {
+            let runtime = of(kind);
+            let written = serde_json::to_value(kind).unwrap();
+            assert_eq!(written.as_str(), Some(runtime.name()));
+            let refusal = runtime.refusal(Need::Replicas);
+            assert!(refusal.contains(&format!("`runtime: {}`", runtime.name())), "{refusal}");
+            assert!(!refusal.contains("PgCtl") && !refusal.contains("Docker"), "no Debug names: {refusal}");
+        }
+        let pg_ctl = of(spec::Runtime::PgCtl).capabilities();
+        assert!(
+            [Need::Initialise, Need::ManageProcess, Need::Replicas, Need::Poolers].iter().all(|n| pg_ctl.allows(*n))
+        );
+    }
+}

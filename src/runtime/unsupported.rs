@@ -1,0 +1,111 @@
+//! Runtimes the configuration may name that pgfleet cannot drive yet
+//! (`debian`, `docker`, `external`). Their capabilities are all off, so
+//! plan refuses an environment that uses one before anything runs; their
+//! commands fail with the same reason should one ever be reached.
+
+use std::path::{Path, PathBuf};
+
+use super::{BackupSource, Capabilities, ClusterLayout, PoolerLayout, Runtime, home_beside};
+use crate::transport::shell_quote;
+
+pub struct Unsupported {
+    name: &'static str,
+}
+
+pub const DEBIAN: Unsupported = Unsupported { name: "debian" };
+pub const DOCKER: Unsupported = Unsupported { name: "docker" };
+pub const EXTERNAL: Unsupported = Unsupported { name: "external" };
+
+impl Unsupported {
+    fn refuse(&self) -> String {
+        let reason = format!("pgfleet cannot drive `runtime: {}` yet", self.name);
+        format!("echo {} >&2; exit 1", shell_quote(&reason))
+    }
+}
+
+impl Runtime for Unsupported {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { initialise: false, manage_process: false, replicas: false, poolers: false }
+    }
+
+    fn cluster_layout(&self, data_dir: &Path, version: u32) -> ClusterLayout {
+        let home = home_beside(data_dir);
+        ClusterLayout {
+            data_dir: data_dir.to_owned(),
+            auto_conf: data_dir.join("postgresql.auto.conf"),
+            hba_file: data_dir.join("pg_hba.conf"),
+            log_file: home.join("postgresql.log"),
+            bin_dir: PathBuf::from(format!("/usr/lib/postgresql/{version}/bin")),
+            socket_dir: None,
+            home,
+        }
+    }
+
+    fn pooler_layout(&self, home: &Path, port: u16) -> PoolerLayout {
+        super::PgCtl.pooler_layout(home, port)
+    }
+
+    fn binaries_facts(&self, version: u32) -> String {
+        super::PgCtl.binaries_facts(version)
+    }
+
+    fn running_facts(&self, key: &str, layout: &ClusterLayout) -> String {
+        super::PgCtl.running_facts(key, layout)
+    }
+
+    fn controldata(&self, version: u32) -> PathBuf {
+        super::PgCtl.controldata(version)
+    }
+
+    fn initialise(&self, _layout: &ClusterLayout, _password_file: &Path) -> String {
+        self.refuse()
+    }
+
+    fn base_backup(&self, _layout: &ClusterLayout, _source: BackupSource<'_>) -> String {
+        self.refuse()
+    }
+
+    fn is_running(&self, layout: &ClusterLayout) -> String {
+        super::PgCtl.is_running(layout)
+    }
+
+    fn start(&self, _layout: &ClusterLayout) -> String {
+        self.refuse()
+    }
+
+    fn stop(&self, _layout: &ClusterLayout) -> String {
+        self.refuse()
+    }
+
+    fn restart(&self, _layout: &ClusterLayout) -> String {
+        self.refuse()
+    }
+
+    fn reload(&self, _layout: &ClusterLayout) -> String {
+        self.refuse()
+    }
+
+    fn promote(&self, _layout: &ClusterLayout) -> String {
+        self.refuse()
+    }
+
+    fn pooler_is_running(&self, layout: &PoolerLayout) -> String {
+        super::PgCtl.pooler_is_running(layout)
+    }
+
+    fn pooler_start(&self, _layout: &PoolerLayout) -> String {
+        self.refuse()
+    }
+
+    fn pooler_reload(&self, _layout: &PoolerLayout) -> String {
+        self.refuse()
+    }
+
+    fn pooler_stop(&self, _layout: &PoolerLayout) -> String {
+        self.refuse()
+    }
+}
