@@ -1,6 +1,13 @@
 //! pgfleet: declarative reconciliation of PostgreSQL high-availability
-//! topologies. The pipeline is load → resolve → (observe → plan → apply);
-//! see DESIGN.md. This crate root only wires the modules together.
+//! topologies. This crate root only wires the modules together; the map,
+//! with what each module must not do, is docs/ARCHITECTURE.md.
+//!
+//! - `spec` reads the YAML; `topology` is what it validates into.
+//! - `inventory` lists every resource once; `placement` says where each
+//!   member and pooler lives; `runtime` says how its processes run.
+//! - `observe` reads the hosts; `plan` (pure) diffs; `apply` schedules the
+//!   `action`s; `state` remembers what pgfleet owns.
+//! - `ops` holds one module per command; `cli` parses; `printer` writes.
 
 #![forbid(unsafe_code)]
 #![warn(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
@@ -14,6 +21,7 @@ pub mod graph;
 pub mod health;
 pub mod inventory;
 pub mod observe;
+pub mod operation;
 pub mod ops;
 pub mod placement;
 pub mod plan;

@@ -150,9 +150,9 @@ fn plan_against_a_hand_built_primary_shows_exactly_the_changed_setting() {
     assert_eq!(cluster["disruption"], "reload", "{cluster:#}");
     assert_eq!(
         cluster["actions"][0],
-        serde_json::json!({"kind": "configure", "set": {"work_mem": "16MB"}, "reset": []})
+        serde_json::json!({"kind": "configure", "member": "primary", "set": {"work_mem": "16MB"}, "reset": []})
     );
-    assert_eq!(cluster["actions"][1], serde_json::json!({"kind": "reload"}));
+    assert_eq!(cluster["actions"][1], serde_json::json!({"kind": "reload", "member": "primary"}));
     let diff = cluster["diff"].as_str().unwrap();
     assert!(diff.contains("-work_mem = '8MB'") && diff.contains("+work_mem = '16MB'"), "{diff}");
 
@@ -162,7 +162,7 @@ fn plan_against_a_hand_built_primary_shows_exactly_the_changed_setting() {
     let cluster = support::change_of(&plan, "prod.cluster.primary");
     assert_eq!(cluster["disruption"], "restart");
     assert_eq!(cluster["actions"][0]["set"], serde_json::json!({"max_connections": "150"}));
-    assert_eq!(cluster["actions"][1], serde_json::json!({"kind": "restart"}));
+    assert_eq!(cluster["actions"][1], serde_json::json!({"kind": "restart", "member": "primary"}));
 }
 
 #[test]
@@ -296,6 +296,24 @@ fn a_runtime_pgfleet_cannot_run_is_refused_at_plan_time_and_nothing_is_written()
         assert!(stderr.contains("`runtime: docker`"), "names the runtime as written: {stderr}");
         assert!(!stderr.contains("Docker"), "no Rust Debug name: {stderr}");
         assert!(!data_dir.exists(), "{args:?} created the data directory");
+        assert_eq!(listing(dir.path()), before, "{args:?} wrote a file");
+    }
+}
+
+/// `apply PLANFILE` runs what was reviewed: asking it to rebuild or narrow
+/// the plan is refused before the plan is read or any host contacted.
+#[test]
+fn a_saved_plan_with_replace_or_target_is_refused_and_nothing_is_touched() {
+    let dir = support::shared_temp_dir("pgfleet-saved-plan");
+    std::fs::write(dir.path().join("reviewed.plan"), b"{}").unwrap();
+    let before = listing(dir.path());
+    for extra in [&["--replace", "prod.replica.r1"][..], &["--target", "prod.cluster.primary"][..], &["--force"][..]] {
+        let mut args = vec!["apply", "reviewed.plan", "--auto-approve"];
+        args.extend_from_slice(extra);
+        let output = pgfleet(dir.path(), &args);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("applied as it was reviewed"), "{stderr}");
         assert_eq!(listing(dir.path()), before, "{args:?} wrote a file");
     }
 }

@@ -11,12 +11,13 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::action::{ActionError, Context};
+use crate::action::{Action, ActionError, Context};
 use crate::address::Address;
 use crate::graph::ResourceGraph;
 use crate::inventory::Item;
+use crate::operation::Operation;
 use crate::plan::{ChangeKind, Plan, ResourceChange};
-use crate::state::{JournalEvent, Owned, State};
+use crate::state::{JournalEvent, OperationStep, Owned, State};
 use crate::topology::Topology;
 use crate::transport::Remote;
 
@@ -174,7 +175,91 @@ pub async fn apply(
             Err(message) => outcome.failed.push((change.address.clone(), message)),
         }
     }
+    // Operations span resources in an order of their own: after the
+    // changes, one at a time, and only when every change succeeded.
+    for operation in &plan.operations {
+        if !outcome.complete() {
+            outcome.skipped.extend(operation.steps.iter().map(|step| step.address.clone()));
+            continue;
+        }
+        if let Err((address, message)) = run_operation(operation, topology, hosts, &shared).await {
+            outcome.failed.push((address, message));
+        }
+    }
     outcome
+}
+
+/// Runs an operation's steps in order, skipping those the journal records
+/// as finished (a killed operation resumes). When a step fails, the
+/// compensations of every step that ran are run, latest first, and the
+/// operation stops.
+async fn run_operation(
+    operation: &Operation,
+    topology: &Topology,
+    hosts: &BTreeMap<String, Box<dyn Remote>>,
+    shared: &tokio::sync::Mutex<Shared<'_>>,
+) -> Result<(), (Address, String)> {
+    let done = shared.lock().await.state.finished_steps(&operation.id);
+    for (index, step) in operation.steps.iter().enumerate() {
+        if done.contains(&index) {
+            continue;
+        }
+        let journal = OperationStep {
+            id: operation.id.clone(),
+            step: index,
+            payload: serde_json::to_value(&step.action).unwrap_or_default(),
+            compensation: false,
+        };
+        if let Err(message) = run_step(&step.address, &step.action, journal, topology, hosts, shared).await {
+            for (undo_index, undo) in operation.compensations_for(index).into_iter().enumerate() {
+                let journal = OperationStep {
+                    id: operation.id.clone(),
+                    step: undo_index,
+                    payload: serde_json::to_value(&undo.action).unwrap_or_default(),
+                    compensation: true,
+                };
+                // A compensation that fails too is reported with the step;
+                // the others still run.
+                if let Err(undo_message) = run_step(&undo.address, &undo.action, journal, topology, hosts, shared).await
+                {
+                    return Err((step.address.clone(), format!("{message}; then undoing failed: {undo_message}")));
+                }
+            }
+            return Err((step.address.clone(), message));
+        }
+    }
+    Ok(())
+}
+
+/// One step of an operation, journaled before and after.
+async fn run_step(
+    address: &Address,
+    action: &Action,
+    journal: OperationStep,
+    topology: &Topology,
+    hosts: &BTreeMap<String, Box<dyn Remote>>,
+    shared: &tokio::sync::Mutex<Shared<'_>>,
+) -> Result<(), String> {
+    let environment = topology
+        .environment(&address.environment)
+        .ok_or_else(|| format!("environment {} is not in the configuration", address.environment))?;
+    let owned = {
+        let mut guard = shared.lock().await;
+        let Shared { state, journal: progress } = &mut *guard;
+        state.journal_step(address, action.kind(), JournalEvent::Started, journal.clone());
+        progress.save(state)?;
+        state.owned.get(address).cloned()
+    };
+    let context = Context { topology, environment, address, owned: owned.as_ref(), hosts };
+    let started = Instant::now();
+    let result = action.execute(&context).await;
+    let mut guard = shared.lock().await;
+    let Shared { state, journal: progress } = &mut *guard;
+    progress.step(address, &action.describe(), result.as_ref().map(|()| started.elapsed()));
+    let event = if result.is_ok() { JournalEvent::Finished } else { JournalEvent::Failed };
+    state.journal_step(address, action.kind(), event, journal);
+    progress.save(state)?;
+    result.map_err(|error| crate::observe::error_chain(&error))
 }
 
 async fn run_change(
@@ -230,8 +315,8 @@ async fn run_change(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::action::Action;
     use crate::action::Disruption;
+    use crate::operation::{Compensation, Step};
     use crate::placement;
     use crate::transport::scripted::{Effect, Scripted};
     use crate::transport::shell_quote;
@@ -294,6 +379,7 @@ mod tests {
             unreachable: Vec::new(),
             fingerprint: String::new(),
             notes: Vec::new(),
+            operations: Vec::new(),
         }
     }
 
@@ -382,5 +468,109 @@ mod tests {
         assert_eq!(outcome.skipped.iter().map(ToString::to_string).collect::<Vec<_>>(), ["a.hba.replication"]);
         assert_eq!(outcome.done.iter().map(ToString::to_string).collect::<Vec<_>>(), ["b.cluster.primary"]);
         assert!(host.flag("b.primary") && !host.flag("a.primary"));
+    }
+
+    fn three_steps() -> Operation {
+        let step = |address: &str, action: Action, undo: Option<Action>| Step {
+            address: address.parse().unwrap(),
+            action,
+            on_failure: undo
+                .map(|action| Compensation { address: address.parse().unwrap(), action })
+                .into_iter()
+                .collect(),
+        };
+        Operation {
+            id: "op-1".into(),
+            description: "stop a, start b, start r1".into(),
+            steps: vec![
+                step(
+                    "a.cluster.primary",
+                    Action::Stop { member: "primary".into() },
+                    Some(Action::Start { member: "primary".into() }),
+                ),
+                step("b.cluster.primary", Action::Start { member: "primary".into() }, None),
+                step("a.replica.r1", Action::Start { member: "r1".into() }, None),
+            ],
+        }
+    }
+
+    fn operation_steps(state: &State) -> Vec<(usize, bool, JournalEvent)> {
+        state
+            .journal
+            .iter()
+            .filter_map(|entry| entry.operation.as_ref().map(|step| (step.step, step.compensation, entry.event)))
+            .collect()
+    }
+
+    /// The third step fails: the compensations of the steps that ran are
+    /// run latest first, and a rerun starts the operation over.
+    #[test]
+    fn a_failed_operation_step_runs_its_compensations_and_a_rerun_starts_over() {
+        let topology = topology();
+        let host = host(&topology);
+        let primary = placement::member(&topology.environments[0], "primary").unwrap();
+        let replica = placement::member(&topology.environments[0], "r1").unwrap();
+        let start_replica = replica.runtime().start(&replica.layout);
+        host.on(start_replica.clone(), Effect::Fail(1, "no".into()));
+        let mut plan = plan_of(Vec::new());
+        plan.operations.push(three_steps());
+        host.set_flag("a.primary", true);
+        let mut state = State::default();
+
+        let failed = run(&topology, &host, &plan, &mut state);
+        assert_eq!(failed.failed.iter().map(|(address, _)| address.to_string()).collect::<Vec<_>>(), ["a.replica.r1"]);
+        assert!(host.flag("a.primary"), "the stopped primary was started again by its compensation");
+        assert_eq!(
+            operation_steps(&state),
+            [
+                (0, false, JournalEvent::Started),
+                (0, false, JournalEvent::Finished),
+                (1, false, JournalEvent::Started),
+                (1, false, JournalEvent::Finished),
+                (2, false, JournalEvent::Started),
+                (2, false, JournalEvent::Failed),
+                (0, true, JournalEvent::Started),
+                (0, true, JournalEvent::Finished),
+            ]
+        );
+
+        host.on(start_replica, Effect::Set("a.r1".into()));
+        let rerun = run(&topology, &host, &plan, &mut state);
+        assert!(rerun.complete(), "{:?}", rerun.failed);
+        assert!(host.flag("a.r1") && !host.flag("a.primary"));
+        assert_eq!(host.count(&primary.runtime().stop(&primary.layout)), 2, "an undone operation starts over");
+    }
+
+    /// A run killed after two steps left them journaled as finished: the
+    /// rerun runs only the third.
+    #[test]
+    fn a_killed_operation_resumes_after_its_finished_steps() {
+        let topology = topology();
+        let host = host(&topology);
+        let primary = placement::member(&topology.environments[0], "primary").unwrap();
+        let b = placement::member(&topology.environments[1], "primary").unwrap();
+        let operation = three_steps();
+        let mut state = State::default();
+        for (index, step) in operation.steps.iter().enumerate().take(2) {
+            let journal = OperationStep {
+                id: operation.id.clone(),
+                step: index,
+                payload: serde_json::to_value(&step.action).unwrap(),
+                compensation: false,
+            };
+            state.journal_step(&step.address, step.action.kind(), JournalEvent::Started, journal.clone());
+            state.journal_step(&step.address, step.action.kind(), JournalEvent::Finished, journal);
+        }
+        let mut plan = plan_of(Vec::new());
+        plan.operations.push(operation);
+        let outcome = run(&topology, &host, &plan, &mut state);
+        assert!(outcome.complete(), "{:?}", outcome.failed);
+        assert!(host.flag("a.r1"));
+        assert_eq!(host.count(&primary.runtime().stop(&primary.layout)), 0);
+        assert_eq!(host.count(&b.runtime().start(&b.layout)), 0);
+        assert_eq!(
+            operation_steps(&state)[4..],
+            [(2, false, JournalEvent::Started), (2, false, JournalEvent::Finished)]
+        );
     }
 }

@@ -44,6 +44,9 @@ pub struct Plan {
     /// healthy replica it kept), for the operator.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Ordered steps across several resources, run after the changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<crate::operation::Operation>,
 }
 
 /// What the operator asked of this plan besides the configuration.
@@ -166,7 +169,7 @@ impl Plan {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.changes().next().is_none()
+        self.changes().next().is_none() && self.operations.is_empty()
     }
 
     /// Count per kind of change: (create, update, replace, delete).
@@ -429,6 +432,7 @@ pub fn plan_with(
             .collect(),
         fingerprint: fingerprint(observed),
         notes,
+        operations: Vec::new(),
     };
     if !request.targets.is_empty() {
         plan.restrict_to(topology, &request.targets);

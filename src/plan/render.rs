@@ -73,6 +73,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
         }
         out.push('\n');
     }
+    out.push_str(&operations_text(plan, &palette));
     if let Some(quota) = &plan.quota {
         out.push_str("Quota (used / total):\n");
         for row in quota.rows() {
@@ -101,6 +102,23 @@ pub fn text(plan: &Plan, color: bool) -> String {
     } else {
         let (create, update, replace, delete) = plan.summary();
         let _ = writeln!(out, "Plan: {create} to add, {update} to change, {replace} to replace, {delete} to destroy.");
+    }
+    out
+}
+
+/// Each operation: its steps in order, and what runs if one fails.
+fn operations_text(plan: &Plan, palette: &Palette) -> String {
+    let mut out = String::new();
+    for operation in &plan.operations {
+        let _ = writeln!(out, "{} operation {} ({})", palette.paint("35", "»"), operation.description, operation.id);
+        for (index, step) in operation.steps.iter().enumerate() {
+            let _ = writeln!(out, "    {}. {}: {}", index + 1, step.address, step.action.describe());
+            for undo in &step.on_failure {
+                let _ =
+                    writeln!(out, "       if this or a later step fails: {}: {}", undo.address, undo.action.describe());
+            }
+        }
+        out.push('\n');
     }
     out
 }
@@ -146,6 +164,9 @@ pub fn markdown(plan: &Plan) -> String {
             }
             out.push_str("\n</details>\n\n");
         }
+        if !plan.operations.is_empty() {
+            let _ = write!(out, "```\n{}```\n\n", operations_text(plan, &Palette { on: false }));
+        }
     }
     if let Some(quota) = &plan.quota {
         out.push_str("| quota | used | total |\n|---|---|---|\n");
@@ -169,4 +190,45 @@ pub fn markdown(plan: &Plan) -> String {
         let _ = writeln!(out, "> ❌ host `{}` could not be observed: {}", unreachable.host, unreachable.reason);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::Action;
+    use crate::operation::{Compensation, Operation, Step};
+
+    #[test]
+    fn an_operation_is_shown_step_by_step_with_what_runs_on_failure() {
+        let pooler: crate::address::Address = "prod.pooler.primary".parse().unwrap();
+        let plan = Plan {
+            format_version: crate::plan::FORMAT_VERSION,
+            resource_changes: Vec::new(),
+            quota: None,
+            warnings: Vec::new(),
+            unreachable: Vec::new(),
+            fingerprint: String::new(),
+            notes: Vec::new(),
+            operations: vec![Operation {
+                id: "op-7".into(),
+                description: "move prod's primary".into(),
+                steps: vec![Step {
+                    address: pooler.clone(),
+                    action: Action::StopPooler { pooler: "primary".into(), and_config: false },
+                    on_failure: vec![Compensation {
+                        address: pooler,
+                        action: Action::StartPooler { pooler: "primary".into() },
+                    }],
+                }],
+            }],
+        };
+        let shown = text(&plan, false);
+        assert!(
+            shown.contains("» operation move prod's primary (op-7)\n    1. prod.pooler.primary: stop PgBouncer\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("if this or a later step fails: prod.pooler.primary: start PgBouncer"), "{shown}");
+        assert!(!shown.contains("No changes"), "a plan with an operation is not empty: {shown}");
+        assert!(markdown(&plan).contains("1. prod.pooler.primary: stop PgBouncer"));
+    }
 }

@@ -57,6 +57,21 @@ pub struct JournalEntry {
     pub address: Address,
     pub action: String,
     pub event: JournalEvent,
+    /// For a step of an operation: its id, the step's index and the step
+    /// itself, so a killed operation can be resumed or undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationStep {
+    pub id: String,
+    pub step: usize,
+    /// The action as the plan held it.
+    pub payload: serde_json::Value,
+    /// A compensation run after a failure, not the step itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compensation: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,7 +251,40 @@ impl State {
 
     /// Appends a journal entry.
     pub fn journal(&mut self, address: &Address, action: &str, event: JournalEvent) {
-        self.journal.push(JournalEntry { at: now(), address: address.clone(), action: action.to_owned(), event });
+        self.journal.push(JournalEntry {
+            at: now(),
+            address: address.clone(),
+            action: action.to_owned(),
+            event,
+            operation: None,
+        });
+    }
+
+    /// Appends a journal entry for a step of an operation.
+    pub fn journal_step(&mut self, address: &Address, action: &str, event: JournalEvent, step: OperationStep) {
+        self.journal.push(JournalEntry {
+            at: now(),
+            address: address.clone(),
+            action: action.to_owned(),
+            event,
+            operation: Some(step),
+        });
+    }
+
+    /// The steps of operation `id` the journal records as finished since
+    /// it was last undone: a killed operation resumes after them, one that
+    /// failed and was compensated starts over.
+    pub fn finished_steps(&self, id: &str) -> std::collections::BTreeSet<usize> {
+        let mut finished = std::collections::BTreeSet::new();
+        for entry in &self.journal {
+            let Some(step) = entry.operation.as_ref().filter(|step| step.id == id) else { continue };
+            if step.compensation {
+                finished.clear();
+            } else if entry.event == JournalEvent::Finished {
+                finished.insert(step.step);
+            }
+        }
+        finished
     }
 
     /// Reads a local state file; a missing file is an empty state.
