@@ -366,6 +366,7 @@ mod tests {
             disruption: Disruption::None,
             diff: None,
             rpo: None,
+            drift: crate::plan::DriftClass::Config,
             actions,
         }
     }

@@ -16,39 +16,15 @@ use crate::address::{Address, Kind};
 use crate::cli::Exit;
 use crate::health::{self, Status};
 use crate::observe::{self, ClusterObservation, Observed};
-use crate::plan::{self, ChangeKind, settings::shown};
+use crate::plan::{self, settings::shown};
 use crate::printer::Printer;
 use crate::spec::load;
 use crate::state::State;
 use crate::topology::Topology;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Class {
-    /// A managed setting, hba line, pooler ini or role changed by hand.
-    Config,
-    /// A replica missing, extra or following another primary; a primary in
-    /// recovery or stopped.
-    Topology,
-    /// Orphaned slots, inactive slots retaining WAL, lost slots.
-    Slots,
-    /// Replicas not online.
-    Health,
-    /// Settings changed but waiting for a restart.
-    PendingRestart,
-}
-
-impl Class {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::Config => "config",
-            Class::Topology => "topology",
-            Class::Slots => "slots",
-            Class::Health => "health",
-            Class::PendingRestart => "pending_restart",
-        }
-    }
-}
+/// The classes drift sorts into: the plan's, decided where each change's
+/// reason is written.
+pub use crate::plan::DriftClass as Class;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -118,23 +94,13 @@ pub fn classify(
                 format!("{name} is {current}, configured {value}")
             })
             .collect();
-        match (address.kind, change.action) {
-            (Kind::Cluster | Kind::Replica, ChangeKind::Update) if !configured.is_empty() => {
+        match change.drift {
+            Class::Config if !configured.is_empty() => {
                 items.extend(configured.into_iter().map(|message| item(Class::Config, address, message)));
             }
-            (Kind::Cluster | Kind::Replica, ChangeKind::Update)
-                if change.actions.iter().all(|action| matches!(action, Action::Restart { .. })) =>
-            {
-                // Reported under pending_restart below.
-            }
-            (Kind::Cluster, _) | (Kind::Replica, _) => {
-                items.push(item(Class::Topology, address, change.reason.clone()))
-            }
-            (Kind::Slot, _) => items.push(item(Class::Slots, address, change.reason.clone())),
-            (Kind::Pooler, _) if change.actions.iter().all(|action| matches!(action, Action::StartPooler { .. })) => {
-                items.push(item(Class::Health, address, change.reason.clone()));
-            }
-            _ => items.push(item(Class::Config, address, change.reason.clone())),
+            // Reported from the probes' pending_restart below.
+            Class::PendingRestart => {}
+            class => items.push(item(class, address, change.reason.clone())),
         }
     }
 

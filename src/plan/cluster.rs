@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::settings::{same_value, shown};
-use super::{ChangeKind, Planner, Presence, Refusal, settings_text, unified_diff};
+use super::{ChangeKind, DriftClass, Planner, Presence, Refusal, settings_text, unified_diff};
 use crate::action::Action;
 use crate::address::{Address, Kind};
 use crate::desired::{self, HbaLine};
@@ -59,6 +59,7 @@ pub(super) fn plan_primary(planner: &mut Planner<'_>, environment: &Environment,
                 return;
             }
             planner.change(
+                DriftClass::Topology,
                 address,
                 ChangeKind::Create,
                 format!("no cluster in {} on host `{}`", primary.data_dir.display(), primary.host),
@@ -82,6 +83,7 @@ pub(super) fn plan_primary(planner: &mut Planner<'_>, environment: &Environment,
                 return;
             }
             planner.change(
+                DriftClass::Topology,
                 address,
                 ChangeKind::Update,
                 "PostgreSQL is not running",
@@ -153,12 +155,14 @@ pub(super) fn plan_settings(
     } else {
         Action::Reload { member: member.clone() }
     };
+    // Nothing to set: only settings changed earlier wait for a restart.
+    let drift = if delta.set.is_empty() { DriftClass::PendingRestart } else { DriftClass::Config };
     let mut actions = Vec::new();
     if !delta.set.is_empty() {
         actions.push(Action::Configure { member, set: delta.set, reset: Vec::new() });
     }
     actions.push(apply);
-    planner.change(address, ChangeKind::Update, reason, delta.diff, actions);
+    planner.change(drift, address, ChangeKind::Update, reason, delta.diff, actions);
 }
 
 /// The managed hba rules as the server parsed them, in the same shape as
@@ -195,6 +199,7 @@ pub(super) fn plan_hba(planner: &mut Planner<'_>, environment: &Environment, pre
     let text = |lines: &[String]| lines.iter().map(|line| format!("{line}\n")).collect::<String>();
     match presence {
         Presence::Absent | Presence::Stopped => planner.change(
+            DriftClass::Config,
             address,
             if matches!(presence, Presence::Absent) { ChangeKind::Create } else { ChangeKind::Update },
             "pg_hba.conf needs pgfleet's block",
@@ -227,6 +232,7 @@ pub(super) fn plan_hba(planner: &mut Planner<'_>, environment: &Environment, pre
                 format!("{not_loaded} rule(s) written but not loaded")
             };
             planner.change(
+                DriftClass::Config,
                 address,
                 ChangeKind::Update,
                 reason,

@@ -71,7 +71,41 @@ pub struct ResourceChange {
     pub diff: Option<String>,
     /// What data can be lost, where a change can lose any.
     pub rpo: Option<String>,
+    /// How `drift` reports this change.
+    #[serde(default)]
+    pub drift: DriftClass,
     pub actions: Vec<Action>,
+}
+
+/// What kind of drift a change repairs, decided where its reason is
+/// written; `drift` reports plan changes by this class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftClass {
+    /// A managed setting, hba line, pooler ini or role changed by hand.
+    #[default]
+    Config,
+    /// A replica missing, extra or following another primary; a primary in
+    /// recovery or stopped.
+    Topology,
+    /// Orphaned slots, inactive slots retaining WAL, lost slots.
+    Slots,
+    /// Replicas not online, poolers not running.
+    Health,
+    /// Settings changed but waiting for a restart.
+    PendingRestart,
+}
+
+impl DriftClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftClass::Config => "config",
+            DriftClass::Topology => "topology",
+            DriftClass::Slots => "slots",
+            DriftClass::Health => "health",
+            DriftClass::PendingRestart => "pending_restart",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -250,6 +284,7 @@ pub(crate) struct Planner<'a> {
 impl Planner<'_> {
     pub fn change(
         &mut self,
+        drift: DriftClass,
         address: Address,
         action: ChangeKind,
         reason: impl Into<String>,
@@ -264,12 +299,13 @@ impl Planner<'_> {
             disruption,
             diff,
             rpo: None,
+            drift,
             actions,
         });
     }
 
     pub fn no_op(&mut self, address: Address) {
-        self.change(address, ChangeKind::NoOp, "up to date", None, Vec::new());
+        self.change(DriftClass::Config, address, ChangeKind::NoOp, "up to date", None, Vec::new());
     }
 
     pub fn warn(&mut self, address: Option<Address>, message: impl Into<String>) {

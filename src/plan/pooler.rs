@@ -1,7 +1,7 @@
 //! PgBouncer in front of the primary and of each replica: its ini file is
 //! compared as text, so the plan shows the exact diff.
 
-use super::{ChangeKind, Planner, Refusal, password_rotates, unified_diff};
+use super::{ChangeKind, DriftClass, Planner, Refusal, password_rotates, unified_diff};
 use crate::action::Action;
 use crate::address::{Address, Kind};
 use crate::desired::{self, POOLER_RESTART_KEYS};
@@ -39,6 +39,7 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment) {
         let shown_path = ini_path.display().to_string();
         match observed.ini {
             None => planner.change(
+                DriftClass::Config,
                 address,
                 ChangeKind::Create,
                 format!("no {shown_path} on host `{}`", place.host),
@@ -53,6 +54,7 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment) {
                     (true, false) => Action::ReloadPooler { pooler },
                 };
                 planner.change(
+                    DriftClass::Config,
                     address,
                     ChangeKind::Update,
                     format!("{shown_path} differs"),
@@ -70,7 +72,7 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment) {
                 } else {
                     "userlist.txt does not hold the primary's current verifiers"
                 };
-                planner.change(address, ChangeKind::Update, reason, None, actions);
+                planner.change(DriftClass::Config, address, ChangeKind::Update, reason, None, actions);
                 if let Some(change) = planner.changes.last_mut()
                     && observed.running
                 {
@@ -79,6 +81,7 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment) {
             }
             Some(_) if !observed.running => {
                 planner.change(
+                    DriftClass::Health,
                     address,
                     ChangeKind::Update,
                     "PgBouncer is not running",
@@ -106,6 +109,13 @@ fn remove_departed(planner: &mut Planner<'_>, environment: &Environment, keep: &
         .collect();
     for address in departed {
         let stop = Action::StopPooler { pooler: address.name.clone(), and_config: true };
-        planner.change(address, ChangeKind::Delete, "removed from the configuration", None, vec![stop]);
+        planner.change(
+            DriftClass::Config,
+            address,
+            ChangeKind::Delete,
+            "removed from the configuration",
+            None,
+            vec![stop],
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! created that left the configuration.
 
 use super::cluster::plan_settings;
-use super::{ChangeKind, Planner, Presence, Refusal, password_rotates, presence};
+use super::{ChangeKind, DriftClass, Planner, Presence, Refusal, password_rotates, presence};
 use crate::action::Action;
 use crate::address::{Address, Kind};
 use crate::desired;
@@ -65,7 +65,7 @@ pub(super) fn rebuild_actions(replica: &Replica) -> Vec<Action> {
 }
 
 fn replace(planner: &mut Planner<'_>, address: Address, why: String, actions: Vec<Action>) {
-    planner.change(address, ChangeKind::Replace, why, None, actions);
+    planner.change(DriftClass::Topology, address, ChangeKind::Replace, why, None, actions);
     if let Some(change) = planner.changes.last_mut() {
         change.disruption = crate::action::Disruption::Rebuild;
         change.rpo = Some("none on the primary; this replica serves no reads until it streams again".into());
@@ -121,12 +121,15 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
     if directory.initialised_major.is_none() {
         if directory.exists && !directory.empty {
             match rebuild(format!("{path} is not empty but holds no cluster")) {
-                Ok((why, actions)) => planner.change(address, ChangeKind::Replace, why, None, actions),
+                Ok((why, actions)) => {
+                    planner.change(DriftClass::Topology, address, ChangeKind::Replace, why, None, actions)
+                }
                 Err(_) => planner.refuse(Refusal::DataDirNotEmpty { host: replica.host.clone(), path }),
             }
             return;
         }
         planner.change(
+            DriftClass::Topology,
             address,
             ChangeKind::Create,
             format!("no replica in {path} on host `{}`", replica.host),
@@ -159,6 +162,7 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
 
     match presence(planner.observed, &replica.host, &replica.data_dir, &address.to_string()) {
         Presence::Absent | Presence::Stopped => planner.change(
+            DriftClass::Topology,
             address,
             ChangeKind::Update,
             "the replica is not running",
@@ -191,7 +195,7 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
                     None => {
                         planner.changes.retain(|change| change.address != address);
                         let actions = vec![Action::WriteStandbyConfig { member: replica.name.clone() }];
-                        planner.change(address, ChangeKind::Update, reason, None, actions);
+                        planner.change(DriftClass::Config, address, ChangeKind::Update, reason, None, actions);
                     }
                 }
             }
@@ -215,6 +219,7 @@ fn remove_departed(planner: &mut Planner<'_>, environment: &Environment) {
     for address in departed {
         let member = address.name.clone();
         planner.change(
+            DriftClass::Topology,
             address,
             ChangeKind::Delete,
             "removed from the configuration",

@@ -1,6 +1,6 @@
 //! Roles (the application owner, the replication user) and the database.
 
-use super::{ChangeKind, Planner, Presence};
+use super::{ChangeKind, DriftClass, Planner, Presence};
 use crate::action::Action;
 use crate::address::{Address, Kind};
 use crate::topology::Environment;
@@ -16,12 +16,20 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
         let create = Action::CreateRole { name: name.clone(), replication };
         match presence {
             Presence::Absent | Presence::Stopped => {
-                planner.change(address, ChangeKind::Create, "the cluster is being set up", None, vec![create]);
+                planner.change(
+                    DriftClass::Config,
+                    address,
+                    ChangeKind::Create,
+                    "the cluster is being set up",
+                    None,
+                    vec![create],
+                );
             }
             Presence::Unknown => {}
             Presence::Running(probe) if probe.in_recovery => {}
             Presence::Running(probe) => match probe.roles.iter().find(|role| role.name == name) {
                 None => planner.change(
+                    DriftClass::Config,
                     address,
                     ChangeKind::Create,
                     format!("role {name} does not exist"),
@@ -31,6 +39,7 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
                 Some(role) if !role.login || (replication && !role.replication) => {
                     let missing = if role.login { "REPLICATION" } else { "LOGIN" };
                     planner.change(
+                        DriftClass::Config,
                         address,
                         ChangeKind::Update,
                         format!("role {name} lacks {missing}"),
@@ -39,6 +48,7 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
                     );
                 }
                 Some(role) if role.password_current == Some(false) => planner.change(
+                    DriftClass::Config,
                     address,
                     ChangeKind::Update,
                     format!("role {name}'s password is not the configured one"),
@@ -63,12 +73,20 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
     let create = Action::CreateDatabase { name: database.clone(), owner: owner.clone() };
     match presence {
         Presence::Absent | Presence::Stopped => {
-            planner.change(address, ChangeKind::Create, "the cluster is being set up", None, vec![create]);
+            planner.change(
+                DriftClass::Config,
+                address,
+                ChangeKind::Create,
+                "the cluster is being set up",
+                None,
+                vec![create],
+            );
         }
         Presence::Unknown => {}
         Presence::Running(probe) if probe.in_recovery => {}
         Presence::Running(probe) => match probe.databases.iter().find(|row| &row.name == database) {
             None => planner.change(
+                DriftClass::Config,
                 address,
                 ChangeKind::Create,
                 format!("database {database} does not exist"),
@@ -76,6 +94,7 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
                 vec![create],
             ),
             Some(row) if &row.owner != owner => planner.change(
+                DriftClass::Config,
                 address,
                 ChangeKind::Update,
                 format!("owned by {}, not {owner}", row.owner),

@@ -1,7 +1,7 @@
 //! Physical replication slots on the primary: one per replica, and only
 //! slots pgfleet created are ever dropped.
 
-use super::{ChangeKind, Planner, Presence};
+use super::{ChangeKind, DriftClass, Planner, Presence};
 use crate::action::Action;
 use crate::address::{Address, Kind};
 use crate::spec::Size;
@@ -17,11 +17,12 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
         let address = Address::new(&environment.id, Kind::Slot, &replica.name);
         let create = vec![Action::CreateSlot { name: replica.slot.clone() }];
         let Some(probe) = probe else {
-            planner.change(address, ChangeKind::Create, "the cluster is being set up", None, create);
+            planner.change(DriftClass::Slots, address, ChangeKind::Create, "the cluster is being set up", None, create);
             continue;
         };
         match probe.slots.iter().find(|slot| slot.name == replica.slot) {
             None => planner.change(
+                DriftClass::Slots,
                 address,
                 ChangeKind::Create,
                 format!("slot {} does not exist", replica.slot),
@@ -29,6 +30,7 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
                 create,
             ),
             Some(slot) if slot.kind != "physical" => planner.change(
+                DriftClass::Slots,
                 address,
                 ChangeKind::Replace,
                 format!("slot {} is a {} slot", slot.name, slot.kind),
@@ -36,6 +38,7 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
                 vec![Action::DropSlot { name: slot.name.clone() }, Action::CreateSlot { name: slot.name.clone() }],
             ),
             Some(slot) if slot.wal_status.as_deref() == Some("lost") => planner.change(
+                DriftClass::Slots,
                 address,
                 ChangeKind::Replace,
                 format!("slot {} lost the WAL its replica needs (wal_status = lost)", slot.name),
@@ -62,6 +65,7 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
         let address = owned_slot_address(planner, environment, &slot.name);
         match address {
             Some(address) => planner.change(
+                DriftClass::Slots,
                 address,
                 ChangeKind::Delete,
                 "its replica was removed from the configuration",
