@@ -34,9 +34,14 @@ impl Outcome {
     }
 }
 
+/// A journal save in progress, boxed so `Journal` can be a trait object.
+pub type Saving<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
 /// Called at each step so the caller can persist state and show progress.
 pub trait Journal {
-    fn save(&mut self, state: &mut State) -> Result<(), String>;
+    /// Persists `state` before apply goes on. Async, because a state store
+    /// may wait on a database, and apply calls it from its scheduler.
+    fn save<'a>(&'a mut self, state: &'a mut State) -> Saving<'a>;
     fn step(&mut self, address: &Address, description: &str, result: Result<std::time::Duration, &ActionError>);
 }
 
@@ -202,7 +207,7 @@ async fn run_change(
             let mut guard = shared.lock().await;
             let Shared { state, journal } = &mut *guard;
             state.journal(&change.address, &kind, JournalEvent::Started);
-            journal.save(state)?;
+            journal.save(state).await?;
         }
         let context = Context {
             topology,
@@ -219,7 +224,7 @@ async fn run_change(
         journal.step(&change.address, &action.describe(), result.as_ref().map(|()| started.elapsed()));
         let event = if result.is_ok() { JournalEvent::Finished } else { JournalEvent::Failed };
         state.journal(&change.address, &kind, event);
-        journal.save(state)?;
+        journal.save(state).await?;
         if let Err(error) = result {
             return Err(crate::observe::error_chain(&error));
         }
@@ -228,7 +233,7 @@ async fn run_change(
         let mut guard = shared.lock().await;
         let Shared { state, journal } = &mut *guard;
         state.owned.remove(&change.address);
-        journal.save(state)?;
+        journal.save(state).await?;
     }
     Ok(())
 }

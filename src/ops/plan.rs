@@ -13,7 +13,7 @@ use crate::observe::observe;
 use crate::plan::{self, Plan, render};
 use crate::printer::Printer;
 use crate::spec::load;
-use crate::state::State;
+use crate::state;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -54,8 +54,9 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
             return Err(Error::UnknownTarget { address: target.to_string() });
         }
     }
-    let state = State::load_local(&topology.state.path)?;
+    let store = state::open(&topology.state)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
+    let state = runtime.block_on(store.load())?;
     let observed = runtime.block_on(observe(&topology));
     let mut plan = plan::plan(&topology, &observed, &state).map_err(Error::Refused)?;
     if !options.targets.is_empty() {

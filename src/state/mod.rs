@@ -1,15 +1,22 @@
 //! pgfleet's own record: which resources it created (so it prunes only its
 //! own), the last applied spec, a lineage and serial, and the journal of
 //! applied actions. Holds no secret, ever.
+//!
+//! This module owns the record's shape; where it is kept, how it is locked
+//! and how a stale writer is refused belong to a [`StateStore`] (`store`),
+//! whose first backend is a local file (`local`).
+
+mod local;
+mod store;
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::PathBuf;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+
+pub use local::LocalStore;
+pub use store::{HeldLock, LockScope, Pending, StateLock, StateStore, Unlocked, Writer, open};
 
 use crate::address::Address;
 
@@ -18,8 +25,8 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub format_version: u32,
-    /// Random id given when the state is first written; a state file from
-    /// another lineage is never mixed with this one.
+    /// Random id given when the state is first written; a state from another
+    /// lineage is never mixed with this one.
     pub lineage: String,
     /// Incremented on every write.
     pub serial: u64,
@@ -54,7 +61,7 @@ pub enum JournalEvent {
     Failed,
 }
 
-/// Who holds the lock, written into the lock file.
+/// Who holds a lock: written where the lock lives, shown to whoever waits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {
     pub who: String,
@@ -63,24 +70,25 @@ pub struct LockHolder {
     pub command: String,
 }
 
-impl std::fmt::Display for LockHolder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (pid {}, `{}`) since {}", self.who, self.pid, self.command, self.since)
+impl LockHolder {
+    /// This process, running `command`.
+    pub fn this_process(command: &str) -> Self {
+        LockHolder {
+            who: format!(
+                "{}@{}",
+                std::env::var("USER").unwrap_or_else(|_| "root".into()),
+                std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim()
+            ),
+            pid: std::process::id(),
+            since: now(),
+            command: command.to_owned(),
+        }
     }
 }
 
-/// An exclusive lock on a local state file, held until dropped (or until
-/// the process dies: the kernel releases it, so a killed apply never leaves
-/// a stale lock behind).
-#[derive(Debug)]
-pub struct StateLock {
-    _file: File,
-    path: PathBuf,
-}
-
-impl StateLock {
-    pub fn path(&self) -> &Path {
-        &self.path
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (pid {}, `{}`) since {}", self.who, self.pid, self.command, self.since)
     }
 }
 
@@ -88,26 +96,14 @@ pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-fn lock_path(state: &Path) -> PathBuf {
-    let mut path = state.as_os_str().to_owned();
-    path.push(".lock");
-    PathBuf::from(path)
-}
-
-fn random_lineage() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum StateError {
-    #[error("state {} is locked by {holder}", path.display())]
+    #[error("state {state} is locked by {holder}")]
     #[diagnostic(
         code(pgfleet::state::locked),
         help("another pgfleet is working on these hosts; wait for it, or pass --lock-timeout to wait")
     )]
-    Locked { path: PathBuf, holder: String },
+    Locked { state: String, holder: String },
     #[error("cannot lock or write state {}", path.display())]
     #[diagnostic(code(pgfleet::state::write))]
     Write {
@@ -129,6 +125,40 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("cannot serialise the {what} for {state}")]
+    #[diagnostic(
+        code(pgfleet::state::serialise),
+        help("nothing was written; this is a bug in pgfleet, please report it")
+    )]
+    Serialise {
+        what: &'static str,
+        state: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "state {state} is at serial {stored}, but this pgfleet read serial {expected}: another writer changed it since"
+    )]
+    #[diagnostic(
+        code(pgfleet::state::stale),
+        help("nothing was written or merged; run the command again so that it starts from the current state")
+    )]
+    StaleSerial { state: String, expected: u64, stored: u64 },
+    #[error("state {state} belongs to lineage {stored}, not {writing}: it is not the state this pgfleet read")]
+    #[diagnostic(
+        code(pgfleet::state::lineage),
+        help("nothing was written; check that `state:` names the right state, or restore the one that was replaced")
+    )]
+    Lineage { state: String, stored: String, writing: String },
+    #[error("cannot write state {state} under a lock it did not give")]
+    #[diagnostic(code(pgfleet::state::not_locked), help("this is a bug in pgfleet, please report it"))]
+    ForeignLock { state: String },
+    #[error("cannot draw a random lineage id for state {state}")]
+    #[diagnostic(code(pgfleet::state::lineage_id), help("the system's random source failed; nothing was written"))]
+    Entropy { state: String, source: getrandom::Error },
+    #[error("state.backend: {backend} is not implemented yet")]
+    #[diagnostic(code(pgfleet::state::backend), help("use `backend: local` (the default) and remove `url`"))]
+    BackendNotImplemented { backend: &'static str },
 }
 
 impl State {
@@ -136,106 +166,8 @@ impl State {
         self.owned.contains_key(address)
     }
 
-    /// Takes the exclusive lock of a local state, waiting up to `timeout`,
-    /// then reads the state. The lock file names the holder.
-    pub fn lock_local(path: &Path, command: &str, timeout: Duration) -> Result<(State, StateLock), StateError> {
-        let write_error = |source| StateError::Write { path: path.to_owned(), source };
-        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(write_error)?;
-        }
-        let lock_path = lock_path(path);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(write_error)?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(TryLockError::WouldBlock) => {
-                    let holder = std::fs::read_to_string(&lock_path)
-                        .ok()
-                        .and_then(|text| serde_json::from_str::<LockHolder>(&text).ok())
-                        .map_or_else(|| "another process".to_owned(), |holder| holder.to_string());
-                    return Err(StateError::Locked { path: path.to_owned(), holder });
-                }
-                Err(TryLockError::Error(source)) => return Err(write_error(source)),
-            }
-        }
-        let holder = LockHolder {
-            who: format!(
-                "{}@{}",
-                std::env::var("USER").unwrap_or_else(|_| "root".into()),
-                std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim()
-            ),
-            pid: std::process::id(),
-            since: now(),
-            command: command.to_owned(),
-        };
-        file.set_len(0).map_err(write_error)?;
-        file.write_all(&serde_json::to_vec(&holder).unwrap_or_default()).map_err(write_error)?;
-        let state = State::load_local(path)?;
-        Ok((state, StateLock { _file: file, path: lock_path }))
-    }
-
-    /// Who holds the lock of a local state now, if anyone.
-    pub fn lock_holder(path: &Path) -> Option<LockHolder> {
-        let lock_path = lock_path(path);
-        let file = File::open(&lock_path).ok()?;
-        match file.try_lock_shared() {
-            Ok(()) => None,
-            Err(_) => std::fs::read_to_string(&lock_path).ok().and_then(|text| serde_json::from_str(&text).ok()),
-        }
-    }
-
-    /// Writes the state atomically (temporary file, fsync, rename), 0600,
-    /// with the serial incremented. Requires the lock.
-    pub fn save_local(&mut self, path: &Path, _lock: &StateLock) -> Result<(), StateError> {
-        let write_error = |source| StateError::Write { path: path.to_owned(), source };
-        if self.lineage.is_empty() {
-            self.lineage = random_lineage();
-        }
-        self.format_version = FORMAT_VERSION;
-        self.serial += 1;
-        let mut temporary = path.as_os_str().to_owned();
-        temporary.push(".tmp");
-        let temporary = PathBuf::from(temporary);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(write_error)?;
-        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        bytes.push(b'\n');
-        file.write_all(&bytes).map_err(write_error)?;
-        file.sync_all().map_err(write_error)?;
-        std::fs::rename(&temporary, path).map_err(write_error)
-    }
-
     /// Appends a journal entry.
     pub fn journal(&mut self, address: &Address, action: &str, event: JournalEvent) {
         self.journal.push(JournalEntry { at: now(), address: address.clone(), action: action.to_owned(), event });
-    }
-
-    /// Reads a local state file; a missing file is an empty state.
-    pub fn load_local(path: &Path) -> Result<State, StateError> {
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| StateError::Format { path: path.to_owned(), source })
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                Ok(State { format_version: FORMAT_VERSION, ..State::default() })
-            }
-            Err(source) => Err(StateError::Read { path: path.to_owned(), source }),
-        }
     }
 }
