@@ -242,7 +242,10 @@ fn owning(addresses: &[(&str, &str, &str)]) -> State {
         owned: addresses
             .iter()
             .map(|(address, host, path)| {
-                (address.parse::<Address>().unwrap(), Owned { host: (*host).into(), path: Some(PathBuf::from(path)) })
+                (
+                    address.parse::<Address>().unwrap(),
+                    Owned { host: (*host).into(), path: Some(PathBuf::from(path)), reach: None },
+                )
             })
             .collect(),
         last_applied_spec: None,

@@ -16,7 +16,7 @@ use crate::address::{Address, Kind};
 use crate::desired::{self, PoolerSite};
 use crate::graph::ResourceGraph;
 use crate::plan::{ChangeKind, Plan, ResourceChange};
-use crate::state::{JournalEvent, Owned, State};
+use crate::state::{JournalEvent, Owned, Reach, State};
 use crate::topology::Topology;
 use crate::transport::Remote;
 
@@ -45,16 +45,22 @@ pub trait Journal {
     fn step(&mut self, address: &Address, description: &str, result: Result<std::time::Duration, &ActionError>);
 }
 
-/// Where a resource pgfleet creates lives, for ownership.
+/// Where a resource pgfleet creates lives, and how its host is reached,
+/// for ownership.
 fn ownership(topology: &Topology, address: &Address) -> Option<Owned> {
     let environment = topology.environment(&address.environment)?;
     let primary = &environment.primary;
-    let on_primary = |path: Option<std::path::PathBuf>| Owned { host: primary.host.clone(), path };
+    let owned = |host: &str, path: Option<std::path::PathBuf>| Owned {
+        host: host.to_owned(),
+        path,
+        reach: topology.hosts.get(host).map(|host| Reach::from(&host.transport)),
+    };
+    let on_primary = |path: Option<std::path::PathBuf>| owned(&primary.host, path);
     Some(match address.kind {
         Kind::Cluster => on_primary(Some(primary.data_dir.clone())),
         Kind::Replica => {
             let replica = environment.replicas.iter().find(|replica| replica.name == address.name)?;
-            Owned { host: replica.host.clone(), path: Some(replica.data_dir.clone()) }
+            owned(&replica.host, Some(replica.data_dir.clone()))
         }
         Kind::Pooler => {
             let pooler = environment.pooler.as_ref()?;
@@ -63,7 +69,7 @@ fn ownership(topology: &Topology, address: &Address) -> Option<Owned> {
                 name => PoolerSite::Replica(environment.replicas.iter().find(|replica| replica.name == name)?),
             };
             let place = desired::pooler_place(environment, pooler, site);
-            Owned { host: place.host.clone(), path: Some(desired::pgbouncer_ini_path(&place)) }
+            owned(&place.host, Some(desired::pgbouncer_ini_path(&place)))
         }
         _ => on_primary(None),
     })

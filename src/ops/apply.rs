@@ -218,6 +218,9 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         .iter()
         .map(|(name, remote)| (name.clone(), Box::new(crate::transport::Shared(remote.clone())) as Box<dyn Remote>))
         .collect();
+    // Every host was just reached with the configuration's transport: that
+    // is the record to keep for one that later leaves the configuration.
+    state.record_reach(&topology.hosts);
     let progress = Progress::new(printer);
     let mut recorder = Recorder { writer: &mut writer, progress: &progress };
     let outcome = runtime.block_on(apply::apply(&plan, &topology, &hosts, &mut state, &mut recorder));

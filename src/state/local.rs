@@ -292,7 +292,7 @@ mod tests {
 
     fn with_owned(mut state: State, address: &str, path: PathBuf) -> State {
         let address: Address = address.parse().expect("an address");
-        state.owned.insert(address, Owned { host: "here".into(), path: Some(path) });
+        state.owned.insert(address, Owned { host: "here".into(), path: Some(path), reach: None });
         state
     }
 

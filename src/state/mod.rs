@@ -1,6 +1,6 @@
 //! pgfleet's own record: which resources it created (so it prunes only its
-//! own), the last applied spec, a lineage and serial, and the journal of
-//! applied actions. Holds no secret, ever.
+//! own) and how it reached their hosts, the last applied spec, a lineage and
+//! serial, and the journal of applied actions. Holds no secret, ever.
 //!
 //! This module owns the record's shape; where it is kept, how it is locked
 //! and how a stale writer is refused belong to a [`StateStore`] (`store`),
@@ -19,6 +19,7 @@ pub use local::LocalStore;
 pub use store::{HeldLock, LockScope, Pending, StateLock, StateStore, Unlocked, Writer, open};
 
 use crate::address::Address;
+use crate::topology::{Host, Transport};
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -43,6 +44,49 @@ pub struct Owned {
     pub host: String,
     /// Data directory (clusters) or ini file (poolers).
     pub path: Option<PathBuf>,
+    /// How pgfleet last reached `host`, so the resource can still be reached
+    /// once the host has left the configuration. `None` in states written
+    /// before pgfleet recorded it, and then left out, as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
+}
+
+/// How pgfleet reaches a host: the configuration's transport, minus anything
+/// that could be secret. SSH keys are named by path, never read into state;
+/// there is no password to leave out, because pgfleet's SSH never uses one.
+///
+/// A type of its own rather than `topology::Transport`, because state is a
+/// persisted, versioned format and must not change when the in-memory
+/// topology does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "snake_case")]
+pub enum Reach {
+    /// The machine pgfleet runs on.
+    Local,
+    Ssh {
+        address: String,
+        port: u16,
+        user: String,
+        identity_file: Option<PathBuf>,
+        known_hosts: PathBuf,
+        become_user: Option<String>,
+    },
+}
+
+impl From<&Transport> for Reach {
+    fn from(transport: &Transport) -> Self {
+        match transport {
+            Transport::Local => Reach::Local,
+            Transport::Ssh(target) => Reach::Ssh {
+                address: target.address.clone(),
+                port: target.port,
+                user: target.user.clone(),
+                identity_file: target.identity_file.clone(),
+                known_hosts: target.known_hosts.clone(),
+                become_user: target.become_user.clone(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,5 +213,86 @@ impl State {
     /// Appends a journal entry.
     pub fn journal(&mut self, address: &Address, action: &str, event: JournalEvent) {
         self.journal.push(JournalEntry { at: now(), address: address.clone(), action: action.to_owned(), event });
+    }
+
+    /// Records, on every owned resource whose host is in `hosts`, how that
+    /// host is reached now. Called once the hosts have all been reached, so
+    /// the record is one that worked, and records from before pgfleet kept
+    /// it are filled in.
+    pub fn record_reach(&mut self, hosts: &BTreeMap<String, Host>) {
+        for owned in self.owned.values_mut() {
+            if let Some(host) = hosts.get(&owned.host) {
+                owned.reach = Some(Reach::from(&host.transport));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::SshTarget;
+
+    fn keys(value: &serde_json::Value) -> Vec<&str> {
+        let mut keys: Vec<&str> = value.as_object().expect("an object").keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Every field of an ownership record is listed here: a new one (a
+    /// password, a key's contents) fails this test until someone decides
+    /// it is not a secret.
+    #[test]
+    fn an_ownership_record_holds_how_to_reach_its_host_and_nothing_secret() {
+        let transport = Transport::Ssh(SshTarget {
+            address: "10.0.0.7".into(),
+            port: 2222,
+            user: "deploy".into(),
+            identity_file: Some("/home/deploy/.ssh/id_ed25519".into()),
+            known_hosts: "/home/deploy/.ssh/known_hosts".into(),
+            become_user: Some("postgres".into()),
+        });
+        let owned = Owned { host: "db2".into(), path: Some("/srv/pg/r1".into()), reach: Some(Reach::from(&transport)) };
+        let value = serde_json::to_value(&owned).expect("serialisable");
+        assert_eq!(keys(&value), ["host", "path", "reach"]);
+        assert_eq!(
+            keys(&value["reach"]),
+            ["address", "become_user", "identity_file", "known_hosts", "port", "transport", "user"]
+        );
+        assert_eq!(value["reach"]["transport"], "ssh");
+        assert_eq!(value["reach"]["identity_file"], "/home/deploy/.ssh/id_ed25519");
+
+        let local = serde_json::to_value(Reach::from(&Transport::Local)).expect("serialisable");
+        assert_eq!(local, serde_json::json!({ "transport": "local" }));
+        let back: Owned = serde_json::from_value(value).expect("reads back");
+        assert_eq!(back, owned);
+    }
+
+    #[test]
+    fn an_ownership_record_written_before_reach_was_kept_still_loads() {
+        let owned: Owned =
+            serde_json::from_str(r#"{ "host": "db2", "path": "/srv/pg/r1" }"#).expect("an old record loads");
+        assert_eq!(owned, Owned { host: "db2".into(), path: Some("/srv/pg/r1".into()), reach: None });
+    }
+
+    #[test]
+    fn reach_is_recorded_for_hosts_still_configured_and_kept_for_the_others() {
+        let old = Some(Reach::Ssh {
+            address: "10.0.0.9".into(),
+            port: 22,
+            user: "root".into(),
+            identity_file: None,
+            known_hosts: "/root/.ssh/known_hosts".into(),
+            become_user: None,
+        });
+        let mut state = State::default();
+        let here: Address = "prod.cluster.primary".parse().expect("an address");
+        let gone: Address = "prod.replica.r2".parse().expect("an address");
+        state.owned.insert(here.clone(), Owned { host: "here".into(), path: None, reach: None });
+        state.owned.insert(gone.clone(), Owned { host: "r2".into(), path: None, reach: old.clone() });
+        let hosts = BTreeMap::from([("here".to_owned(), Host { name: "here".into(), transport: Transport::Local })]);
+        state.record_reach(&hosts);
+        assert_eq!(state.owned[&here].reach, Some(Reach::Local));
+        assert_eq!(state.owned[&gone].reach, old, "a host that left the configuration keeps its last record");
     }
 }
