@@ -78,7 +78,10 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
             config: document.source.text().to_owned(),
             plan: plan.clone(),
         };
-        write_private(out, &serde_json::to_vec_pretty(&saved).unwrap_or_default())
+        // A plan that cannot be serialised is not written as an empty file.
+        serde_json::to_vec_pretty(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| write_private(out, &bytes))
             .map_err(|source| Error::WritePlan { path: out.display().to_string(), source })?;
         printer.note(&format!(
             "Saved the plan to {}; run `pgfleet apply {}` to carry it out.",
