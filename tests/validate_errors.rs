@@ -23,6 +23,7 @@ const CORPUS: &[(&str, &str, &str)] = &[
     ("plaintext-password.yaml", "9:17", "must not be written in the configuration file"),
     ("loopback-primary.yaml", "13:15", "connect: ssh_tunnel"),
     ("several-problems.yaml", "10:15", "5 problems"),
+    ("state-postgres.yaml", "3:12", "state.backend: postgres is not implemented yet"),
 ];
 
 fn rendered(file: &str) -> String {

@@ -17,7 +17,7 @@ use crate::graph::ResourceGraph;
 use crate::inventory::Item;
 use crate::operation::Operation;
 use crate::plan::{ChangeKind, Plan, ResourceChange};
-use crate::state::{JournalEvent, OperationStep, Owned, State};
+use crate::state::{JournalEvent, OperationStep, Owned, Reach, State};
 use crate::topology::Topology;
 use crate::transport::Remote;
 
@@ -35,37 +35,42 @@ impl Outcome {
     }
 }
 
+/// A journal save in progress, boxed so `Journal` can be a trait object.
+pub type Saving<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
 /// Called at each step so the caller can persist state and show progress.
 pub trait Journal {
-    fn save(&mut self, state: &mut State) -> Result<(), String>;
+    /// Persists `state` before apply goes on. Async, because a state store
+    /// may wait on a database, and apply calls it from its scheduler.
+    fn save<'a>(&'a mut self, state: &'a mut State) -> Saving<'a>;
     fn step(&mut self, address: &Address, description: &str, result: Result<std::time::Duration, &ActionError>);
 }
 
-/// Where a resource pgfleet creates lives, for ownership: read from the
-/// inventory's placements.
+/// Where a resource pgfleet creates lives (from the inventory's
+/// placements) and how its host is reached, for ownership.
 fn ownership(topology: &Topology, address: &Address) -> Option<Owned> {
     let environment = topology.environment(&address.environment)?;
     let resource = crate::inventory::Inventory::of_environment(environment).get(address)?.clone();
-    let primary_host = || environment.primary.host.clone();
+    let owned = |host: String, path: Option<std::path::PathBuf>, listen: Option<(String, u16)>| Owned {
+        reach: topology.hosts.get(&host).map(|found| Reach::from(&found.transport)),
+        host,
+        path,
+        port: listen.as_ref().map(|(_, port)| *port),
+        listen: listen.map(|(address, _)| address),
+    };
     Some(match resource.item {
-        Item::Member { placement, .. } => Owned {
-            host: placement.host,
-            path: Some(placement.layout.data_dir),
-            listen: Some(placement.address),
-            port: Some(placement.port),
-        },
-        Item::Pooler(placement) => Owned {
-            host: placement.host,
-            path: Some(placement.layout.ini),
-            listen: Some(placement.address),
-            port: Some(placement.port),
-        },
+        Item::Member { placement, .. } => {
+            owned(placement.host, Some(placement.layout.data_dir), Some((placement.address, placement.port)))
+        }
+        Item::Pooler(placement) => {
+            owned(placement.host, Some(placement.layout.ini), Some((placement.address, placement.port)))
+        }
         Item::Role { .. }
         | Item::Hba
         | Item::Database { .. }
         | Item::Slot { .. }
         | Item::Filestore { .. }
-        | Item::Backup => Owned { host: primary_host(), path: None, listen: None, port: None },
+        | Item::Backup => owned(environment.primary.host.clone(), None, None),
     })
 }
 
@@ -247,7 +252,7 @@ async fn run_step(
         let mut guard = shared.lock().await;
         let Shared { state, journal: progress } = &mut *guard;
         state.journal_step(address, action.kind(), JournalEvent::Started, journal.clone());
-        progress.save(state)?;
+        progress.save(state).await?;
         state.owned.get(address).cloned()
     };
     let context = Context { topology, environment, address, owned: owned.as_ref(), hosts };
@@ -258,7 +263,7 @@ async fn run_step(
     progress.step(address, &action.describe(), result.as_ref().map(|()| started.elapsed()));
     let event = if result.is_ok() { JournalEvent::Finished } else { JournalEvent::Failed };
     state.journal_step(address, action.kind(), event, journal);
-    progress.save(state)?;
+    progress.save(state).await?;
     result.map_err(|error| crate::observe::error_chain(&error))
 }
 
@@ -288,7 +293,7 @@ async fn run_change(
             let mut guard = shared.lock().await;
             let Shared { state, journal } = &mut *guard;
             state.journal(&change.address, kind, JournalEvent::Started);
-            journal.save(state)?;
+            journal.save(state).await?;
         }
         let context = Context { topology, environment, address: &change.address, owned: owned.as_ref(), hosts };
         let started = Instant::now();
@@ -298,7 +303,7 @@ async fn run_change(
         journal.step(&change.address, &action.describe(), result.as_ref().map(|()| started.elapsed()));
         let event = if result.is_ok() { JournalEvent::Finished } else { JournalEvent::Failed };
         state.journal(&change.address, kind, event);
-        journal.save(state)?;
+        journal.save(state).await?;
         if let Err(error) = result {
             return Err(crate::observe::error_chain(&error));
         }
@@ -307,7 +312,7 @@ async fn run_change(
         let mut guard = shared.lock().await;
         let Shared { state, journal } = &mut *guard;
         state.owned.remove(&change.address);
-        journal.save(state)?;
+        journal.save(state).await?;
     }
     Ok(())
 }
@@ -326,8 +331,8 @@ mod tests {
     struct Quiet;
 
     impl Journal for Quiet {
-        fn save(&mut self, _state: &mut State) -> Result<(), String> {
-            Ok(())
+        fn save<'a>(&'a mut self, _state: &'a mut State) -> Saving<'a> {
+            Box::pin(async { Ok(()) })
         }
 
         fn step(&mut self, _: &Address, _: &str, _: Result<std::time::Duration, &ActionError>) {}

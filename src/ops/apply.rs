@@ -19,7 +19,7 @@ use crate::observe;
 use crate::plan::{self, render};
 use crate::printer::Printer;
 use crate::spec::load;
-use crate::state::{State, StateLock};
+use crate::state::{self, State, Writer};
 use crate::topology::Topology;
 use crate::transport::Remote;
 
@@ -33,39 +33,62 @@ pub struct Options<'a> {
     pub force: bool,
 }
 
-/// Saves state after every step and shows progress on stderr.
+/// Shows each step on stderr; knows nothing of persistence.
 struct Progress<'a> {
-    path: &'a Path,
-    lock: &'a StateLock,
     printer: &'a Printer,
     spinner: Option<ProgressBar>,
 }
 
-impl Journal for Progress<'_> {
-    fn save(&mut self, state: &mut State) -> Result<(), String> {
-        state.save_local(self.path, self.lock).map_err(|error| observe::error_chain(&error))
+impl Progress<'_> {
+    fn new(printer: &Printer) -> Progress<'_> {
+        let spinner = std::io::stderr().is_terminal().then(|| {
+            let spinner = ProgressBar::new_spinner();
+            spinner.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            spinner.enable_steady_tick(Duration::from_millis(120));
+            spinner
+        });
+        Progress { printer, spinner }
     }
 
-    fn step(&mut self, address: &Address, description: &str, result: Result<Duration, &ActionError>) {
+    fn step(&self, address: &Address, description: &str, result: Result<Duration, &ActionError>) {
         if let Some(spinner) = &self.spinner {
             spinner.set_message(format!("{address}: {description}"));
         }
-        match result {
-            Ok(elapsed) => {
-                let line = format!("  ✓ {address}: {description} ({:.1}s)", elapsed.as_secs_f64());
-                match &self.spinner {
-                    Some(spinner) => spinner.println(line),
-                    None => self.printer.note(&line),
-                }
-            }
-            Err(error) => {
-                let line = format!("  ✗ {address}: {description}: {}", observe::error_chain(error));
-                match &self.spinner {
-                    Some(spinner) => spinner.println(line),
-                    None => self.printer.note(&line),
-                }
-            }
+        let line = match result {
+            Ok(elapsed) => format!("  ✓ {address}: {description} ({:.1}s)", elapsed.as_secs_f64()),
+            Err(error) => format!("  ✗ {address}: {description}: {}", observe::error_chain(error)),
+        };
+        match &self.spinner {
+            Some(spinner) => spinner.println(line),
+            None => self.printer.note(&line),
         }
+    }
+
+    fn finish(&self) {
+        if let Some(spinner) = &self.spinner {
+            spinner.finish_and_clear();
+        }
+    }
+}
+
+/// Apply's journal: each step is saved through the state store and shown
+/// by the progress reporter, two jobs that do not know of each other.
+struct Recorder<'a, 'store> {
+    writer: &'a mut Writer<'store>,
+    progress: &'a Progress<'a>,
+}
+
+impl Journal for Recorder<'_, '_> {
+    fn save<'a>(&'a mut self, state: &'a mut State) -> apply::Saving<'a> {
+        let writer = &mut *self.writer;
+        Box::pin(async move { writer.save(state).await.map_err(|error| observe::error_chain(&error)) })
+    }
+
+    fn step(&mut self, address: &Address, description: &str, result: Result<Duration, &ActionError>) {
+        self.progress.step(address, description, result);
     }
 }
 
@@ -108,8 +131,11 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     plan::check_static(&topology).map_err(Error::Refused)?;
     let config_hash = sha256_hex(document.source.text().as_bytes());
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let (mut state, lock) = State::lock_local(&topology.state.path, &command, options.lock_timeout)?;
+    let store = state::open(&topology.state)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
+    let environments: Vec<String> = topology.environments.iter().map(|environment| environment.id.clone()).collect();
+    let (mut writer, mut state) =
+        runtime.block_on(Writer::lock(&*store, &environments, &command, options.lock_timeout))?;
 
     let connections = runtime.block_on(connect_all(&topology))?;
     let reuse = observe::Options { passwords: true, connector: Arc::new(observe::Reuse(connections.clone())) };
@@ -151,22 +177,15 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         .iter()
         .map(|(name, remote)| (name.clone(), Box::new(crate::transport::Shared(remote.clone())) as Box<dyn Remote>))
         .collect();
-    let spinner = std::io::stderr().is_terminal().then(|| {
-        let spinner = ProgressBar::new_spinner();
-        spinner.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        spinner.enable_steady_tick(Duration::from_millis(120));
-        spinner
-    });
-    let mut progress = Progress { path: &topology.state.path, lock: &lock, printer, spinner };
-    let outcome = runtime.block_on(apply::apply(&plan, &topology, &hosts, &mut state, &mut progress));
-    if let Some(spinner) = &progress.spinner {
-        spinner.finish_and_clear();
-    }
+    // Every host was just reached with the configuration's transport: that
+    // is the record to keep for one that later leaves the configuration.
+    state.record_reach(&topology.hosts);
+    let progress = Progress::new(printer);
+    let mut recorder = Recorder { writer: &mut writer, progress: &progress };
+    let outcome = runtime.block_on(apply::apply(&plan, &topology, &hosts, &mut state, &mut recorder));
+    progress.finish();
     if !outcome.complete() {
-        state.save_local(&topology.state.path, &lock)?;
+        runtime.block_on(writer.save(&mut state))?;
         printer.out(&summary(&outcome));
         return Ok(Exit::Partial);
     }
@@ -175,7 +194,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let after = runtime.block_on(observe::observe_with(&topology, &reuse));
     let remaining = plan::plan(&topology, &after, &state).map_err(Error::Refused)?;
     if !remaining.is_empty() && options.targets.is_empty() {
-        state.save_local(&topology.state.path, &lock)?;
+        runtime.block_on(writer.save(&mut state))?;
         printer.out(&summary(&outcome));
         printer.out(&render::text(&remaining, printer.color_out()));
         return Err(Error::NotConverged {
@@ -185,7 +204,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     if options.targets.is_empty() {
         state.last_applied_spec = Some(config_hash);
     }
-    state.save_local(&topology.state.path, &lock)?;
+    runtime.block_on(writer.save(&mut state))?;
     printer.out(&summary(&outcome));
     Ok(Exit::Ok)
 }

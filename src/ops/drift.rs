@@ -19,7 +19,7 @@ use crate::observe::{self, ClusterObservation, Observed};
 use crate::plan::{self, settings::shown};
 use crate::printer::Printer;
 use crate::spec::load;
-use crate::state::State;
+use crate::state::{self, State};
 use crate::topology::Topology;
 
 /// The classes drift sorts into: the plan's, decided where each change's
@@ -242,8 +242,9 @@ pub fn markdown(report: &Report) -> String {
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let document = load::load(options.file)?;
     let topology = document.resolve()?;
-    let state = State::load_local(&topology.state.path)?;
+    let store = state::open(&topology.state)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
+    let state = runtime.block_on(store.load())?;
     let observed = runtime.block_on(observe::observe(&topology));
     if let Some((host, reason, help)) = observed.unreachable().first() {
         return Err(Error::Unreachable {

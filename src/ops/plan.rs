@@ -13,7 +13,7 @@ use crate::observe::observe;
 use crate::plan::{self, Plan, render};
 use crate::printer::Printer;
 use crate::spec::load;
-use crate::state::State;
+use crate::state;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -53,8 +53,9 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let topology = document.resolve()?;
     super::apply::check_addresses(&topology, options.targets, options.replace)?;
     plan::check_static(&topology).map_err(Error::Refused)?;
-    let state = State::load_local(&topology.state.path)?;
+    let store = state::open(&topology.state)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
+    let state = runtime.block_on(store.load())?;
     let observed = runtime.block_on(observe(&topology));
     let request =
         plan::Request { targets: options.targets.to_vec(), replace: options.replace.to_vec(), force: options.force };
@@ -78,7 +79,10 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
             config: document.source.text().to_owned(),
             plan: plan.clone(),
         };
-        write_private(out, &serde_json::to_vec_pretty(&saved).unwrap_or_default())
+        // A plan that cannot be serialised is not written as an empty file.
+        serde_json::to_vec_pretty(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| write_private(out, &bytes))
             .map_err(|source| Error::WritePlan { path: out.display().to_string(), source })?;
         printer.note(&format!(
             "Saved the plan to {}; run `pgfleet apply {}` to carry it out.",

@@ -1,4 +1,5 @@
-//! `pgfleet state list|show|unlock`: look at pgfleet's record and its lock.
+//! `pgfleet state list|show|unlock`: look at pgfleet's record and its locks,
+//! through the configured state store.
 
 use std::path::Path;
 
@@ -6,26 +7,38 @@ use super::{Error, Outcome};
 use crate::cli::Exit;
 use crate::printer::Printer;
 use crate::spec::load;
-use crate::state::State;
+use crate::state::{self, LockScope, StateStore, Unlocked};
 
-fn state_path(file: &Path) -> Result<std::path::PathBuf, Error> {
-    Ok(load::load(file)?.resolve()?.state.path)
+/// The configured store, and a runtime to drive it (the store is async).
+fn open(file: &Path) -> Result<(Box<dyn StateStore>, tokio::runtime::Runtime), Error> {
+    let store = state::open(&load::load(file)?.resolve()?.state)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Runtime { source })?;
+    Ok((store, runtime))
 }
 
-/// The resources pgfleet owns, with where they live, and who holds the lock.
+/// The resources pgfleet owns, with where they live, and who holds locks.
 pub fn list(printer: &Printer, file: &Path) -> Outcome {
-    let path = state_path(file)?;
-    let state = State::load_local(&path)?;
+    let (store, runtime) = open(file)?;
+    let state = runtime.block_on(store.load())?;
     let mut text = format!(
         "state {} (lineage {}, serial {}, {} journal entries)\n",
-        path.display(),
+        store.location(),
         if state.lineage.is_empty() { "none yet" } else { &state.lineage },
         state.serial,
         state.journal.len()
     );
-    match State::lock_holder(&path) {
-        Some(holder) => text.push_str(&format!("locked by {holder}\n")),
-        None => text.push_str("not locked\n"),
+    let holders = runtime.block_on(store.holders())?;
+    if holders.is_empty() {
+        text.push_str("not locked\n");
+    }
+    for held in &holders {
+        match &held.scope {
+            LockScope::Whole => text.push_str(&format!("locked by {}\n", held.holder_text())),
+            scope => text.push_str(&format!("{scope} locked by {}\n", held.holder_text())),
+        }
     }
     for (address, owned) in &state.owned {
         let place = owned.path.as_ref().map(|path| format!(" {}", path.display())).unwrap_or_default();
@@ -37,27 +50,31 @@ pub fn list(printer: &Printer, file: &Path) -> Outcome {
 
 /// The whole state as JSON (it holds no secret).
 pub fn show(printer: &Printer, file: &Path) -> Outcome {
-    let state = State::load_local(&state_path(file)?)?;
-    printer.out(&serde_json::to_string_pretty(&state).unwrap_or_default());
+    let (store, runtime) = open(file)?;
+    let state = runtime.block_on(store.load())?;
+    let text = serde_json::to_string_pretty(&state).map_err(|source| state::StateError::Serialise {
+        what: "state",
+        state: store.location(),
+        source,
+    })?;
+    printer.out(&text);
     Ok(Exit::Ok)
 }
 
-/// Clears a lock record. A local lock belongs to a running process (the
-/// kernel drops it when the process dies), so a held lock is never broken:
-/// the holder is named instead.
+/// Clears lock records whose holders are gone. A held lock is never broken
+/// (the local one belongs to a running process, and the kernel drops it
+/// when that process dies): the holder is named instead.
 pub fn unlock(printer: &Printer, file: &Path, force: bool) -> Outcome {
-    let path = state_path(file)?;
-    if let Some(holder) = State::lock_holder(&path) {
-        return Err(Error::LockHeld { holder: holder.to_string() });
+    let (store, runtime) = open(file)?;
+    if let Some(held) = runtime.block_on(store.holders())?.first() {
+        return Err(Error::LockHeld { holder: held.holder_text() });
     }
     if !force {
         return Err(Error::UnlockNeedsForce);
     }
-    let mut lock = path.as_os_str().to_owned();
-    lock.push(".lock");
-    match std::fs::remove_file(&lock) {
-        Ok(()) => printer.note(&format!("Removed the lock record {}.", Path::new(&lock).display())),
-        Err(_) => printer.note("No lock record to remove; the state is not locked."),
+    match runtime.block_on(store.force_unlock(&LockScope::Whole))? {
+        Unlocked::Cleared { record } => printer.note(&format!("Cleared the lock record {record}.")),
+        Unlocked::Nothing => printer.note("No lock record to clear; the state is not locked."),
     }
     Ok(Exit::Ok)
 }

@@ -76,7 +76,8 @@ pub struct Quota {
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     /// `local` (default): a JSON file locked exclusively while in use;
-    /// `postgres`: a table plus an advisory lock per environment.
+    /// `postgres`: a table plus an advisory lock per environment (not
+    /// implemented yet: refused by `validate`).
     #[serde(default)]
     pub backend: StateBackend,
     /// Local backend: the state file. Default: `state/<organization>.json`.

@@ -99,6 +99,8 @@ pub enum Rule {
     ThresholdOrder { level: &'static str, bytes: Size, seconds: u64 },
     #[error("filestore mirror names `{name}`, which is not a replica of environment `{environment}`")]
     UnknownMirrorReplica { name: String, environment: String, suggestion: Option<String> },
+    #[error("state.backend: {backend} is not implemented yet")]
+    StateBackendNotImplemented { backend: &'static str },
     #[error("the postgres state backend needs `url`")]
     StateUrlMissing,
     #[error("`{key}` belongs to the {backend} state backend")]
@@ -150,6 +152,9 @@ impl Rule {
             Rule::ThresholdOrder { .. } => "warning thresholds must not exceed the critical ones".into(),
             Rule::UnknownMirrorReplica { suggestion: Some(name), .. } => format!("did you mean `{name}`?"),
             Rule::UnknownMirrorReplica { .. } => "list replica names from this environment".into(),
+            Rule::StateBackendNotImplemented { .. } => {
+                "use `backend: local` (the default) and remove `url`; state stays in a local file for now".into()
+            }
             Rule::StateUrlMissing => "add `url: {env: NAME}`".into(),
             Rule::StateKeyMismatch { .. } => "remove it, or change `backend`".into(),
             Rule::PoolerPortsEqual { .. } => "set different `port` and `replica_port`".into(),
@@ -178,7 +183,9 @@ impl Rule {
             Rule::ManagedSetting { .. } => "pgfleet::setting",
             Rule::UnsupportedMajor { .. } => "pgfleet::major",
             Rule::ThresholdOrder { .. } => "pgfleet::health",
-            Rule::StateUrlMissing | Rule::StateKeyMismatch { .. } => "pgfleet::state",
+            Rule::StateBackendNotImplemented { .. } | Rule::StateUrlMissing | Rule::StateKeyMismatch { .. } => {
+                "pgfleet::state"
+            }
             Rule::ZeroValue { .. } => "pgfleet::value",
         }
     }
@@ -907,6 +914,16 @@ impl Resolver {
         let config =
             spec.state.clone().unwrap_or(super::StateConfig { backend: StateBackend::Local, path: None, url: None });
         let path = YamlPath::root().key("state");
+        // Refused here, with its place in the file, rather than quietly
+        // served by the local file as it once was: a team that asked for a
+        // shared state must not get one lock per machine.
+        if config.backend == StateBackend::Postgres {
+            self.report(Violation::at(
+                Rule::StateBackendNotImplemented { backend: "postgres" },
+                path.key("backend"),
+                "not implemented yet",
+            ));
+        }
         match config.backend {
             StateBackend::Local if config.url.is_some() => self.report(
                 Violation::at(

@@ -1,25 +1,33 @@
 //! pgfleet's own record: which resources it created (so it prunes only its
-//! own), the last applied spec, a lineage and serial, and the journal of
-//! applied actions. Holds no secret, ever.
+//! own) and how it reached their hosts, the last applied spec, a lineage and
+//! serial, and the journal of applied actions. Holds no secret, ever.
+//!
+//! This module owns the record's shape; where it is kept, how it is locked
+//! and how a stale writer is refused belong to a [`StateStore`] (`store`),
+//! whose first backend is a local file (`local`).
+
+mod local;
+mod store;
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::PathBuf;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use local::LocalStore;
+pub use store::{HeldLock, LockScope, Pending, StateLock, StateStore, Unlocked, Writer, open};
+
 use crate::address::Address;
+use crate::topology::{Host, Transport};
 
 pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub format_version: u32,
-    /// Random id given when the state is first written; a state file from
-    /// another lineage is never mixed with this one.
+    /// Random id given when the state is first written; a state from another
+    /// lineage is never mixed with this one.
     pub lineage: String,
     /// Incremented on every write.
     pub serial: u64,
@@ -42,12 +50,55 @@ pub struct Owned {
     pub listen: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// How pgfleet last reached `host`, so the resource can still be reached
+    /// once the host has left the configuration. `None` in states written
+    /// before pgfleet recorded it, and then left out, as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
+}
+
+/// How pgfleet reaches a host: the configuration's transport, minus anything
+/// that could be secret. SSH keys are named by path, never read into state;
+/// there is no password to leave out, because pgfleet's SSH never uses one.
+///
+/// A type of its own rather than `topology::Transport`, because state is a
+/// persisted, versioned format and must not change when the in-memory
+/// topology does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "snake_case")]
+pub enum Reach {
+    /// The machine pgfleet runs on.
+    Local,
+    Ssh {
+        address: String,
+        port: u16,
+        user: String,
+        identity_file: Option<PathBuf>,
+        known_hosts: PathBuf,
+        become_user: Option<String>,
+    },
+}
+
+impl From<&Transport> for Reach {
+    fn from(transport: &Transport) -> Self {
+        match transport {
+            Transport::Local => Reach::Local,
+            Transport::Ssh(target) => Reach::Ssh {
+                address: target.address.clone(),
+                port: target.port,
+                user: target.user.clone(),
+                identity_file: target.identity_file.clone(),
+                known_hosts: target.known_hosts.clone(),
+                become_user: target.become_user.clone(),
+            },
+        }
+    }
 }
 
 impl Owned {
     /// A resource at `path` on `host`, with no listening address recorded.
     pub fn at(host: &str, path: PathBuf) -> Self {
-        Owned { host: host.to_owned(), path: Some(path), listen: None, port: None }
+        Owned { host: host.to_owned(), path: Some(path), listen: None, port: None, reach: None }
     }
 }
 
@@ -82,7 +133,7 @@ pub enum JournalEvent {
     Failed,
 }
 
-/// Who holds the lock, written into the lock file.
+/// Who holds a lock: written where the lock lives, shown to whoever waits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {
     pub who: String,
@@ -91,24 +142,25 @@ pub struct LockHolder {
     pub command: String,
 }
 
-impl std::fmt::Display for LockHolder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (pid {}, `{}`) since {}", self.who, self.pid, self.command, self.since)
+impl LockHolder {
+    /// This process, running `command`.
+    pub fn this_process(command: &str) -> Self {
+        LockHolder {
+            who: format!(
+                "{}@{}",
+                std::env::var("USER").unwrap_or_else(|_| "root".into()),
+                std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim()
+            ),
+            pid: std::process::id(),
+            since: now(),
+            command: command.to_owned(),
+        }
     }
 }
 
-/// An exclusive lock on a local state file, held until dropped (or until
-/// the process dies: the kernel releases it, so a killed apply never leaves
-/// a stale lock behind).
-#[derive(Debug)]
-pub struct StateLock {
-    _file: File,
-    path: PathBuf,
-}
-
-impl StateLock {
-    pub fn path(&self) -> &Path {
-        &self.path
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (pid {}, `{}`) since {}", self.who, self.pid, self.command, self.since)
     }
 }
 
@@ -116,26 +168,14 @@ pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-fn lock_path(state: &Path) -> PathBuf {
-    let mut path = state.as_os_str().to_owned();
-    path.push(".lock");
-    PathBuf::from(path)
-}
-
-fn random_lineage() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum StateError {
-    #[error("state {} is locked by {holder}", path.display())]
+    #[error("state {state} is locked by {holder}")]
     #[diagnostic(
         code(pgfleet::state::locked),
         help("another pgfleet is working on these hosts; wait for it, or pass --lock-timeout to wait")
     )]
-    Locked { path: PathBuf, holder: String },
+    Locked { state: String, holder: String },
     #[error("cannot lock or write state {}", path.display())]
     #[diagnostic(code(pgfleet::state::write))]
     Write {
@@ -157,96 +197,45 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("cannot serialise the {what} for {state}")]
+    #[diagnostic(
+        code(pgfleet::state::serialise),
+        help("nothing was written; this is a bug in pgfleet, please report it")
+    )]
+    Serialise {
+        what: &'static str,
+        state: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "state {state} is at serial {stored}, but this pgfleet read serial {expected}: another writer changed it since"
+    )]
+    #[diagnostic(
+        code(pgfleet::state::stale),
+        help("nothing was written or merged; run the command again so that it starts from the current state")
+    )]
+    StaleSerial { state: String, expected: u64, stored: u64 },
+    #[error("state {state} belongs to lineage {stored}, not {writing}: it is not the state this pgfleet read")]
+    #[diagnostic(
+        code(pgfleet::state::lineage),
+        help("nothing was written; check that `state:` names the right state, or restore the one that was replaced")
+    )]
+    Lineage { state: String, stored: String, writing: String },
+    #[error("cannot write state {state} under a lock it did not give")]
+    #[diagnostic(code(pgfleet::state::not_locked), help("this is a bug in pgfleet, please report it"))]
+    ForeignLock { state: String },
+    #[error("cannot draw a random lineage id for state {state}")]
+    #[diagnostic(code(pgfleet::state::lineage_id), help("the system's random source failed; nothing was written"))]
+    Entropy { state: String, source: getrandom::Error },
+    #[error("state.backend: {backend} is not implemented yet")]
+    #[diagnostic(code(pgfleet::state::backend), help("use `backend: local` (the default) and remove `url`"))]
+    BackendNotImplemented { backend: &'static str },
 }
 
 impl State {
     pub fn owns(&self, address: &Address) -> bool {
         self.owned.contains_key(address)
-    }
-
-    /// Takes the exclusive lock of a local state, waiting up to `timeout`,
-    /// then reads the state. The lock file names the holder.
-    pub fn lock_local(path: &Path, command: &str, timeout: Duration) -> Result<(State, StateLock), StateError> {
-        let write_error = |source| StateError::Write { path: path.to_owned(), source };
-        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(write_error)?;
-        }
-        let lock_path = lock_path(path);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(write_error)?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(TryLockError::WouldBlock) => {
-                    let holder = std::fs::read_to_string(&lock_path)
-                        .ok()
-                        .and_then(|text| serde_json::from_str::<LockHolder>(&text).ok())
-                        .map_or_else(|| "another process".to_owned(), |holder| holder.to_string());
-                    return Err(StateError::Locked { path: path.to_owned(), holder });
-                }
-                Err(TryLockError::Error(source)) => return Err(write_error(source)),
-            }
-        }
-        let holder = LockHolder {
-            who: format!(
-                "{}@{}",
-                std::env::var("USER").unwrap_or_else(|_| "root".into()),
-                std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim()
-            ),
-            pid: std::process::id(),
-            since: now(),
-            command: command.to_owned(),
-        };
-        file.set_len(0).map_err(write_error)?;
-        file.write_all(&serde_json::to_vec(&holder).unwrap_or_default()).map_err(write_error)?;
-        let state = State::load_local(path)?;
-        Ok((state, StateLock { _file: file, path: lock_path }))
-    }
-
-    /// Who holds the lock of a local state now, if anyone.
-    pub fn lock_holder(path: &Path) -> Option<LockHolder> {
-        let lock_path = lock_path(path);
-        let file = File::open(&lock_path).ok()?;
-        match file.try_lock_shared() {
-            Ok(()) => None,
-            Err(_) => std::fs::read_to_string(&lock_path).ok().and_then(|text| serde_json::from_str(&text).ok()),
-        }
-    }
-
-    /// Writes the state atomically (temporary file, fsync, rename), 0600,
-    /// with the serial incremented. Requires the lock.
-    pub fn save_local(&mut self, path: &Path, _lock: &StateLock) -> Result<(), StateError> {
-        let write_error = |source| StateError::Write { path: path.to_owned(), source };
-        if self.lineage.is_empty() {
-            self.lineage = random_lineage();
-        }
-        self.format_version = FORMAT_VERSION;
-        self.serial += 1;
-        let mut temporary = path.as_os_str().to_owned();
-        temporary.push(".tmp");
-        let temporary = PathBuf::from(temporary);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(write_error)?;
-        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        bytes.push(b'\n');
-        file.write_all(&bytes).map_err(write_error)?;
-        file.sync_all().map_err(write_error)?;
-        std::fs::rename(&temporary, path).map_err(write_error)
     }
 
     /// Appends a journal entry.
@@ -287,16 +276,98 @@ impl State {
         finished
     }
 
-    /// Reads a local state file; a missing file is an empty state.
-    pub fn load_local(path: &Path) -> Result<State, StateError> {
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| StateError::Format { path: path.to_owned(), source })
+    /// Records, on every owned resource whose host is in `hosts`, how that
+    /// host is reached now. Called once the hosts have all been reached, so
+    /// the record is one that worked, and records from before pgfleet kept
+    /// it are filled in.
+    pub fn record_reach(&mut self, hosts: &BTreeMap<String, Host>) {
+        for owned in self.owned.values_mut() {
+            if let Some(host) = hosts.get(&owned.host) {
+                owned.reach = Some(Reach::from(&host.transport));
             }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                Ok(State { format_version: FORMAT_VERSION, ..State::default() })
-            }
-            Err(source) => Err(StateError::Read { path: path.to_owned(), source }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::SshTarget;
+
+    fn keys(value: &serde_json::Value) -> Vec<&str> {
+        let mut keys: Vec<&str> = value.as_object().expect("an object").keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Every field of an ownership record is listed here: a new one (a
+    /// password, a key's contents) fails this test until someone decides
+    /// it is not a secret.
+    #[test]
+    fn an_ownership_record_holds_how_to_reach_its_host_and_nothing_secret() {
+        let transport = Transport::Ssh(SshTarget {
+            address: "10.0.0.7".into(),
+            port: 2222,
+            user: "deploy".into(),
+            identity_file: Some("/home/deploy/.ssh/id_ed25519".into()),
+            known_hosts: "/home/deploy/.ssh/known_hosts".into(),
+            become_user: Some("postgres".into()),
+        });
+        let owned = Owned {
+            host: "db2".into(),
+            path: Some("/srv/pg/r1".into()),
+            listen: None,
+            port: None,
+            reach: Some(Reach::from(&transport)),
+        };
+        let value = serde_json::to_value(&owned).expect("serialisable");
+        assert_eq!(keys(&value), ["host", "path", "reach"]);
+        assert_eq!(
+            keys(&value["reach"]),
+            ["address", "become_user", "identity_file", "known_hosts", "port", "transport", "user"]
+        );
+        assert_eq!(value["reach"]["transport"], "ssh");
+        assert_eq!(value["reach"]["identity_file"], "/home/deploy/.ssh/id_ed25519");
+
+        let local = serde_json::to_value(Reach::from(&Transport::Local)).expect("serialisable");
+        assert_eq!(local, serde_json::json!({ "transport": "local" }));
+        let back: Owned = serde_json::from_value(value).expect("reads back");
+        assert_eq!(back, owned);
+    }
+
+    #[test]
+    fn an_ownership_record_written_before_reach_was_kept_still_loads() {
+        let owned: Owned =
+            serde_json::from_str(r#"{ "host": "db2", "path": "/srv/pg/r1" }"#).expect("an old record loads");
+        assert_eq!(
+            owned,
+            Owned { host: "db2".into(), path: Some("/srv/pg/r1".into()), listen: None, port: None, reach: None }
+        );
+    }
+
+    #[test]
+    fn reach_is_recorded_for_hosts_still_configured_and_kept_for_the_others() {
+        let old = Some(Reach::Ssh {
+            address: "10.0.0.9".into(),
+            port: 22,
+            user: "root".into(),
+            identity_file: None,
+            known_hosts: "/root/.ssh/known_hosts".into(),
+            become_user: None,
+        });
+        let mut state = State::default();
+        let here: Address = "prod.cluster.primary".parse().expect("an address");
+        let gone: Address = "prod.replica.r2".parse().expect("an address");
+        state
+            .owned
+            .insert(here.clone(), Owned { host: "here".into(), path: None, listen: None, port: None, reach: None });
+        state.owned.insert(
+            gone.clone(),
+            Owned { host: "r2".into(), path: None, listen: None, port: None, reach: old.clone() },
+        );
+        let hosts = BTreeMap::from([("here".to_owned(), Host { name: "here".into(), transport: Transport::Local })]);
+        state.record_reach(&hosts);
+        assert_eq!(state.owned[&here].reach, Some(Reach::Local));
+        assert_eq!(state.owned[&gone].reach, old, "a host that left the configuration keeps its last record");
     }
 }
