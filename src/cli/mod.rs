@@ -2,39 +2,12 @@
 //! does the work of a command.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::exit::{EXIT_CODES, Exit};
 use crate::ops;
 use crate::printer::{ColorChoice, Printer};
-
-/// Exit codes shared by every command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Exit {
-    /// Success; for `plan`/`drift` with `--detailed-exitcode`: nothing to do.
-    Ok = 0,
-    /// Invalid configuration, bad usage, or an error before any change.
-    Error = 1,
-    /// Changes (plan) or drift present, when asked with `--detailed-exitcode`.
-    Changes = 2,
-    /// Apply stopped part-way; a rerun converges.
-    Partial = 3,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(exit: Exit) -> Self {
-        ExitCode::from(exit as u8)
-    }
-}
-
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  success
-  1  error (invalid configuration, unreachable host, bad usage)
-  2  changes or drift present (plan, drift with --detailed-exitcode)
-  3  apply stopped part-way (rerun to converge)";
 
 /// Reconcile PostgreSQL high-availability topologies (primary, streaming
 /// replicas, PgBouncer) from a YAML description.
@@ -258,7 +231,7 @@ pub struct FileArgs {
 
 /// Parses the command line, runs the command, and maps its outcome to an
 /// exit code.
-pub fn run() -> ExitCode {
+pub fn run() -> Exit {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -268,7 +241,7 @@ pub fn run() -> ExitCode {
             };
             // clap prints help to stdout and errors to stderr itself.
             let _ = error.print();
-            return exit.into();
+            return exit;
         }
     };
     let printer = Printer::new(match cli.color {
@@ -329,10 +302,10 @@ pub fn run() -> ExitCode {
         ),
     };
     match outcome {
-        Ok(exit) => exit.into(),
+        Ok(exit) => exit,
         Err(error) => {
             printer.error(&error);
-            error.exit().into()
+            error.exit()
         }
     }
 }

@@ -14,7 +14,7 @@ use super::{Error, Outcome};
 use crate::action::{Action, ActionError, Disruption};
 use crate::address::{Address, Kind};
 use crate::apply::{self, Journal};
-use crate::cli::Exit;
+use crate::exit::Exit;
 use crate::observe::{self, ClusterObservation, Observed};
 use crate::plan::{self, ChangeKind, ResourceChange, render};
 use crate::printer::Printer;

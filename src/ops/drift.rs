@@ -13,7 +13,7 @@ use super::plan::sha256_hex;
 use super::{Error, Outcome};
 use crate::action::Action;
 use crate::address::{Address, Kind};
-use crate::cli::Exit;
+use crate::exit::Exit;
 use crate::health::{self, Status};
 use crate::observe::{self, ClusterObservation, Observed};
 use crate::plan::{self, ChangeKind, settings::shown};
@@ -302,7 +302,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     };
     printer.out(&match options.format {
         Format::Text => text(&report),
-        Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default(),
+        Format::Json => serde_json::to_string_pretty(&report).map_err(Error::serialize("the drift report"))?,
         Format::Markdown => markdown(&report),
     });
     Ok(if report.drift.is_empty() { Exit::Ok } else { Exit::Changes })

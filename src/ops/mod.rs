@@ -14,6 +14,7 @@ pub mod validate;
 
 use std::path::Path;
 
+use crate::exit::Exit;
 use crate::spec::diagnostic::SpecErrors;
 use crate::spec::load;
 use crate::topology::Topology;
@@ -90,6 +91,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("internal error: cannot serialise {what} as JSON")]
+    #[diagnostic(code(pgfleet::internal), help("{}", crate::exit::REPORT))]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("cannot write the plan to {path}")]
     #[diagnostic(code(pgfleet::write_plan))]
     WritePlan {
@@ -101,16 +109,24 @@ pub enum Error {
 
 impl Error {
     /// The exit code this error ends the command with.
-    pub fn exit(&self) -> crate::cli::Exit {
+    pub fn exit(&self) -> Exit {
         match self {
-            Error::NotConverged { .. } => crate::cli::Exit::Partial,
-            _ => crate::cli::Exit::Error,
+            Error::NotConverged { .. } => Exit::Partial,
+            Error::Serialize { .. } => Exit::Internal,
+            _ => Exit::Error,
         }
+    }
+
+    /// JSON of pgfleet's own types cannot fail unless pgfleet is wrong (a
+    /// map with non-string keys, a failing `Serialize`): an internal error,
+    /// never an empty file or empty output.
+    pub fn serialize(what: &'static str) -> impl FnOnce(serde_json::Error) -> Self {
+        move |source| Error::Serialize { what, source }
     }
 }
 
 /// Result of a command: an exit code, or a diagnostic to show (exit 1).
-pub type Outcome = Result<crate::cli::Exit, Error>;
+pub type Outcome = Result<Exit, Error>;
 
 /// Loads and validates a configuration file.
 pub fn load_topology(file: &Path) -> Result<Topology, Error> {

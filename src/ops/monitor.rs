@@ -24,7 +24,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::status::{self, Report};
 use super::{Error, Outcome};
-use crate::cli::Exit;
+use crate::exit::Exit;
 use crate::health::Status;
 use crate::observe;
 use crate::printer::Printer;

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Error, Outcome};
 use crate::address::Address;
-use crate::cli::Exit;
+use crate::exit::Exit;
 use crate::observe::observe;
 use crate::plan::{self, Plan, render};
 use crate::printer::Printer;
@@ -77,8 +77,8 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
             config: document.source.text().to_owned(),
             plan: plan.clone(),
         };
-        write_private(out, &serde_json::to_vec_pretty(&saved).unwrap_or_default())
-            .map_err(|source| Error::WritePlan { path: out.display().to_string(), source })?;
+        let bytes = serde_json::to_vec_pretty(&saved).map_err(Error::serialize("the plan to save"))?;
+        write_private(out, &bytes).map_err(|source| Error::WritePlan { path: out.display().to_string(), source })?;
         printer.note(&format!(
             "Saved the plan to {}; run `pgfleet apply {}` to carry it out.",
             out.display(),

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{Error, Outcome};
-use crate::cli::Exit;
+use crate::exit::Exit;
 use crate::printer::Printer;
 use crate::spec::load;
 use crate::state::State;
@@ -38,7 +38,7 @@ pub fn list(printer: &Printer, file: &Path) -> Outcome {
 /// The whole state as JSON (it holds no secret).
 pub fn show(printer: &Printer, file: &Path) -> Outcome {
     let state = State::load_local(&state_path(file)?)?;
-    printer.out(&serde_json::to_string_pretty(&state).unwrap_or_default());
+    printer.out(&serde_json::to_string_pretty(&state).map_err(Error::serialize("the state"))?);
     Ok(Exit::Ok)
 }
 
