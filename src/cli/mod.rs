@@ -301,11 +301,21 @@ pub fn run() -> Exit {
             },
         ),
     };
-    match outcome {
+    let exit = match outcome {
         Ok(exit) => exit,
         Err(error) => {
             printer.error(&error);
             error.exit()
         }
+    };
+    // Data that could not be written (other than to a closed pipe) must not
+    // pass for complete output: a success becomes an error; a partial apply
+    // or an internal error keeps its more telling code.
+    match printer.take_stdout_failure() {
+        Some(source) => {
+            printer.error(&ops::Error::Stdout { source });
+            if matches!(exit, Exit::Ok | Exit::Changes) { Exit::Error } else { exit }
+        }
+        None => exit,
     }
 }

@@ -91,6 +91,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write the output to stdout")]
+    #[diagnostic(
+        code(pgfleet::stdout),
+        help("the output above is incomplete; check where stdout goes (a full disk, a closed file)")
+    )]
+    Stdout {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("internal error: cannot serialise {what} as JSON")]
     #[diagnostic(code(pgfleet::internal), help("{}", crate::exit::REPORT))]
     Serialize {

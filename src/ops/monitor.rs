@@ -245,6 +245,11 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs_f64()).ok();
                 snapshot.metrics = metrics(&report, snapshot.rounds, now);
             }
+            // A closed stdout ends the monitor, as SIGPIPE ends a Unix filter
+            // (`pgfleet monitor | head -3`); the HTTP endpoints stop with it.
+            if printer.stdout_closed() {
+                break;
+            }
             tokio::select! {
                 () = tokio::time::sleep(options.interval) => {}
                 () = &mut shutdown => break,

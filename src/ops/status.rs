@@ -293,7 +293,8 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
             Format::Text => text(&report),
             Format::Json => serde_json::to_string_pretty(&report).map_err(Error::serialize("the status report"))?,
         });
-        if !options.watch {
+        // Nobody reads a watch whose stdout has closed (`status --watch | head`).
+        if !options.watch || printer.stdout_closed() {
             return Ok(if options.detailed_exitcode && !report.healthy() { Exit::Changes } else { Exit::Ok });
         }
         std::thread::sleep(options.interval);
