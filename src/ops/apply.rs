@@ -157,7 +157,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
             }
             saved.plan.clone()
         }
-        None => plan::plan(&topology, &observed, &state).map_err(Error::Refused)?,
+        None => plan::plan(&topology, &observed, &state).map_err(Error::refused)?,
     };
     if !options.targets.is_empty() {
         plan.restrict_to(&topology, options.targets);
@@ -214,7 +214,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
 
     // Converged means: observe again, and there is nothing left to do.
     let after = runtime.block_on(observe::observe_with(&topology, &reuse));
-    let remaining = plan::plan(&topology, &after, &state).map_err(Error::Refused)?;
+    let remaining = plan::plan(&topology, &after, &state).map_err(Error::refused)?;
     if !remaining.is_empty() && options.targets.is_empty() {
         state.save_local(&topology.state.path, &lock)?;
         printer.out(&summary(&outcome));

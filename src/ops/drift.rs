@@ -287,7 +287,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         });
     }
     let checked_at = crate::state::now();
-    let items = classify(&topology, &observed, &state, &checked_at).map_err(Error::Refused)?;
+    let items = classify(&topology, &observed, &state, &checked_at).map_err(Error::refused)?;
     let total = items.len();
     let drift: Vec<Item> = items.into_iter().filter(|item| !ignored(item, options.ignore)).collect();
     let report = Report {

@@ -57,7 +57,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let state = State::load_local(&topology.state.path)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
     let observed = runtime.block_on(observe(&topology));
-    let mut plan = plan::plan(&topology, &observed, &state).map_err(Error::Refused)?;
+    let mut plan = plan::plan(&topology, &observed, &state).map_err(Error::refused)?;
     if !options.targets.is_empty() {
         plan.restrict_to(&topology, options.targets);
     }
