@@ -8,6 +8,8 @@
 //! succeeded, and at most one base backup per primary runs at a time.
 //! Deletions run last, one by one, in plan order (dependents first).
 
+mod error;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -16,15 +18,16 @@ use crate::address::{Address, Kind};
 use crate::desired::{self, PoolerSite};
 use crate::graph::ResourceGraph;
 use crate::plan::{ChangeKind, Plan, ResourceChange};
-use crate::state::{JournalEvent, Owned, State};
+use crate::state::{JournalEvent, Owned, State, StateError};
 use crate::topology::Topology;
 use crate::transport::Remote;
+pub use error::ApplyError;
 
 /// What happened to each change.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub done: Vec<Address>,
-    pub failed: Vec<(Address, String)>,
+    pub failed: Vec<(Address, ApplyError)>,
     pub skipped: Vec<Address>,
 }
 
@@ -36,7 +39,7 @@ impl Outcome {
 
 /// Called at each step so the caller can persist state and show progress.
 pub trait Journal {
-    fn save(&mut self, state: &mut State) -> Result<(), String>;
+    fn save(&mut self, state: &mut State) -> Result<(), StateError>;
     fn step(&mut self, address: &Address, description: &str, result: Result<std::time::Duration, &ActionError>);
 }
 
@@ -178,10 +181,12 @@ async fn run_change(
     topology: &Topology,
     hosts: &BTreeMap<String, Box<dyn Remote>>,
     shared: &tokio::sync::Mutex<Shared<'_>>,
-) -> Result<(), String> {
-    let environment = topology
-        .environment(&change.address.environment)
-        .ok_or_else(|| format!("environment {} is not in the configuration", change.address.environment))?;
+) -> Result<(), ApplyError> {
+    let environment =
+        topology.environment(&change.address.environment).ok_or_else(|| ApplyError::UnknownEnvironment {
+            address: change.address.clone(),
+            environment: change.address.environment.clone(),
+        })?;
     // Ownership is recorded before anything is created, so that a run killed
     // half-way leaves pgfleet able to finish or clean up what it started.
     let owned = {
@@ -202,7 +207,7 @@ async fn run_change(
             let mut guard = shared.lock().await;
             let Shared { state, journal } = &mut *guard;
             state.journal(&change.address, &kind, JournalEvent::Started);
-            journal.save(state)?;
+            journal.save(state).map_err(ApplyError::journal(&change.address))?;
         }
         let context = Context {
             topology,
@@ -219,16 +224,16 @@ async fn run_change(
         journal.step(&change.address, &action.describe(), result.as_ref().map(|()| started.elapsed()));
         let event = if result.is_ok() { JournalEvent::Finished } else { JournalEvent::Failed };
         state.journal(&change.address, &kind, event);
-        journal.save(state)?;
-        if let Err(error) = result {
-            return Err(crate::observe::error_chain(&error));
+        journal.save(state).map_err(ApplyError::journal(&change.address))?;
+        if let Err(source) = result {
+            return Err(ApplyError::Action { address: change.address.clone(), step: action.describe(), source });
         }
     }
     if change.action == ChangeKind::Delete {
         let mut guard = shared.lock().await;
         let Shared { state, journal } = &mut *guard;
         state.owned.remove(&change.address);
-        journal.save(state)?;
+        journal.save(state).map_err(ApplyError::journal(&change.address))?;
     }
     Ok(())
 }

@@ -42,8 +42,8 @@ struct Progress<'a> {
 }
 
 impl Journal for Progress<'_> {
-    fn save(&mut self, state: &mut State) -> Result<(), String> {
-        state.save_local(self.path, self.lock).map_err(|error| observe::error_chain(&error))
+    fn save(&mut self, state: &mut State) -> Result<(), crate::state::StateError> {
+        state.save_local(self.path, self.lock)
     }
 
     fn step(&mut self, address: &Address, description: &str, result: Result<Duration, &ActionError>) {
@@ -209,6 +209,9 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     if !outcome.complete() {
         state.save_local(&topology.state.path, &lock)?;
         printer.out(&summary(&outcome));
+        for (_, error) in &outcome.failed {
+            printer.error(error);
+        }
         return Ok(Exit::Partial);
     }
 
@@ -248,9 +251,10 @@ fn summary(outcome: &apply::Outcome) -> String {
             outcome.skipped.len()
         )
     };
-    // Each message names its resource already.
-    for (_, message) in &outcome.failed {
-        text.push_str(&format!("  failed:  {message}\n"));
+    // Each message names its resource; the printer shows the causes and
+    // what to do on stderr.
+    for (_, error) in &outcome.failed {
+        text.push_str(&format!("  failed:  {error}\n"));
     }
     for address in &outcome.skipped {
         text.push_str(&format!("  skipped: {address} (depends on a failed change)\n"));
