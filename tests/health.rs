@@ -357,6 +357,16 @@ impl pgfleet::transport::Remote for CountingRemote {
         self.inner.exec(command, stdin, timeout)
     }
 
+    fn exec_stream<'a>(
+        &'a self,
+        command: &'a str,
+        stdin: &'a mut (dyn tokio::io::AsyncRead + Send + Unpin),
+        stdout: &'a mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+        timeout: Duration,
+    ) -> pgfleet::transport::Pending<'a, pgfleet::transport::StreamOutput> {
+        self.inner.exec_stream(command, stdin, stdout, timeout)
+    }
+
     fn connect_tcp<'a>(
         &'a self,
         address: &'a str,
