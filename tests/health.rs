@@ -205,8 +205,15 @@ fn monitor_serves_metrics_events_and_alerts_then_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the monitor to answer", Duration::from_secs(20), || {
-        ureq::get(&format!("{base}/health")).call().is_ok_and(|response| response.status() == 200)
+    // /health answers as soon as the server listens, before the first
+    // round has filled /metrics: wait for that round.
+    wait_for("the monitor's first round", Duration::from_secs(20), || {
+        ureq::get(&format!("{base}/health"))
+            .call()
+            .ok()
+            .and_then(|response| response.into_string().ok())
+            .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .is_some_and(|health| health["rounds"].as_u64().is_some_and(|rounds| rounds >= 1))
     });
 
     // /metrics parses as Prometheus text and has the replica's gauges.
