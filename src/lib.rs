@@ -17,6 +17,7 @@ pub mod address;
 pub mod apply;
 pub mod cli;
 pub mod desired;
+pub mod exit;
 pub mod graph;
 pub mod health;
 pub mod inventory;

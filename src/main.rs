@@ -1,3 +1,7 @@
+//! The `pgfleet` binary: the command line, with panics reported as internal
+//! errors (exit 4) instead of Rust's "thread 'main' panicked" message.
+
 fn main() -> std::process::ExitCode {
-    pgfleet::cli::run()
+    pgfleet::exit::install_panic_hook();
+    pgfleet::exit::run_guarded(pgfleet::cli::run).into()
 }

@@ -1,10 +1,19 @@
 //! The one place that writes to stdout and stderr: data to stdout, progress
 //! and diagnostics to stderr, colour only on a terminal and never with
 //! `NO_COLOR`.
+//!
+//! Writes never panic. A closed stdout (`pgfleet plan | head -1`) is not an
+//! error: like cargo, which drops its output's write errors, the command
+//! goes on and ends with its own exit code — an `apply` must not stop
+//! half-way, nor a `plan --detailed-exitcode` lose its 2, because a reader
+//! went away. Loops that only produce output (`status --watch`, `monitor`)
+//! ask [`Printer::stdout_closed`] and stop. Any other failure to write data
+//! (a full disk behind `> plan.json`) is kept for the CLI edge to report,
+//! since silently truncated data would pass for complete.
 
-#![allow(clippy::print_stdout, clippy::print_stderr)]
-
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme};
 
@@ -52,22 +61,52 @@ impl Printer {
 
     /// Data: the output of a command, for pipes and files.
     pub fn out(&self, text: &str) {
-        print!("{text}");
-        if !text.ends_with('\n') {
-            println!();
+        if STDOUT_CLOSED.load(Ordering::Relaxed) {
+            return;
+        }
+        let newline = if text.ends_with('\n') { "" } else { "\n" };
+        let mut stdout = std::io::stdout().lock();
+        let written = stdout.write_all(text.as_bytes()).and_then(|()| stdout.write_all(newline.as_bytes()));
+        // Data is read by pipes and files: push it out now, so a reader
+        // sees each event line as it happens and a failure shows up here.
+        if let Err(error) = written.and_then(|()| stdout.flush()) {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            if error.kind() != std::io::ErrorKind::BrokenPipe
+                && let Ok(mut failure) = STDOUT_FAILURE.lock()
+            {
+                failure.get_or_insert(error);
+            }
         }
     }
 
-    /// A line for the person at the terminal.
+    /// Whether stdout has gone away (its reader closed it, or writing
+    /// failed): output written from now on is dropped.
+    pub fn stdout_closed(&self) -> bool {
+        STDOUT_CLOSED.load(Ordering::Relaxed)
+    }
+
+    /// The first failure to write data other than a closed pipe, taken
+    /// once, for the CLI edge to report.
+    pub fn take_stdout_failure(&self) -> Option<std::io::Error> {
+        STDOUT_FAILURE.lock().ok().and_then(|mut failure| failure.take())
+    }
+
+    /// A line for the person at the terminal. A closed stderr leaves
+    /// nowhere to say anything, so a failed write is dropped.
     pub fn note(&self, text: &str) {
-        eprintln!("{text}");
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
     }
 
     /// A diagnostic, with its source snippet when it has one.
     pub fn error(&self, diagnostic: &dyn Diagnostic) {
-        eprint!("{}", render(diagnostic, self.color, self.width));
+        let _ = write!(std::io::stderr().lock(), "{}", render(diagnostic, self.color, self.width));
     }
 }
+
+/// Stdout is process-wide, so is what is known about it (every `Printer`
+/// clone, and the panic hook's own printer, share it).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDOUT_FAILURE: Mutex<Option<std::io::Error>> = Mutex::new(None);
 
 /// Renders a diagnostic the way the CLI shows it (used by snapshot tests
 /// with colour off).

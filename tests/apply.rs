@@ -370,6 +370,11 @@ fn a_failed_change_skips_its_dependents_while_the_rest_completes_and_a_rerun_con
     assert!(stdout.contains("Apply stopped part-way"), "{stdout}");
     assert!(stdout.contains("failed:  broken.cluster.primary"), "{stdout}");
     assert!(stdout.contains("skipped: broken.database.broken"), "{stdout}");
+    // The failure reaches stderr as a diagnostic, with its cause and what to do.
+    let stderr = text(&partial.stderr).replace('│', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(stderr.contains("pgfleet::apply::action"), "{stderr}");
+    assert!(stderr.contains("broken.cluster.primary failed at step:"), "{stderr}");
+    assert!(stderr.contains("run `pgfleet apply` again"), "{stderr}");
     // The healthy environment was built all the same.
     assert_eq!(fleet.streaming(), "r1=streaming");
     fleet.check_data(&["r1"], 7007);

@@ -24,7 +24,7 @@ fn examples() -> Vec<PathBuf> {
 fn committed_schema_matches_pgfleet_schema() {
     let committed = std::fs::read_to_string("schemas/pgfleet.schema.json").unwrap();
     assert!(
-        committed == schema_json(),
+        committed == schema_json().unwrap(),
         "schemas/pgfleet.schema.json is stale: run `cargo run -- schema > schemas/pgfleet.schema.json`"
     );
 }

@@ -205,15 +205,15 @@ fn monitor_serves_metrics_events_and_alerts_then_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // /health answers from the moment the monitor listens; the gauges
-    // exist once its first round is done.
+    // /health answers as soon as the server listens, before the first
+    // round has filled /metrics: wait for that round.
     wait_for("the monitor's first round", Duration::from_secs(20), || {
         ureq::get(&format!("{base}/health"))
             .call()
             .ok()
             .and_then(|response| response.into_string().ok())
             .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
-            .is_some_and(|health| health["status"] == "ok" && health["rounds"].as_u64() >= Some(1))
+            .is_some_and(|health| health["rounds"].as_u64().is_some_and(|rounds| rounds >= 1))
     });
 
     // /metrics parses as Prometheus text and has the replica's gauges.
@@ -362,6 +362,16 @@ impl pgfleet::transport::Remote for CountingRemote {
         timeout: Duration,
     ) -> pgfleet::transport::Pending<'a, pgfleet::transport::Output> {
         self.inner.exec(command, stdin, timeout)
+    }
+
+    fn exec_stream<'a>(
+        &'a self,
+        command: &'a str,
+        stdin: &'a mut (dyn tokio::io::AsyncRead + Send + Unpin),
+        stdout: &'a mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+        timeout: Duration,
+    ) -> pgfleet::transport::Pending<'a, pgfleet::transport::StreamOutput> {
+        self.inner.exec_stream(command, stdin, stdout, timeout)
     }
 
     fn connect_tcp<'a>(

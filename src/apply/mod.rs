@@ -8,6 +8,8 @@
 //! succeeded, and at most one base backup per primary runs at a time.
 //! Deletions run last, one by one, in plan order (dependents first).
 
+mod error;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -17,15 +19,16 @@ use crate::graph::ResourceGraph;
 use crate::inventory::Item;
 use crate::operation::Operation;
 use crate::plan::{ChangeKind, Plan, ResourceChange};
-use crate::state::{JournalEvent, OperationStep, Owned, Reach, State};
+use crate::state::{JournalEvent, OperationStep, Owned, Reach, State, StateError};
 use crate::topology::Topology;
 use crate::transport::Remote;
+pub use error::ApplyError;
 
 /// What happened to each change.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub done: Vec<Address>,
-    pub failed: Vec<(Address, String)>,
+    pub failed: Vec<(Address, ApplyError)>,
     pub skipped: Vec<Address>,
 }
 
@@ -36,7 +39,7 @@ impl Outcome {
 }
 
 /// A journal save in progress, boxed so `Journal` can be a trait object.
-pub type Saving<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+pub type Saving<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StateError>> + Send + 'a>>;
 
 /// Called at each step so the caller can persist state and show progress.
 pub trait Journal {
@@ -187,8 +190,8 @@ pub async fn apply(
             outcome.skipped.extend(operation.steps.iter().map(|step| step.address.clone()));
             continue;
         }
-        if let Err((address, message)) = run_operation(operation, topology, hosts, &shared).await {
-            outcome.failed.push((address, message));
+        if let Err(failure) = run_operation(operation, topology, hosts, &shared).await {
+            outcome.failed.push((failure.address().clone(), failure));
         }
     }
     outcome
@@ -203,7 +206,7 @@ async fn run_operation(
     topology: &Topology,
     hosts: &BTreeMap<String, Box<dyn Remote>>,
     shared: &tokio::sync::Mutex<Shared<'_>>,
-) -> Result<(), (Address, String)> {
+) -> Result<(), ApplyError> {
     let done = shared.lock().await.state.finished_steps(&operation.id);
     for (index, step) in operation.steps.iter().enumerate() {
         if done.contains(&index) {
@@ -215,7 +218,7 @@ async fn run_operation(
             payload: serde_json::to_value(&step.action).unwrap_or_default(),
             compensation: false,
         };
-        if let Err(message) = run_step(&step.address, &step.action, journal, topology, hosts, shared).await {
+        if let Err(failure) = run_step(&step.address, &step.action, journal, topology, hosts, shared).await {
             for (undo_index, undo) in operation.compensations_for(index).into_iter().enumerate() {
                 let journal = OperationStep {
                     id: operation.id.clone(),
@@ -225,12 +228,12 @@ async fn run_operation(
                 };
                 // A compensation that fails too is reported with the step;
                 // the others still run.
-                if let Err(undo_message) = run_step(&undo.address, &undo.action, journal, topology, hosts, shared).await
+                if let Err(undo_failure) = run_step(&undo.address, &undo.action, journal, topology, hosts, shared).await
                 {
-                    return Err((step.address.clone(), format!("{message}; then undoing failed: {undo_message}")));
+                    return Err(ApplyError::NotUndone { failed: Box::new(failure), undo: vec![undo_failure] });
                 }
             }
-            return Err((step.address.clone(), message));
+            return Err(failure);
         }
     }
     Ok(())
@@ -244,15 +247,16 @@ async fn run_step(
     topology: &Topology,
     hosts: &BTreeMap<String, Box<dyn Remote>>,
     shared: &tokio::sync::Mutex<Shared<'_>>,
-) -> Result<(), String> {
-    let environment = topology
-        .environment(&address.environment)
-        .ok_or_else(|| format!("environment {} is not in the configuration", address.environment))?;
+) -> Result<(), ApplyError> {
+    let environment = topology.environment(&address.environment).ok_or_else(|| ApplyError::UnknownEnvironment {
+        address: address.clone(),
+        environment: address.environment.clone(),
+    })?;
     let owned = {
         let mut guard = shared.lock().await;
         let Shared { state, journal: progress } = &mut *guard;
         state.journal_step(address, action.kind(), JournalEvent::Started, journal.clone());
-        progress.save(state).await?;
+        progress.save(state).await.map_err(ApplyError::journal(address))?;
         state.owned.get(address).cloned()
     };
     let context = Context { topology, environment, address, owned: owned.as_ref(), hosts };
@@ -263,8 +267,8 @@ async fn run_step(
     progress.step(address, &action.describe(), result.as_ref().map(|()| started.elapsed()));
     let event = if result.is_ok() { JournalEvent::Finished } else { JournalEvent::Failed };
     state.journal_step(address, action.kind(), event, journal);
-    progress.save(state).await?;
-    result.map_err(|error| crate::observe::error_chain(&error))
+    progress.save(state).await.map_err(ApplyError::journal(address))?;
+    result.map_err(|source| ApplyError::Action { address: address.clone(), step: action.describe(), source })
 }
 
 async fn run_change(
@@ -272,10 +276,12 @@ async fn run_change(
     topology: &Topology,
     hosts: &BTreeMap<String, Box<dyn Remote>>,
     shared: &tokio::sync::Mutex<Shared<'_>>,
-) -> Result<(), String> {
-    let environment = topology
-        .environment(&change.address.environment)
-        .ok_or_else(|| format!("environment {} is not in the configuration", change.address.environment))?;
+) -> Result<(), ApplyError> {
+    let environment =
+        topology.environment(&change.address.environment).ok_or_else(|| ApplyError::UnknownEnvironment {
+            address: change.address.clone(),
+            environment: change.address.environment.clone(),
+        })?;
     // Ownership is recorded before anything is created, so that a run killed
     // half-way leaves pgfleet able to finish or clean up what it started.
     let owned = {
@@ -293,7 +299,7 @@ async fn run_change(
             let mut guard = shared.lock().await;
             let Shared { state, journal } = &mut *guard;
             state.journal(&change.address, kind, JournalEvent::Started);
-            journal.save(state).await?;
+            journal.save(state).await.map_err(ApplyError::journal(&change.address))?;
         }
         let context = Context { topology, environment, address: &change.address, owned: owned.as_ref(), hosts };
         let started = Instant::now();
@@ -303,16 +309,16 @@ async fn run_change(
         journal.step(&change.address, &action.describe(), result.as_ref().map(|()| started.elapsed()));
         let event = if result.is_ok() { JournalEvent::Finished } else { JournalEvent::Failed };
         state.journal(&change.address, kind, event);
-        journal.save(state).await?;
-        if let Err(error) = result {
-            return Err(crate::observe::error_chain(&error));
+        journal.save(state).await.map_err(ApplyError::journal(&change.address))?;
+        if let Err(source) = result {
+            return Err(ApplyError::Action { address: change.address.clone(), step: action.describe(), source });
         }
     }
     if change.action == ChangeKind::Delete {
         let mut guard = shared.lock().await;
         let Shared { state, journal } = &mut *guard;
         state.owned.remove(&change.address);
-        journal.save(state).await?;
+        journal.save(state).await.map_err(ApplyError::journal(&change.address))?;
     }
     Ok(())
 }

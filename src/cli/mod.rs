@@ -2,39 +2,12 @@
 //! does the work of a command.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::exit::{EXIT_CODES, Exit};
 use crate::ops;
 use crate::printer::{ColorChoice, Printer};
-
-/// Exit codes shared by every command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Exit {
-    /// Success; for `plan`/`drift` with `--detailed-exitcode`: nothing to do.
-    Ok = 0,
-    /// Invalid configuration, bad usage, or an error before any change.
-    Error = 1,
-    /// Changes (plan) or drift present, when asked with `--detailed-exitcode`.
-    Changes = 2,
-    /// Apply stopped part-way; a rerun converges.
-    Partial = 3,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(exit: Exit) -> Self {
-        ExitCode::from(exit as u8)
-    }
-}
-
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  success
-  1  error (invalid configuration, unreachable host, bad usage)
-  2  changes or drift present (plan, drift with --detailed-exitcode)
-  3  apply stopped part-way (rerun to converge)";
 
 /// Reconcile PostgreSQL high-availability topologies (primary, streaming
 /// replicas, PgBouncer) from a YAML description.
@@ -265,7 +238,7 @@ pub struct FileArgs {
 
 /// Parses the command line, runs the command, and maps its outcome to an
 /// exit code.
-pub fn run() -> ExitCode {
+pub fn run() -> Exit {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -275,7 +248,7 @@ pub fn run() -> ExitCode {
             };
             // clap prints help to stdout and errors to stderr itself.
             let _ = error.print();
-            return exit.into();
+            return exit;
         }
     };
     let printer = Printer::new(match cli.color {
@@ -337,11 +310,21 @@ pub fn run() -> ExitCode {
             },
         ),
     };
-    match outcome {
-        Ok(exit) => exit.into(),
+    let exit = match outcome {
+        Ok(exit) => exit,
         Err(error) => {
             printer.error(&error);
-            error.exit().into()
+            error.exit()
         }
+    };
+    // Data that could not be written (other than to a closed pipe) must not
+    // pass for complete output: a success becomes an error; a partial apply
+    // or an internal error keeps its more telling code.
+    match printer.take_stdout_failure() {
+        Some(source) => {
+            printer.error(&ops::Error::Stdout { source });
+            if matches!(exit, Exit::Ok | Exit::Changes) { Exit::Error } else { exit }
+        }
+        None => exit,
     }
 }

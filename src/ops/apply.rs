@@ -14,7 +14,7 @@ use super::{Error, Outcome};
 use crate::action::ActionError;
 use crate::address::{Address, Kind};
 use crate::apply::{self, Journal};
-use crate::cli::Exit;
+use crate::exit::Exit;
 use crate::observe;
 use crate::plan::{self, render};
 use crate::printer::Printer;
@@ -84,7 +84,7 @@ struct Recorder<'a, 'store> {
 impl Journal for Recorder<'_, '_> {
     fn save<'a>(&'a mut self, state: &'a mut State) -> apply::Saving<'a> {
         let writer = &mut *self.writer;
-        Box::pin(async move { writer.save(state).await.map_err(|error| observe::error_chain(&error)) })
+        Box::pin(async move { writer.save(state).await })
     }
 
     fn step(&mut self, address: &Address, description: &str, result: Result<Duration, &ActionError>) {
@@ -128,7 +128,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     };
     let topology = document.resolve()?;
     check_addresses(&topology, options.targets, options.replace)?;
-    plan::check_static(&topology).map_err(Error::Refused)?;
+    plan::check_static(&topology).map_err(Error::refused)?;
     let config_hash = sha256_hex(document.source.text().as_bytes());
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let store = state::open(&topology.state)?;
@@ -158,7 +158,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
             }
             saved.plan.clone()
         }
-        None => plan::plan_with(&topology, &observed, &state, &request).map_err(Error::Refused)?,
+        None => plan::plan_with(&topology, &observed, &state, &request).map_err(Error::refused)?,
     };
     for note in &plan.notes {
         printer.note(note);
@@ -187,12 +187,15 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     if !outcome.complete() {
         runtime.block_on(writer.save(&mut state))?;
         printer.out(&summary(&outcome));
+        for (_, error) in &outcome.failed {
+            printer.error(error);
+        }
         return Ok(Exit::Partial);
     }
 
     // Converged means: observe again, and there is nothing left to do.
     let after = runtime.block_on(observe::observe_with(&topology, &reuse));
-    let remaining = plan::plan(&topology, &after, &state).map_err(Error::Refused)?;
+    let remaining = plan::plan(&topology, &after, &state).map_err(Error::refused)?;
     if !remaining.is_empty() && options.targets.is_empty() {
         runtime.block_on(writer.save(&mut state))?;
         printer.out(&summary(&outcome));
@@ -244,9 +247,10 @@ fn summary(outcome: &apply::Outcome) -> String {
             outcome.skipped.len()
         )
     };
-    // Each message names its resource already.
-    for (_, message) in &outcome.failed {
-        text.push_str(&format!("  failed:  {message}\n"));
+    // Each message names its resource; the printer shows the causes and
+    // what to do on stderr.
+    for (_, error) in &outcome.failed {
+        text.push_str(&format!("  failed:  {error}\n"));
     }
     for address in &outcome.skipped {
         text.push_str(&format!("  skipped: {address} (depends on a failed change)\n"));

@@ -13,7 +13,7 @@ use super::plan::sha256_hex;
 use super::{Error, Outcome};
 use crate::action::Action;
 use crate::address::{Address, Kind};
-use crate::cli::Exit;
+use crate::exit::Exit;
 use crate::health::{self, Status};
 use crate::observe::{self, ClusterObservation, Observed};
 use crate::plan::{self, settings::shown};
@@ -254,7 +254,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         });
     }
     let checked_at = crate::state::now();
-    let items = classify(&topology, &observed, &state, &checked_at).map_err(Error::Refused)?;
+    let items = classify(&topology, &observed, &state, &checked_at).map_err(Error::refused)?;
     let total = items.len();
     let drift: Vec<Item> = items.into_iter().filter(|item| !ignored(item, options.ignore)).collect();
     let report = Report {
@@ -269,7 +269,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     };
     printer.out(&match options.format {
         Format::Text => text(&report),
-        Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default(),
+        Format::Json => serde_json::to_string_pretty(&report).map_err(Error::serialize("the drift report"))?,
         Format::Markdown => markdown(&report),
     });
     Ok(if report.drift.is_empty() { Exit::Ok } else { Exit::Changes })

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{Outcome, load_topology};
-use crate::cli::Exit;
+use crate::exit::Exit;
 use crate::graph::ResourceGraph;
 use crate::printer::Printer;
 

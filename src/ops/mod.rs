@@ -14,6 +14,7 @@ pub mod validate;
 
 use std::path::Path;
 
+use crate::exit::Exit;
 use crate::spec::diagnostic::SpecErrors;
 use crate::spec::load;
 use crate::topology::Topology;
@@ -39,9 +40,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    #[diagnostic(code(pgfleet::refused), help("{}", .0.refusals.iter().map(|refusal| refusal.help()).collect::<Vec<_>>().join("; ")))]
-    Refused(crate::plan::PlanError),
+    /// Each refusal is a diagnostic of its own, with its own help line.
+    #[error(
+        "pgfleet will not plan this: {} {} it must not try to fix itself",
+        refusals.len(),
+        if refusals.len() == 1 { "problem" } else { "problems" }
+    )]
+    #[diagnostic(code(pgfleet::refused), help("fix each problem listed, then run the command again"))]
+    Refused {
+        #[related]
+        refusals: Vec<RefusalReport>,
+    },
     #[error("could not observe host(s) {hosts}: {first}")]
     #[diagnostic(code(pgfleet::unreachable), help("{help}"))]
     Unreachable { hosts: String, first: String, help: String },
@@ -98,6 +107,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write the output to stdout")]
+    #[diagnostic(
+        code(pgfleet::stdout),
+        help("the output above is incomplete; check where stdout goes (a full disk, a closed file)")
+    )]
+    Stdout {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal error: cannot serialise {what} as JSON")]
+    #[diagnostic(code(pgfleet::internal), help("{}", crate::exit::REPORT))]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("cannot write the plan to {path}")]
     #[diagnostic(code(pgfleet::write_plan))]
     WritePlan {
@@ -107,20 +132,67 @@ pub enum Error {
     },
 }
 
+/// One reason `plan` refused, shown with what to do about it.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{refusal}")]
+#[diagnostic(code(pgfleet::refused), help("{}", refusal.help()))]
+pub struct RefusalReport {
+    pub refusal: crate::plan::Refusal,
+}
+
 impl Error {
     /// The exit code this error ends the command with.
-    pub fn exit(&self) -> crate::cli::Exit {
+    pub fn exit(&self) -> Exit {
         match self {
-            Error::NotConverged { .. } => crate::cli::Exit::Partial,
-            _ => crate::cli::Exit::Error,
+            Error::NotConverged { .. } => Exit::Partial,
+            Error::Serialize { .. } => Exit::Internal,
+            _ => Exit::Error,
         }
+    }
+
+    /// `plan` refused: each of its refusals becomes a diagnostic.
+    pub fn refused(error: crate::plan::PlanError) -> Self {
+        Error::Refused { refusals: error.refusals.into_iter().map(|refusal| RefusalReport { refusal }).collect() }
+    }
+
+    /// JSON of pgfleet's own types cannot fail unless pgfleet is wrong (a
+    /// map with non-string keys, a failing `Serialize`): an internal error,
+    /// never an empty file or empty output.
+    pub fn serialize(what: &'static str) -> impl FnOnce(serde_json::Error) -> Self {
+        move |source| Error::Serialize { what, source }
     }
 }
 
 /// Result of a command: an exit code, or a diagnostic to show (exit 1).
-pub type Outcome = Result<crate::cli::Exit, Error>;
+pub type Outcome = Result<Exit, Error>;
 
 /// Loads and validates a configuration file.
 pub fn load_topology(file: &Path) -> Result<Topology, Error> {
     Ok(load::load(file)?.resolve()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{PlanError, Refusal};
+
+    #[test]
+    fn each_refusal_is_shown_with_its_own_help() {
+        let error = Error::refused(PlanError {
+            refusals: vec![
+                Refusal::MissingPgbouncer { host: "db2".into() },
+                Refusal::DataDirNotEmpty { host: "db3".into(), path: "/srv/r2".into() },
+            ],
+        });
+        let rendered = crate::printer::render(&error, false, 100);
+        assert!(rendered.contains("pgfleet will not plan this: 2 problems"), "{rendered}");
+        for (problem, help) in [
+            ("host `db2` has no pgbouncer binary", "help: install PgBouncer on the host"),
+            ("data directory /srv/r2 on host `db3` is not empty", "help: move its contents away"),
+        ] {
+            let at = rendered.find(problem).unwrap_or_else(|| panic!("{problem} missing: {rendered}"));
+            assert!(rendered[at..].contains(help), "{help} does not follow {problem}: {rendered}");
+        }
+        assert_eq!(error.exit(), Exit::Error);
+    }
 }

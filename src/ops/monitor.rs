@@ -24,7 +24,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::status::{self, Report};
 use super::{Error, Outcome};
-use crate::cli::Exit;
+use crate::exit::Exit;
 use crate::health::Status;
 use crate::observe;
 use crate::printer::Printer;
@@ -244,6 +244,11 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
                 snapshot.last_success = Some(checked_at);
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs_f64()).ok();
                 snapshot.metrics = metrics(&report, snapshot.rounds, now);
+            }
+            // A closed stdout ends the monitor, as SIGPIPE ends a Unix filter
+            // (`pgfleet monitor | head -3`); the HTTP endpoints stop with it.
+            if printer.stdout_closed() {
+                break;
             }
             tokio::select! {
                 () = tokio::time::sleep(options.interval) => {}

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Error, Outcome};
 use crate::address::Address;
-use crate::cli::Exit;
+use crate::exit::Exit;
 use crate::observe::observe;
 use crate::plan::{self, Plan, render};
 use crate::printer::Printer;
@@ -52,14 +52,14 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let document = load::load(options.file)?;
     let topology = document.resolve()?;
     super::apply::check_addresses(&topology, options.targets, options.replace)?;
-    plan::check_static(&topology).map_err(Error::Refused)?;
+    plan::check_static(&topology).map_err(Error::refused)?;
     let store = state::open(&topology.state)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
     let state = runtime.block_on(store.load())?;
     let observed = runtime.block_on(observe(&topology));
     let request =
         plan::Request { targets: options.targets.to_vec(), replace: options.replace.to_vec(), force: options.force };
-    let plan = plan::plan_with(&topology, &observed, &state, &request).map_err(Error::Refused)?;
+    let plan = plan::plan_with(&topology, &observed, &state, &request).map_err(Error::refused)?;
     for note in &plan.notes {
         printer.note(note);
     }
@@ -79,11 +79,8 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
             config: document.source.text().to_owned(),
             plan: plan.clone(),
         };
-        // A plan that cannot be serialised is not written as an empty file.
-        serde_json::to_vec_pretty(&saved)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| write_private(out, &bytes))
-            .map_err(|source| Error::WritePlan { path: out.display().to_string(), source })?;
+        let bytes = serde_json::to_vec_pretty(&saved).map_err(Error::serialize("the plan to save"))?;
+        write_private(out, &bytes).map_err(|source| Error::WritePlan { path: out.display().to_string(), source })?;
         printer.note(&format!(
             "Saved the plan to {}; run `pgfleet apply {}` to carry it out.",
             out.display(),

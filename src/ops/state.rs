@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{Error, Outcome};
-use crate::cli::Exit;
+use crate::exit::Exit;
 use crate::printer::Printer;
 use crate::spec::load;
 use crate::state::{self, LockScope, StateStore, Unlocked};
@@ -52,12 +52,7 @@ pub fn list(printer: &Printer, file: &Path) -> Outcome {
 pub fn show(printer: &Printer, file: &Path) -> Outcome {
     let (store, runtime) = open(file)?;
     let state = runtime.block_on(store.load())?;
-    let text = serde_json::to_string_pretty(&state).map_err(|source| state::StateError::Serialise {
-        what: "state",
-        state: store.location(),
-        source,
-    })?;
-    printer.out(&text);
+    printer.out(&serde_json::to_string_pretty(&state).map_err(Error::serialize("the state"))?);
     Ok(Exit::Ok)
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{Error, Outcome};
-use crate::cli::Exit;
+use crate::exit::Exit;
 use crate::health::{self, ReplicaHealth, Status};
 use crate::observe::pooler::PoolRow;
 use crate::observe::{self, ClusterObservation, Observed, PoolerObservation};
@@ -291,9 +291,10 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         let report = report(&topology, &observed, &crate::state::now());
         printer.out(&match options.format {
             Format::Text => text(&report),
-            Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default(),
+            Format::Json => serde_json::to_string_pretty(&report).map_err(Error::serialize("the status report"))?,
         });
-        if !options.watch {
+        // Nobody reads a watch whose stdout has closed (`status --watch | head`).
+        if !options.watch || printer.stdout_closed() {
             return Ok(if options.detailed_exitcode && !report.healthy() { Exit::Changes } else { Exit::Ok });
         }
         std::thread::sleep(options.interval);

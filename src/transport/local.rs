@@ -1,14 +1,17 @@
 //! The machine pgfleet runs on (`transport: local`, the sandbox). When
 //! pgfleet runs as root, commands run as the service user through
-//! `runuser`, since PostgreSQL and PgBouncer refuse root.
+//! `runuser`, since PostgreSQL and PgBouncer refuse root. Every command,
+//! collected or streamed, runs through one path (`Local::run`) that serves
+//! its stdin, stdout and stderr pipes at the same time.
 
+use std::io::ErrorKind;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{Output, Pending, Remote, Stream, TransportError};
+use super::{Output, Pending, Remote, STREAM_CHUNK, STREAM_STDERR_LIMIT, Stream, StreamOutput, Tail, TransportError};
 
 pub const SERVICE_USER: &str = "postgres";
 
@@ -38,6 +41,123 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
+impl Local {
+    /// `sh -c command`, as the service user when pgfleet runs as root, with
+    /// every stream piped and the process killed if it is dropped (a
+    /// timeout, an abandoned stream).
+    fn shell(&self, command: &str) -> Command {
+        let mut process = match &self.run_as {
+            Some(user) => {
+                let mut process = Command::new("runuser");
+                process.args(["-u", user, "--", "sh", "-c", command]);
+                process
+            }
+            None => {
+                let mut process = Command::new("sh");
+                process.args(["-c", command]);
+                process
+            }
+        };
+        // libpq reads PGPASSWORD, PGHOST and the like before the
+        // passfile and options pgfleet gives; the caller's must not leak
+        // into pg_basebackup or psql. (Over SSH, sshd starts a clean
+        // environment.)
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("PG") {
+                process.env_remove(&name);
+            }
+        }
+        process.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        process
+    }
+
+    fn io_error(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> TransportError + '_ {
+        move |source| TransportError::Io { host: self.host.clone(), action, source }
+    }
+
+    /// Runs `command` with its three pipes served at once: input fed from
+    /// `stdin`, output copied to `stdout`, the last `stderr_limit` bytes of
+    /// stderr kept.
+    async fn run(
+        &self,
+        command: &str,
+        stdin: &mut (dyn AsyncRead + Send + Unpin),
+        stdout: &mut (dyn AsyncWrite + Send + Unpin),
+        stderr_limit: usize,
+        timeout: Duration,
+    ) -> Result<StreamOutput, TransportError> {
+        let mut child = self.shell(command).spawn().map_err(self.io_error("start a command"))?;
+        let (Some(input), Some(mut output), Some(mut errors)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            // `shell` asks for all three pipes, so tokio always makes them.
+            return Err(self.io_error("open the pipes of a command")(std::io::Error::other("a pipe is missing")));
+        };
+        let run = async {
+            let feed = async {
+                let mut input = input;
+                let mut buffer = vec![0; STREAM_CHUNK];
+                loop {
+                    let read =
+                        stdin.read(&mut buffer).await.map_err(self.io_error("read the input streamed to a command"))?;
+                    if read == 0 {
+                        break;
+                    }
+                    match input.write_all(&buffer[..read]).await {
+                        Ok(()) => {}
+                        // The command closed its stdin (exited, or `head`):
+                        // it wants no more, and its status says how it ended.
+                        Err(error) if error.kind() == ErrorKind::BrokenPipe => break,
+                        Err(error) => return Err(self.io_error("write to a command")(error)),
+                    }
+                }
+                // Dropping `input` closes the pipe: the command sees the end.
+                Ok::<(), TransportError>(())
+            };
+            let drain = async {
+                let mut buffer = vec![0; STREAM_CHUNK];
+                let mut written = 0u64;
+                loop {
+                    let read = output.read(&mut buffer).await.map_err(self.io_error("read the output of a command"))?;
+                    if read == 0 {
+                        break;
+                    }
+                    stdout.write_all(&buffer[..read]).await.map_err(self.io_error("write the output of a command"))?;
+                    written += read as u64;
+                }
+                stdout.flush().await.map_err(self.io_error("write the output of a command"))?;
+                Ok(written)
+            };
+            let collect = async {
+                let mut tail = Tail::new(stderr_limit);
+                let mut buffer = vec![0; STREAM_CHUNK];
+                loop {
+                    let read = errors.read(&mut buffer).await.map_err(self.io_error("read the errors of a command"))?;
+                    if read == 0 {
+                        break;
+                    }
+                    tail.push(&buffer[..read]);
+                }
+                Ok(tail)
+            };
+            let ((), stdout_bytes, tail) = tokio::try_join!(feed, drain, collect)?;
+            let status = child.wait().await.map_err(self.io_error("run a command"))?;
+            Ok(StreamOutput {
+                status: status.code().unwrap_or(-1),
+                stderr: tail.bytes,
+                stderr_dropped: tail.dropped,
+                stdout_bytes,
+            })
+        };
+        // On a timeout or an error, `child` is dropped with the future and
+        // killed (`kill_on_drop`).
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout { host: self.host.clone(), after: timeout }),
+        }
+    }
+}
+
 impl Remote for Local {
     fn host(&self) -> &str {
         &self.host
@@ -45,42 +165,21 @@ impl Remote for Local {
 
     fn exec<'a>(&'a self, command: &'a str, stdin: &'a [u8], timeout: Duration) -> Pending<'a, Output> {
         Box::pin(async move {
-            let mut process = match &self.run_as {
-                Some(user) => {
-                    let mut process = Command::new("runuser");
-                    process.args(["-u", user, "--", "sh", "-c", command]);
-                    process
-                }
-                None => {
-                    let mut process = Command::new("sh");
-                    process.args(["-c", command]);
-                    process
-                }
-            };
-            // libpq reads PGPASSWORD, PGHOST and the like before the
-            // passfile and options pgfleet gives; the caller's must not leak
-            // into pg_basebackup or psql. (Over SSH, sshd starts a clean
-            // environment.)
-            for (name, _) in std::env::vars_os() {
-                if name.to_string_lossy().starts_with("PG") {
-                    process.env_remove(&name);
-                }
-            }
-            process.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-            let io = |action| {
-                let host = self.host.clone();
-                move |source| TransportError::Io { host, action, source }
-            };
-            let mut child = process.spawn().map_err(io("start a command"))?;
-            if let Some(mut input) = child.stdin.take() {
-                input.write_all(stdin).await.map_err(io("write to a command"))?;
-            }
-            let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-                Ok(output) => output.map_err(io("run a command"))?,
-                Err(_) => return Err(TransportError::Timeout { host: self.host.clone(), after: timeout }),
-            };
-            Ok(Output { status: output.status.code().unwrap_or(-1), stdout: output.stdout, stderr: output.stderr })
+            let mut input = stdin;
+            let mut stdout = Vec::new();
+            let streamed = self.run(command, &mut input, &mut stdout, usize::MAX, timeout).await?;
+            Ok(Output { status: streamed.status, stdout, stderr: streamed.stderr })
         })
+    }
+
+    fn exec_stream<'a>(
+        &'a self,
+        command: &'a str,
+        stdin: &'a mut (dyn AsyncRead + Send + Unpin),
+        stdout: &'a mut (dyn AsyncWrite + Send + Unpin),
+        timeout: Duration,
+    ) -> Pending<'a, StreamOutput> {
+        Box::pin(self.run(command, stdin, stdout, STREAM_STDERR_LIMIT, timeout))
     }
 
     fn connect_tcp<'a>(&'a self, address: &'a str, port: u16) -> Pending<'a, Box<dyn Stream>> {

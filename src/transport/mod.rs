@@ -1,6 +1,10 @@
 //! How pgfleet reaches a host: the local machine or SSH. Owns running
-//! commands, reading and writing files, and opening TCP streams to ports on
-//! the host; knows nothing of PostgreSQL.
+//! commands (with their input and output collected, or streamed), reading
+//! and writing files, and opening TCP streams to ports on the host; knows
+//! nothing of PostgreSQL.
+//!
+//! Must not: hold a streamed command's input or output in memory beyond a
+//! few chunks (a backup pipes gigabytes through it).
 
 pub mod local;
 pub mod scripted;
@@ -15,6 +19,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How long an ordinary command may run.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The stderr a streamed command keeps: its last 64 KiB, where the error
+/// that ended it is.
+pub const STREAM_STDERR_LIMIT: usize = 64 * 1024;
+
+/// Bytes read from a streamed command's input at a time: two SSH packets
+/// (OpenSSH's 32 KiB maximum), or a Linux pipe's default capacity.
+pub const STREAM_CHUNK: usize = 64 * 1024;
 
 /// A boxed future, so `Remote` can be used as a trait object.
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, TransportError>> + Send + 'a>>;
@@ -38,8 +50,41 @@ pub trait Remote: Send + Sync {
     /// The host's name in the configuration, for messages.
     fn host(&self) -> &str;
 
-    /// Runs a shell command with `stdin`, within `timeout`.
+    /// Runs a shell command with `stdin`, within `timeout`, and collects
+    /// its stdout and stderr.
     fn exec<'a>(&'a self, command: &'a str, stdin: &'a [u8], timeout: Duration) -> Pending<'a, Output>;
+
+    /// Runs a shell command, feeding it `stdin` and writing its stdout to
+    /// `stdout` as they flow, within `timeout` (the whole run, not each
+    /// read: pass what the largest expected stream needs).
+    ///
+    /// # Guarantees
+    /// - Memory stays bounded whatever the size of the stream: input is
+    ///   read a chunk at a time and only as fast as the command takes it
+    ///   (the SSH channel's window, or the pipe, pushes back); output is
+    ///   written to `stdout` as it arrives, and a slow `stdout` slows the
+    ///   command down. Only the last `STREAM_STDERR_LIMIT` bytes of stderr
+    ///   are kept.
+    /// - Input and output flow at the same time, so a command that writes
+    ///   before it has read everything (`cat`, `gzip`) cannot deadlock.
+    /// - A command that exits without reading all of `stdin` is not an
+    ///   error: its status says how it ended.
+    /// - `stdout` is flushed, not shut down: the caller finishes it (an
+    ///   upload decides when it is complete). To hand the output to a
+    ///   reader instead, pass one end of `tokio::io::duplex` and read the
+    ///   other end concurrently.
+    ///
+    /// # Errors
+    /// Failing to start the command, reading `stdin`, writing `stdout`, the
+    /// connection failing, and the timeout are errors; the command is then
+    /// stopped. A command that fails is not: see `StreamOutput::status`.
+    fn exec_stream<'a>(
+        &'a self,
+        command: &'a str,
+        stdin: &'a mut (dyn AsyncRead + Send + Unpin),
+        stdout: &'a mut (dyn AsyncWrite + Send + Unpin),
+        timeout: Duration,
+    ) -> Pending<'a, StreamOutput>;
 
     /// Opens a TCP stream to `address:port` as seen from the host, so a
     /// service listening only on the host's loopback is reachable.
@@ -86,6 +131,16 @@ impl Remote for Shared {
 
     fn exec<'a>(&'a self, command: &'a str, stdin: &'a [u8], timeout: Duration) -> Pending<'a, Output> {
         self.0.exec(command, stdin, timeout)
+    }
+
+    fn exec_stream<'a>(
+        &'a self,
+        command: &'a str,
+        stdin: &'a mut (dyn AsyncRead + Send + Unpin),
+        stdout: &'a mut (dyn AsyncWrite + Send + Unpin),
+        timeout: Duration,
+    ) -> Pending<'a, StreamOutput> {
+        self.0.exec_stream(command, stdin, stdout, timeout)
     }
 
     fn connect_tcp<'a>(&'a self, address: &'a str, port: u16) -> Pending<'a, Box<dyn Stream>> {
@@ -156,6 +211,52 @@ impl Output {
 
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// What a streamed command left behind; its stdout went to the caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamOutput {
+    /// Exit status; -1 when the command was killed by a signal or vanished.
+    pub status: i32,
+    /// The end of stderr: at most `STREAM_STDERR_LIMIT` bytes.
+    pub stderr: Vec<u8>,
+    /// How many bytes of stderr came before `stderr` and were dropped.
+    pub stderr_dropped: u64,
+    /// How many bytes were written to stdout.
+    pub stdout_bytes: u64,
+}
+
+impl StreamOutput {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// The end of a byte stream, at most `limit` bytes of it.
+#[derive(Debug)]
+struct Tail {
+    limit: usize,
+    bytes: Vec<u8>,
+    dropped: u64,
+}
+
+impl Tail {
+    fn new(limit: usize) -> Self {
+        Tail { limit, bytes: Vec::new(), dropped: 0 }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+        if self.bytes.len() > self.limit {
+            let excess = self.bytes.len() - self.limit;
+            self.bytes.drain(..excess);
+            self.dropped += excess as u64;
+        }
     }
 }
 

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{FileSpec, Output, Pending, Remote, Stream, TransportError};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+
+use super::{FileSpec, Output, Pending, Remote, Stream, StreamOutput, TransportError};
 
 /// What a rule does to the host's flags, and the status it answers with.
 #[derive(Debug, Clone)]
@@ -129,6 +131,30 @@ impl Remote for Scripted {
 
     fn exec<'a>(&'a self, command: &'a str, _stdin: &'a [u8], _timeout: Duration) -> Pending<'a, Output> {
         Box::pin(async move { Ok(self.answer(command)) })
+    }
+
+    /// Reads all of `stdin` (as a command would), answers from the rules
+    /// and writes the rule's stdout.
+    fn exec_stream<'a>(
+        &'a self,
+        command: &'a str,
+        stdin: &'a mut (dyn AsyncRead + Send + Unpin),
+        stdout: &'a mut (dyn AsyncWrite + Send + Unpin),
+        _timeout: Duration,
+    ) -> Pending<'a, StreamOutput> {
+        Box::pin(async move {
+            let io = |source| TransportError::Io { host: self.host.clone(), action: "stream a command", source };
+            tokio::io::copy(stdin, &mut tokio::io::sink()).await.map_err(io)?;
+            let output = self.answer(command);
+            stdout.write_all(&output.stdout).await.map_err(io)?;
+            stdout.flush().await.map_err(io)?;
+            Ok(StreamOutput {
+                status: output.status,
+                stderr: output.stderr,
+                stderr_dropped: 0,
+                stdout_bytes: output.stdout.len() as u64,
+            })
+        })
     }
 
     fn connect_tcp<'a>(&'a self, address: &'a str, port: u16) -> Pending<'a, Box<dyn Stream>> {

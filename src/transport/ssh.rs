@@ -1,7 +1,8 @@
 //! SSH to a managed host with russh: the host key is verified against
 //! known_hosts before anything else is sent, then public-key auth from the
 //! identity file (or the SSH agent). One session per host; every command is
-//! a channel on it.
+//! a channel on it, collected or streamed through one path
+//! (`SshSession::run`) that respects the channel's flow control.
 //!
 //! Must not: trust an unknown or changed host key, or put a secret on a
 //! command line (secrets travel on stdin).
@@ -14,9 +15,10 @@ use std::time::Duration;
 use russh::client::{self, Handle};
 use russh::keys::PublicKeyOrCertificate;
 use russh::keys::{self, Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey};
-use russh::{ChannelMsg, Disconnect};
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Disconnect, Sig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Output, expand_home, shell_quote};
+use super::{Output, STREAM_CHUNK, STREAM_STDERR_LIMIT, StreamOutput, Tail, TransportError, expand_home, shell_quote};
 use crate::topology::SshTarget;
 
 /// How long connecting (TCP, key exchange, auth) may take.
@@ -260,37 +262,48 @@ impl SshSession {
         }
     }
 
-    /// Runs a shell command (as the `become` user when one is set), feeding
-    /// `stdin`, and collects its output and exit status.
-    pub async fn exec(&self, command: &str, stdin: &[u8], timeout: Duration) -> Result<Output, SshError> {
-        let command = match &self.target.become_user {
+    /// The command as sshd runs it: through `sudo` to the `become` user
+    /// when one is set.
+    fn remote_command(&self, command: &str) -> String {
+        match &self.target.become_user {
             Some(user) => format!("sudo -n -u {} -- sh -c {}", shell_quote(user), shell_quote(command)),
             None => command.to_owned(),
-        };
-        let run = async {
-            let mut channel = self.handle.channel_open_session().await.map_err(|e| self.protocol_error(e))?;
+        }
+    }
+
+    /// Runs a shell command on its own channel, feeding it from `stdin` and
+    /// copying its output to `stdout` while both flow, keeping the last
+    /// `stderr_limit` bytes of stderr, all within `timeout`.
+    async fn run(
+        &self,
+        command: &str,
+        stdin: &mut (dyn AsyncRead + Send + Unpin),
+        stdout: &mut (dyn AsyncWrite + Send + Unpin),
+        stderr_limit: usize,
+        timeout: Duration,
+    ) -> Result<StreamOutput, TransportError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || TransportError::Ssh(SshError::CommandTimeout { host: self.host.clone(), after: timeout });
+        let command = self.remote_command(command);
+        let open = async {
+            let channel = self.handle.channel_open_session().await.map_err(|e| self.protocol_error(e))?;
             channel.exec(true, command.as_bytes()).await.map_err(|e| self.protocol_error(e))?;
-            if !stdin.is_empty() {
-                channel.data(stdin).await.map_err(|e| self.protocol_error(e))?;
-            }
-            channel.eof().await.map_err(|e| self.protocol_error(e))?;
-            let mut output = Output::default();
-            let mut status = None;
-            while let Some(message) = channel.wait().await {
-                match message {
-                    ChannelMsg::Data { data } => output.stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => output.stderr.extend_from_slice(&data),
-                    ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status as i32),
-                    ChannelMsg::ExitSignal { .. } => status = Some(-1),
-                    _ => {}
-                }
-            }
-            output.status = status.unwrap_or(-1);
-            Ok(output)
+            Ok::<_, SshError>(channel)
         };
-        tokio::time::timeout(timeout, run)
-            .await
-            .unwrap_or_else(|_| Err(SshError::CommandTimeout { host: self.host.clone(), after: timeout }))
+        let channel = tokio::time::timeout_at(deadline, open).await.map_err(|_| timed_out())??;
+        let (mut read, write) = channel.split();
+        match tokio::time::timeout_at(deadline, pump(&self.host, &mut read, &write, stdin, stdout, stderr_limit)).await
+        {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(error)) => {
+                abandon(read, write).await;
+                Err(error)
+            }
+            Err(_) => {
+                abandon(read, write).await;
+                Err(timed_out())
+            }
+        }
     }
 
     pub async fn close(self) {
@@ -346,13 +359,118 @@ async fn authenticate_with_agent(
     Ok(false)
 }
 
+/// Why feeding a channel stopped early.
+enum Feed {
+    /// The caller's input failed.
+    Input(std::io::Error),
+    /// The channel or the session closed: the command (or the connection)
+    /// ended, and the read side says how.
+    Closed,
+}
+
+/// Sends `stdin` to the command a chunk at a time, each chunk only once
+/// the channel's window has room for it, then the end of input.
+async fn feed(write: &ChannelWriteHalf<client::Msg>, stdin: &mut (dyn AsyncRead + Send + Unpin)) -> Result<(), Feed> {
+    let mut buffer = vec![0; STREAM_CHUNK];
+    loop {
+        let read = stdin.read(&mut buffer).await.map_err(Feed::Input)?;
+        if read == 0 {
+            break;
+        }
+        write.data_bytes(buffer[..read].to_vec()).await.map_err(|_| Feed::Closed)?;
+    }
+    write.eof().await.map_err(|_| Feed::Closed)
+}
+
+/// Moves a command's input and output at the same time until the channel
+/// closes. Both directions must move together: russh hands received data
+/// to a bounded queue per channel and stops reading the connection while
+/// it is full, so output left unread would also hold back the window
+/// updates that sending input waits for.
+async fn pump(
+    host: &str,
+    read: &mut ChannelReadHalf,
+    write: &ChannelWriteHalf<client::Msg>,
+    stdin: &mut (dyn AsyncRead + Send + Unpin),
+    stdout: &mut (dyn AsyncWrite + Send + Unpin),
+    stderr_limit: usize,
+) -> Result<StreamOutput, TransportError> {
+    let io = |action| move |source| TransportError::Io { host: host.to_owned(), action, source };
+    let mut stderr = Tail::new(stderr_limit);
+    let mut stdout_bytes = 0u64;
+    let mut status = None;
+    let feeding = feed(write, stdin);
+    tokio::pin!(feeding);
+    let mut fed = false;
+    loop {
+        tokio::select! {
+            result = &mut feeding, if !fed => {
+                fed = true;
+                match result {
+                    Ok(()) | Err(Feed::Closed) => {}
+                    Err(Feed::Input(source)) => return Err(io("read the input streamed to a command")(source)),
+                }
+            }
+            message = read.wait() => match message {
+                // The channel closed: the command is over, and feeding it
+                // (which may wait for a window that will never open) stops.
+                None => break,
+                Some(ChannelMsg::Data { data }) => {
+                    stdout.write_all(&data).await.map_err(io("write the output of a command"))?;
+                    stdout_bytes += data.len() as u64;
+                }
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => stderr.push(&data),
+                Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status as i32),
+                Some(ChannelMsg::ExitSignal { .. }) => status = Some(-1),
+                Some(_) => {}
+            }
+        }
+    }
+    stdout.flush().await.map_err(io("write the output of a command"))?;
+    Ok(StreamOutput {
+        status: status.unwrap_or(-1),
+        stderr: stderr.bytes,
+        stderr_dropped: stderr.dropped,
+        stdout_bytes,
+    })
+}
+
+/// Stops a command whose run is being given up (a timeout, a failed
+/// stream). Dropping the read side first frees russh's session loop if it
+/// waits to queue more output for this channel; then sshd is asked to kill
+/// the command's process group and the channel is closed. Best effort,
+/// and brief: the session may be what failed.
+async fn abandon(read: ChannelReadHalf, write: ChannelWriteHalf<client::Msg>) {
+    drop(read);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = write.signal(Sig::KILL).await;
+        let _ = write.close().await;
+    })
+    .await;
+}
+
 impl super::Remote for SshSession {
     fn host(&self) -> &str {
         &self.host
     }
 
     fn exec<'a>(&'a self, command: &'a str, stdin: &'a [u8], timeout: Duration) -> super::Pending<'a, Output> {
-        Box::pin(async move { Ok(SshSession::exec(self, command, stdin, timeout).await?) })
+        Box::pin(async move {
+            let mut input = stdin;
+            let mut stdout = Vec::new();
+            let streamed = self.run(command, &mut input, &mut stdout, usize::MAX, timeout).await?;
+            Ok(Output { status: streamed.status, stdout, stderr: streamed.stderr })
+        })
+    }
+
+    fn exec_stream<'a>(
+        &'a self,
+        command: &'a str,
+        stdin: &'a mut (dyn AsyncRead + Send + Unpin),
+        stdout: &'a mut (dyn AsyncWrite + Send + Unpin),
+        timeout: Duration,
+    ) -> super::Pending<'a, StreamOutput> {
+        Box::pin(self.run(command, stdin, stdout, STREAM_STDERR_LIMIT, timeout))
     }
 
     /// A `direct-tcpip` channel: sshd on the host opens the connection, so
