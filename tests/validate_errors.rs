@@ -23,6 +23,7 @@ const CORPUS: &[(&str, &str, &str)] = &[
     ("plaintext-password.yaml", "9:17", "must not be written in the configuration file"),
     ("loopback-primary.yaml", "13:15", "connect: ssh_tunnel"),
     ("several-problems.yaml", "10:15", "5 problems"),
+    ("setting-newline.yaml", "10:19", "the value of setting `work_mem` contains a line break"),
 ];
 
 fn rendered(file: &str) -> String {

@@ -93,6 +93,8 @@ pub enum Rule {
     ManagedSetting { name: String, instead: &'static str },
     #[error("`{name}` is not a PostgreSQL setting name")]
     InvalidSettingName { name: String },
+    #[error("the value of setting `{name}` contains {}", describe_character(*character))]
+    ControlCharacterInSetting { name: String, character: char },
     #[error("PostgreSQL {version} is not supported; pgfleet drives majors 13 to 17")]
     UnsupportedMajor { version: u32 },
     #[error("the {level} threshold ({bytes}, {seconds} s) is above the critical one")]
@@ -146,6 +148,9 @@ impl Rule {
             }
             Rule::ManagedSetting { instead, .. } => (*instead).into(),
             Rule::InvalidSettingName { .. } => "setting names are lowercase words joined by `_`".into(),
+            Rule::ControlCharacterInSetting { .. } => {
+                "write the value on one line: postgresql.auto.conf holds one setting per line, and a line break in a value starts another setting".into()
+            }
             Rule::UnsupportedMajor { .. } => "set `version:` to 13, 14, 15, 16 or 17".into(),
             Rule::ThresholdOrder { .. } => "warning thresholds must not exceed the critical ones".into(),
             Rule::UnknownMirrorReplica { suggestion: Some(name), .. } => format!("did you mean `{name}`?"),
@@ -175,7 +180,7 @@ impl Rule {
             Rule::LoopbackPrimary { .. } | Rule::InvalidListenAddress { .. } => "pgfleet::address",
             Rule::MissingHostAddress { .. } | Rule::LocalHostWithSsh { .. } => "pgfleet::host",
             Rule::AutoNeedsResources { .. } => "pgfleet::resources",
-            Rule::ManagedSetting { .. } => "pgfleet::setting",
+            Rule::ManagedSetting { .. } | Rule::ControlCharacterInSetting { .. } => "pgfleet::setting",
             Rule::UnsupportedMajor { .. } => "pgfleet::major",
             Rule::ThresholdOrder { .. } => "pgfleet::health",
             Rule::StateUrlMissing | Rule::StateKeyMismatch { .. } => "pgfleet::state",
@@ -499,7 +504,19 @@ impl Resolver {
                 );
                 continue;
             }
-            settings.insert(name.clone(), value.to_string());
+            let value = value.to_string();
+            // Quoting cannot carry a line break: PostgreSQL's config scanner
+            // ends a quoted value at the end of the line, so the cluster would
+            // not start again.
+            if let Some(character) = value.chars().find(|c| c.is_control()) {
+                self.report(Violation::at(
+                    Rule::ControlCharacterInSetting { name: name.clone(), character },
+                    setting_path,
+                    "control character in the value",
+                ));
+                continue;
+            }
+            settings.insert(name.clone(), value);
         }
 
         Cluster {
@@ -939,6 +956,20 @@ impl Resolver {
     }
 }
 
+/// A character as an error message names it: control characters by name
+/// or code point, since printing them raw would break the message itself.
+pub fn describe_character(character: char) -> String {
+    match character {
+        '\n' => "a line break (\\n)".into(),
+        '\r' => "a carriage return (\\r)".into(),
+        '\t' => "a tab (\\t)".into(),
+        '\0' => "a NUL byte (\\0)".into(),
+        ' ' => "a space".into(),
+        c if c.is_control() || c.is_whitespace() => format!("the control character U+{:04X}", u32::from(c)),
+        c => format!("`{c}`"),
+    }
+}
+
 /// The replication slot of a replica: its name with every character outside
 /// `[a-z0-9_]` replaced by `_`.
 pub fn slot_name(replica: &str) -> String {
@@ -1024,6 +1055,37 @@ mod tests {
         assert!((quota.disk.used - 60.0).abs() < 1e-9);
         assert_eq!(quota.cpu.total, 10.0);
         assert_eq!(topology.environments[0].odoo_version.as_deref(), Some("19.0"));
+    }
+
+    /// Every broken rule, with the path it points at.
+    fn violations(yaml: &str) -> Vec<(super::Rule, String)> {
+        let document = load::parse("test.yaml", yaml.to_owned()).unwrap();
+        match super::resolve(&document.spec, std::path::Path::new("/work")) {
+            Ok(_) => Vec::new(),
+            Err(violations) => {
+                violations.into_iter().map(|violation| (violation.rule, violation.path.to_string())).collect()
+            }
+        }
+    }
+
+    fn with_primary(primary: &str) -> String {
+        format!(
+            "version: 1\nhosts:\n  h: {{ transport: local }}\nenvironments:\n  - id: e\n    primary: {{ host: h, data_dir: /d, {primary} }}\n"
+        )
+    }
+
+    #[test]
+    fn setting_values_with_control_characters_are_refused() {
+        for value in [r#""4MB\nfsync = off""#, r#""4MB\r""#, r#""a\0b""#, r#""a\x01b""#, r#""a\tb""#, r#""a\x7f""#] {
+            let found = violations(&with_primary(&format!("settings: {{ work_mem: {value} }}")));
+            assert!(
+                matches!(found.as_slice(), [(super::Rule::ControlCharacterInSetting { name, .. }, path)]
+                    if name == "work_mem" && path == "environments[0].primary.settings.work_mem"),
+                "{value}: {found:?}"
+            );
+        }
+        // Quotes and backslashes are quoted where the value is written, not refused.
+        assert_eq!(violations(&with_primary(r#"settings: { search_path: "it's", log_line_prefix: 'C:\x' }"#)), []);
     }
 
     #[test]
