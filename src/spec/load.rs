@@ -149,7 +149,7 @@ fn strip_location(message: &str) -> String {
     }
     text.push_str(rest);
     [
-        ("expected u16", "expected a port number (0 to 65535)"),
+        ("expected u16", "expected a port number (1 to 65535)"),
         ("expected u32", "expected a whole number"),
         ("expected u64", "expected a whole number"),
         ("expected f64", "expected a number"),
@@ -294,7 +294,7 @@ mod tests {
         );
         assert_eq!(
             strip_location("a: invalid type: string, expected u16"),
-            "a: invalid type: string, expected a port number (0 to 65535)"
+            "a: invalid type: string, expected a port number (1 to 65535)"
         );
         assert_eq!(strip_location("stays at line x"), "stays at line x");
     }

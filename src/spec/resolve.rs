@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::path::{Anchor, YamlPath};
 use super::tuning::{self, Tier};
-use super::{Connect, PoolMode, PoolSize, Size, Spec, StateBackend, Tuning};
+use super::{Connect, PoolMode, PoolSize, Size, Spec, StateBackend, Storage, Tuning};
 use crate::suggest::did_you_mean;
 use crate::topology::{
     Backups, Cluster, Database, Environment, Filestore, HealthThresholds, Host, Pooler, QuotaResource, QuotaRow,
@@ -109,6 +109,8 @@ pub enum Rule {
     PoolerPortsEqual { port: u16 },
     #[error("`{value}` is not a valid value for `{key}`")]
     ZeroValue { key: &'static str, value: u64 },
+    #[error("`{key}: 0` is not a port anything can listen on or connect to")]
+    PortZero { key: &'static str },
 }
 
 impl Rule {
@@ -158,6 +160,7 @@ impl Rule {
             Rule::StateUrlMissing => "add `url: {env: NAME}`".into(),
             Rule::StateKeyMismatch { .. } => "remove it, or change `backend`".into(),
             Rule::PoolerPortsEqual { .. } => "set different `port` and `replica_port`".into(),
+            Rule::PortZero { .. } => "use a port from 1 to 65535, or leave the key out for the default".into(),
             Rule::InvalidName { .. } | Rule::ZeroValue { .. } => return None,
         })
     }
@@ -176,6 +179,7 @@ impl Rule {
             Rule::OdooReplicasUnsupported { .. } => "pgfleet::odoo_version",
             Rule::QuotaExceeded { .. } | Rule::QuotaNeedsResources { .. } => "pgfleet::quota",
             Rule::EndpointCollision { .. } | Rule::PoolerPortsEqual { .. } => "pgfleet::port_collision",
+            Rule::PortZero { .. } => "pgfleet::port",
             Rule::DataDirCollision { .. } | Rule::RelativeDataDir { .. } => "pgfleet::data_dir",
             Rule::LoopbackPrimary { .. } | Rule::InvalidListenAddress { .. } => "pgfleet::address",
             Rule::MissingHostAddress { .. } | Rule::LocalHostWithSsh { .. } => "pgfleet::host",
@@ -330,7 +334,7 @@ impl Resolver {
                     });
                     Transport::Ssh(SshTarget {
                         address,
-                        port: ssh.port.unwrap_or(22),
+                        port: self.port(ssh.port, 22, "port", &path.key("ssh").key("port")),
                         user: ssh.user.unwrap_or_else(|| "postgres".to_owned()),
                         identity_file: ssh.identity_file,
                         known_hosts: ssh.known_hosts.unwrap_or_else(|| PathBuf::from("~/.ssh/known_hosts")),
@@ -373,6 +377,15 @@ impl Resolver {
             violation.anchor = anchor;
             self.report(violation);
         }
+    }
+
+    /// A port, or its default; 0 would mean "any free port" to the kernel,
+    /// which nothing could then be pointed at.
+    fn port(&mut self, port: Option<u16>, default: u16, key: &'static str, path: &YamlPath) -> u16 {
+        if port == Some(0) {
+            self.report(Violation::at(Rule::PortZero { key }, path.clone(), "not a usable port"));
+        }
+        port.unwrap_or(default)
     }
 
     fn listen_address(&mut self, address: Option<&String>, path: &YamlPath) -> String {
@@ -421,6 +434,11 @@ impl Resolver {
         let pooler = self.pooler(environment, path, ram_mb);
         let health = self.health(environment, &path.key("health"));
         let filestore = self.filestore(environment, path);
+        if let Some(super::Backups { storage: Storage::Sftp { port, .. } | Storage::Ftp { port, .. }, .. }) =
+            &environment.backups
+        {
+            self.port(*port, 22, "port", &path.key("backups").key("storage").key("port"));
+        }
 
         Environment {
             odoo_version: environment.odoo_version.clone(),
@@ -522,7 +540,7 @@ impl Resolver {
         Cluster {
             host: primary.host.clone(),
             address,
-            port: primary.port.unwrap_or(DEFAULT_PORT),
+            port: self.port(primary.port, DEFAULT_PORT, "port", &path.key("port")),
             version,
             data_dir,
             runtime: primary.runtime,
@@ -605,7 +623,7 @@ impl Resolver {
                 slot: slot_name(&replica.name),
                 host: replica.host.clone(),
                 address,
-                port: replica.port.unwrap_or(DEFAULT_PORT),
+                port: self.port(replica.port, DEFAULT_PORT, "port", &replica_path.key("port")),
                 data_dir,
                 purpose: replica.purpose,
                 connect: replica.connect,
@@ -634,6 +652,10 @@ impl Resolver {
     fn pooler(&mut self, environment: &super::Environment, path: &YamlPath, ram_mb: Option<f64>) -> Option<Pooler> {
         let pgbouncer = environment.pgbouncer.as_ref()?;
         let path = path.key("pgbouncer");
+        // Checked before `pool_size: 0` turns the pooler off, so the mistake
+        // is not waiting for the day the pooler is turned on.
+        let port = self.port(pgbouncer.port, 6432, "port", &path.key("port"));
+        let replica_port = self.port(pgbouncer.replica_port, 6433, "replica_port", &path.key("replica_port"));
         let pool_size = match pgbouncer.pool_size.unwrap_or(PoolSize::Auto) {
             PoolSize::Fixed(0) => return None,
             PoolSize::Fixed(size) => size,
@@ -649,9 +671,7 @@ impl Resolver {
                 }
             },
         };
-        let port = pgbouncer.port.unwrap_or(6432);
-        let replica_port = pgbouncer.replica_port.unwrap_or(6433);
-        if port == replica_port && !environment.replicas.is_empty() {
+        if port == replica_port && port != 0 && !environment.replicas.is_empty() {
             self.report(
                 Violation::at(Rule::PoolerPortsEqual { port }, path.key("replica_port"), "same as `port`")
                     .with(path.key("port"), "primary pooler port"),
@@ -805,6 +825,10 @@ impl Resolver {
 
         let mut reported = BTreeSet::new();
         for (later, second) in endpoints.iter().enumerate() {
+            // Port 0 is reported on its own; a collision on it says nothing more.
+            if second.port == 0 {
+                continue;
+            }
             if let Some(first) = endpoints[..later].iter().find(|first| {
                 first.machine == second.machine
                     && first.port == second.port
@@ -1086,6 +1110,32 @@ mod tests {
         }
         // Quotes and backslashes are quoted where the value is written, not refused.
         assert_eq!(violations(&with_primary(r#"settings: { search_path: "it's", log_line_prefix: 'C:\x' }"#)), []);
+    }
+
+    #[test]
+    fn port_zero_is_refused_wherever_it_is_written() {
+        let found = violations(
+            "version: 1\nhosts:\n  h: { transport: local }\n  s: { address: 192.0.2.2, ssh: { port: 0 } }\nenvironments:\n  - id: e\n    odoo_version: \"18.0\"\n    primary: { host: h, address: 192.0.2.1, port: 0, data_dir: /d }\n    pgbouncer: { pool_size: 0, port: 0, replica_port: 0 }\n    replicas: [{ name: r1, host: s, port: 0 }]\n    backups: { storage: { kind: sftp, address: b, port: 0, user: u, path: /b } }\n",
+        );
+        let mut paths: Vec<&str> = found
+            .iter()
+            .map(|(rule, path)| {
+                assert!(matches!(rule, super::Rule::PortZero { .. }), "only port 0 is wrong here: {rule:?}");
+                path.as_str()
+            })
+            .collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "environments[0].backups.storage.port",
+                "environments[0].pgbouncer.port",
+                "environments[0].pgbouncer.replica_port",
+                "environments[0].primary.port",
+                "environments[0].replicas[0].port",
+                "hosts.s.ssh.port",
+            ]
+        );
     }
 
     #[test]
