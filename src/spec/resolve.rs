@@ -111,6 +111,16 @@ pub enum Rule {
     ZeroValue { key: &'static str, value: u64 },
     #[error("`{key}: 0` is not a port anything can listen on or connect to")]
     PortZero { key: &'static str },
+    #[error("the data directory contains {}", describe_character(*character))]
+    ControlCharacterInPath { character: char },
+    #[error("{what} `{value}` is reserved: {reason}")]
+    ReservedName { what: &'static str, value: String, reason: &'static str },
+    #[error("`{name}` is both the database owner and the replication user")]
+    SameRole { name: String },
+    #[error("`{address}` is not an IP address or a host name")]
+    InvalidHostAddress { address: String },
+    #[error("organization name `{name}` cannot name the state file")]
+    StateFileName { name: String },
 }
 
 impl Rule {
@@ -161,6 +171,16 @@ impl Rule {
             Rule::StateKeyMismatch { .. } => "remove it, or change `backend`".into(),
             Rule::PoolerPortsEqual { .. } => "set different `port` and `replica_port`".into(),
             Rule::PortZero { .. } => "use a port from 1 to 65535, or leave the key out for the default".into(),
+            Rule::ControlCharacterInPath { .. } => {
+                "choose a directory without control characters: the configuration files pgfleet writes hold one path per line"
+                    .into()
+            }
+            Rule::ReservedName { .. } => "choose another name".into(),
+            Rule::SameRole { .. } => "give the replication role its own name (default: `replicator`)".into(),
+            Rule::InvalidHostAddress { .. } => {
+                "write the address pgfleet connects to over SSH: an IP address, or a DNS name such as db1.example.net".into()
+            }
+            Rule::StateFileName { .. } => "set `state.path`, or choose a name without `/`, `\\` or control characters".into(),
             Rule::InvalidName { .. } | Rule::ZeroValue { .. } => return None,
         })
     }
@@ -180,6 +200,9 @@ impl Rule {
             Rule::QuotaExceeded { .. } | Rule::QuotaNeedsResources { .. } => "pgfleet::quota",
             Rule::EndpointCollision { .. } | Rule::PoolerPortsEqual { .. } => "pgfleet::port_collision",
             Rule::PortZero { .. } => "pgfleet::port",
+            Rule::ReservedName { .. } | Rule::SameRole { .. } => "pgfleet::name",
+            Rule::ControlCharacterInPath { .. } => "pgfleet::data_dir",
+            Rule::InvalidHostAddress { .. } => "pgfleet::host",
             Rule::DataDirCollision { .. } | Rule::RelativeDataDir { .. } => "pgfleet::data_dir",
             Rule::LoopbackPrimary { .. } | Rule::InvalidListenAddress { .. } => "pgfleet::address",
             Rule::MissingHostAddress { .. } | Rule::LocalHostWithSsh { .. } => "pgfleet::host",
@@ -187,7 +210,7 @@ impl Rule {
             Rule::ManagedSetting { .. } | Rule::ControlCharacterInSetting { .. } => "pgfleet::setting",
             Rule::UnsupportedMajor { .. } => "pgfleet::major",
             Rule::ThresholdOrder { .. } => "pgfleet::health",
-            Rule::StateUrlMissing | Rule::StateKeyMismatch { .. } => "pgfleet::state",
+            Rule::StateUrlMissing | Rule::StateKeyMismatch { .. } | Rule::StateFileName { .. } => "pgfleet::state",
             Rule::ZeroValue { .. } => "pgfleet::value",
         }
     }
@@ -332,6 +355,13 @@ impl Resolver {
                         );
                         String::new()
                     });
+                    if host.address.is_some() && !is_host_address(&address) {
+                        self.report(Violation::at(
+                            Rule::InvalidHostAddress { address: address.clone() },
+                            path.key("address"),
+                            "not an address",
+                        ));
+                    }
                     Transport::Ssh(SshTarget {
                         address,
                         port: self.port(ssh.port, 22, "port", &path.key("ssh").key("port")),
@@ -388,6 +418,61 @@ impl Resolver {
         port.unwrap_or(default)
     }
 
+    /// A database or role name: it is written unquoted into pgbouncer.ini,
+    /// pg_hba.conf and primary_conninfo, and PostgreSQL cuts names at 63
+    /// bytes (after which the observed name never matches the desired one).
+    fn check_sql_name(&mut self, what: &'static str, value: &str, path: &YamlPath) {
+        let valid = !value.is_empty()
+            && value.len() <= 63
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            self.report(Violation::at(
+                Rule::InvalidName {
+                    what,
+                    value: value.to_owned(),
+                    allowed: "up to 63 letters, digits, `_`, `-` and `.`, starting with a letter, digit or `_`",
+                },
+                path.clone(),
+                "invalid name",
+            ));
+        }
+    }
+
+    fn reserved(&mut self, what: &'static str, value: &str, reason: Option<&'static str>, path: &YamlPath) {
+        if let Some(reason) = reason {
+            self.report(Violation::at(
+                Rule::ReservedName { what, value: value.to_owned(), reason },
+                path.clone(),
+                "reserved name",
+            ));
+        }
+    }
+
+    /// The application database, its owner and the replication role.
+    fn database_and_roles(&mut self, database: &Database, replication: &Replication, path: &YamlPath) {
+        let name_path = path.key("database").key("name");
+        let owner_path = path.key("database").key("owner");
+        let user_path = path.key("replication").key("user");
+        self.check_sql_name("database name", &database.name, &name_path);
+        self.check_sql_name("database owner", &database.owner, &owner_path);
+        self.check_sql_name("replication user", &replication.user, &user_path);
+        let database_reason = match database.name.as_str() {
+            "postgres" | "template0" | "template1" => Some("it is PostgreSQL's own database"),
+            "pgbouncer" => Some("it is PgBouncer's admin console"),
+            _ => None,
+        };
+        self.reserved("database name", &database.name, database_reason, &name_path);
+        self.reserved("database owner", &database.owner, reserved_role(&database.owner), &owner_path);
+        self.reserved("replication user", &replication.user, reserved_role(&replication.user), &user_path);
+        if database.owner == replication.user {
+            self.report(
+                Violation::at(Rule::SameRole { name: replication.user.clone() }, user_path, "also the owner")
+                    .with(owner_path, "database owner"),
+            );
+        }
+    }
+
     fn listen_address(&mut self, address: Option<&String>, path: &YamlPath) -> String {
         let Some(address) = address else {
             return DEFAULT_ADDRESS.to_owned();
@@ -406,6 +491,11 @@ impl Resolver {
     /// which only makes sense on the local host (the sandbox).
     fn data_dir(&mut self, dir: Option<&PathBuf>, default: PathBuf, path: &YamlPath, host: Option<&Host>) -> PathBuf {
         let local = host.is_some_and(|host| host.transport == Transport::Local);
+        // Quoting takes care of spaces and quotes wherever the path is
+        // written; nothing takes a line break through a line-based file.
+        if let Some(character) = dir.and_then(|dir| dir.to_string_lossy().chars().find(|c| c.is_control())) {
+            self.report(Violation::at(Rule::ControlCharacterInPath { character }, path.clone(), "control character"));
+        }
         match dir {
             Some(dir) if !dir.is_absolute() && !local => {
                 self.report(Violation::at(Rule::RelativeDataDir { dir: dir.clone() }, path.clone(), "relative path"));
@@ -440,19 +530,23 @@ impl Resolver {
             self.port(*port, 22, "port", &path.key("backups").key("storage").key("port"));
         }
 
+        let database = Database {
+            name: database.name.unwrap_or_else(|| id.clone()),
+            owner: database.owner.unwrap_or_else(|| "odoo".to_owned()),
+            password: database.password.unwrap_or_default(),
+        };
+        let replication = Replication {
+            user: replication.user.unwrap_or_else(|| "replicator".to_owned()),
+            password: replication.password.unwrap_or_default(),
+            max_slot_wal_keep_size: replication.max_slot_wal_keep_size.unwrap_or(Size::mebibytes(10 * 1024)),
+        };
+        self.database_and_roles(&database, &replication, path);
+
         Environment {
             odoo_version: environment.odoo_version.clone(),
             resources: environment.resources,
-            database: Database {
-                name: database.name.unwrap_or_else(|| id.clone()),
-                owner: database.owner.unwrap_or_else(|| "odoo".to_owned()),
-                password: database.password.unwrap_or_default(),
-            },
-            replication: Replication {
-                user: replication.user.unwrap_or_else(|| "replicator".to_owned()),
-                password: replication.password.unwrap_or_default(),
-                max_slot_wal_keep_size: replication.max_slot_wal_keep_size.unwrap_or(Size::mebibytes(10 * 1024)),
-            },
+            database,
+            replication,
             pooler,
             health,
             backups: environment.backups.clone().map(|backups| Backups {
@@ -970,6 +1064,17 @@ impl Resolver {
             ),
             _ => {}
         }
+        let unusable = organization.is_empty()
+            || organization == "."
+            || organization == ".."
+            || organization.contains(|c: char| c == '/' || c == '\\' || c.is_control());
+        if config.path.is_none() && config.backend == StateBackend::Local && unusable {
+            self.report(Violation::at(
+                Rule::StateFileName { name: organization.to_owned() },
+                YamlPath::root().key("organization").key("name"),
+                "names the state file",
+            ));
+        }
         crate::topology::StateSettings {
             backend: config.backend,
             path: self
@@ -992,6 +1097,27 @@ pub fn describe_character(character: char) -> String {
         c if c.is_control() || c.is_whitespace() => format!("the control character U+{:04X}", u32::from(c)),
         c => format!("`{c}`"),
     }
+}
+
+/// Why a role name cannot be used, if it cannot.
+fn reserved_role(name: &str) -> Option<&'static str> {
+    match name {
+        "postgres" => Some("it is the superuser pgfleet logs in as"),
+        "public" | "none" => Some("PostgreSQL refuses it as a role name"),
+        "all" => Some("it is a keyword in pg_hba.conf"),
+        _ if name.starts_with("pg_") => Some("PostgreSQL reserves names starting with `pg_`"),
+        _ => None,
+    }
+}
+
+/// An IP address or a DNS name: what SSH can connect to, with nothing a
+/// command line or known_hosts file would read as something else.
+fn is_host_address(address: &str) -> bool {
+    address.parse::<IpAddr>().is_ok()
+        || (!address.is_empty()
+            && address.len() <= 253
+            && !address.starts_with(['-', '.'])
+            && address.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
 }
 
 /// The replication slot of a replica: its name with every character outside
@@ -1136,6 +1262,80 @@ mod tests {
                 "hosts.s.ssh.port",
             ]
         );
+    }
+
+    fn paths_of(found: &[(super::Rule, String)]) -> Vec<&str> {
+        let mut paths: Vec<&str> = found.iter().map(|(_, path)| path.as_str()).collect();
+        paths.sort();
+        paths
+    }
+
+    #[test]
+    fn names_written_unquoted_into_config_files_are_checked() {
+        let environment = |database: &str, replication: &str| {
+            format!(
+                "version: 1\nhosts:\n  h: {{ transport: local }}\nenvironments:\n  - id: e\n    primary: {{ host: h, data_dir: /d }}\n    database: {database}\n    replication: {replication}\n"
+            )
+        };
+        let found = violations(&environment(r#"{ name: "my db", owner: "a\nb" }"#, r#"{ user: "x'y" }"#));
+        assert!(found.iter().all(|(rule, _)| matches!(rule, super::Rule::InvalidName { .. })), "{found:?}");
+        assert_eq!(
+            paths_of(&found),
+            ["environments[0].database.name", "environments[0].database.owner", "environments[0].replication.user"]
+        );
+        let too_long = "a".repeat(64);
+        assert_eq!(
+            paths_of(&violations(&environment(&format!("{{ name: {too_long} }}"), "{}"))),
+            ["environments[0].database.name"]
+        );
+        // Odoo-style names pass.
+        assert_eq!(violations(&environment("{ name: acme-prod.2024, owner: Odoo_1 }", "{ user: repl }")), []);
+
+        let found = violations(&environment("{ name: postgres, owner: pg_odoo }", "{ user: all }"));
+        assert!(found.iter().all(|(rule, _)| matches!(rule, super::Rule::ReservedName { .. })), "{found:?}");
+        assert_eq!(found.len(), 3);
+        let found = violations(&environment("{ owner: odoo }", "{ user: odoo }"));
+        assert!(
+            matches!(found.as_slice(), [(super::Rule::SameRole { .. }, path)] if path.ends_with("replication.user"))
+        );
+    }
+
+    #[test]
+    fn data_dirs_with_control_characters_are_refused_and_others_are_quoted_where_written() {
+        let with_data_dir = |dir: &str| {
+            format!(
+                "version: 1\nhosts:\n  h: {{ address: 192.0.2.1 }}\nenvironments:\n  - id: e\n    primary: {{ host: h, data_dir: {dir} }}\n"
+            )
+        };
+        let found = violations(&with_data_dir(r#""/srv/pg\n/x""#));
+        assert!(
+            matches!(found.as_slice(), [(super::Rule::ControlCharacterInPath { character: '\n' }, path)]
+                if path == "environments[0].primary.data_dir"),
+            "{found:?}"
+        );
+        assert_eq!(violations(&with_data_dir(r#""/srv/my pg/it's,1""#)), []);
+    }
+
+    #[test]
+    fn host_addresses_and_the_state_file_name_are_checked() {
+        let hosts = |address: &str| format!("version: 1\nhosts:\n  db: {{ address: {address} }}\nenvironments: []\n");
+        for bad in [r#""db 1""#, r#""-oProxyCommand=x""#, r#""a\nb""#, r#""""#] {
+            let found = violations(&hosts(bad));
+            assert!(
+                matches!(found.as_slice(), [(super::Rule::InvalidHostAddress { .. }, path)] if path == "hosts.db.address"),
+                "{bad}: {found:?}"
+            );
+        }
+        for good in ["203.0.113.11", "\"2001:db8::1\"", "db1.example.net", "db_1"] {
+            assert_eq!(violations(&hosts(good)), [], "{good}");
+        }
+        let organization = |name: &str, state: &str| {
+            format!("version: 1\norganization: {{ name: {name} }}\n{state}hosts: {{}}\nenvironments: []\n")
+        };
+        let found = violations(&organization("../etc/x", ""));
+        assert!(matches!(found.as_slice(), [(super::Rule::StateFileName { .. }, path)] if path == "organization.name"));
+        assert_eq!(violations(&organization("../etc/x", "state: { path: s.json }\n")), []);
+        assert_eq!(violations(&organization("Acme Corp", "")), []);
     }
 
     #[test]
