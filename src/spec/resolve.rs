@@ -450,13 +450,33 @@ impl Resolver {
     }
 
     /// The application database, its owner and the replication role.
-    fn database_and_roles(&mut self, database: &Database, replication: &Replication, path: &YamlPath) {
-        let name_path = path.key("database").key("name");
+    /// Defaults are valid names (the id passed `check_name`), so only what
+    /// the file sets is checked for its characters; the database named
+    /// after the id is pointed at the id.
+    fn database_and_roles(
+        &mut self,
+        spec: &super::Environment,
+        database: &Database,
+        replication: &Replication,
+        path: &YamlPath,
+    ) {
+        let given = spec.database.as_ref();
+        let name_path = match given.and_then(|database| database.name.as_ref()) {
+            Some(name) => {
+                let name_path = path.key("database").key("name");
+                self.check_sql_name("database name", name, &name_path);
+                name_path
+            }
+            None => path.key("id"),
+        };
         let owner_path = path.key("database").key("owner");
+        if let Some(owner) = given.and_then(|database| database.owner.as_ref()) {
+            self.check_sql_name("database owner", owner, &owner_path);
+        }
         let user_path = path.key("replication").key("user");
-        self.check_sql_name("database name", &database.name, &name_path);
-        self.check_sql_name("database owner", &database.owner, &owner_path);
-        self.check_sql_name("replication user", &replication.user, &user_path);
+        if let Some(user) = spec.replication.as_ref().and_then(|replication| replication.user.as_ref()) {
+            self.check_sql_name("replication user", user, &user_path);
+        }
         let database_reason = match database.name.as_str() {
             "postgres" | "template0" | "template1" => Some("it is PostgreSQL's own database"),
             "pgbouncer" => Some("it is PgBouncer's admin console"),
@@ -540,7 +560,7 @@ impl Resolver {
             password: replication.password.unwrap_or_default(),
             max_slot_wal_keep_size: replication.max_slot_wal_keep_size.unwrap_or(Size::mebibytes(10 * 1024)),
         };
-        self.database_and_roles(&database, &replication, path);
+        self.database_and_roles(environment, &database, &replication, path);
 
         Environment {
             odoo_version: environment.odoo_version.clone(),
@@ -1294,6 +1314,11 @@ mod tests {
         let found = violations(&environment("{ name: postgres, owner: pg_odoo }", "{ user: all }"));
         assert!(found.iter().all(|(rule, _)| matches!(rule, super::Rule::ReservedName { .. })), "{found:?}");
         assert_eq!(found.len(), 3);
+        let found = violations(&environment("{}", "{}").replace("id: e", "id: postgres"));
+        assert!(
+            matches!(found.as_slice(), [(super::Rule::ReservedName { .. }, path)] if path == "environments[0].id"),
+            "{found:?}"
+        );
         let found = violations(&environment("{ owner: odoo }", "{ user: odoo }"));
         assert!(
             matches!(found.as_slice(), [(super::Rule::SameRole { .. }, path)] if path.ends_with("replication.user"))
