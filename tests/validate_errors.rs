@@ -87,3 +87,36 @@ fn a_plaintext_password_is_never_repeated() {
     assert_eq!(mentions, 1, "the password appears outside the source snippet:\n{all}");
     assert!(all.contains("password: \"correct-horse-battery-staple\""));
 }
+
+/// A 200 kB line (a long value, a syntax error far along it, one line of
+/// thousands of unknown keys): exit 1 quickly, with a short message that
+/// still names the line and column. One line of 25 000 unknown keys took
+/// over four minutes and then panicked inside miette.
+#[test]
+fn a_200_kb_line_is_rejected_quickly_with_a_short_located_message() {
+    let long = "x".repeat(200_000);
+    let keys: String = (0..25_000).map(|index| format!("k{index}: 1, ")).collect();
+    let cases = [
+        ("long-value", format!("version: {long}\nhosts: {{}}\nenvironments: []\n"), "1:10".to_owned()),
+        ("long-key", format!("version: 1\nhosts: {{}}\nenvironments: []\n{long}: 1\n"), "4:200001".to_owned()),
+        ("unknown-keys", format!("version: 1\nhosts: {{}}\nenvironments: []\nstate: {{ {keys}}}\n"), "4:10".to_owned()),
+    ];
+    let directory = tempfile::tempdir().unwrap();
+    for (name, text, location) in cases {
+        let path = directory.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let started = std::time::Instant::now();
+        let output = Command::new(env!("CARGO_BIN_EXE_pgfleet"))
+            .args(["validate", "-f", &path.display().to_string()])
+            .output()
+            .unwrap();
+        let elapsed = started.elapsed();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(&format!("{name}.yaml:{location}")), "{name}: expected :{location} in\n{stderr}");
+        assert!(stderr.len() < 20_000, "{name}: {} bytes of diagnostics", stderr.len());
+        // Well under a second here; the bound leaves room for a loaded CI
+        // machine, not for the minutes this used to take.
+        assert!(elapsed < std::time::Duration::from_secs(10), "{name}: took {elapsed:?}");
+    }
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::Spec;
-use super::diagnostic::{Problem, SourceFile, SpecErrors};
+use super::diagnostic::{MAX_SHOWN_PROBLEMS, Problem, SourceFile, SpecErrors};
 use super::path::{Anchor, YamlPath};
 use super::resolve::{self, Violation};
 use crate::suggest::did_you_mean;
@@ -62,13 +62,12 @@ pub fn parse(name: &str, text: String) -> Result<Document, SpecErrors> {
     if let Some(tree) = source.tree() {
         let schema = serde_json::to_value(schemars::schema_for!(Spec)).unwrap_or(Value::Null);
         let mut problems = Vec::new();
-        UnknownKeys { source: &source, definitions: &schema["$defs"], problems: &mut problems }.check(
-            tree,
-            &schema,
-            &YamlPath::root(),
-        );
+        let mut unknown =
+            UnknownKeys { source: &source, definitions: &schema["$defs"], problems: &mut problems, unshown: 0 };
+        unknown.check(tree, &schema, &YamlPath::root());
+        let unshown = unknown.unshown;
         if !problems.is_empty() {
-            return Err(fail(problems));
+            return Err(fail(problems).with_unshown(unshown));
         }
     }
 
@@ -95,8 +94,13 @@ impl Document {
     /// As `resolve`, with relative paths taken from `working_dir`.
     pub fn resolve_in(&self, working_dir: &Path) -> Result<Topology, SpecErrors> {
         resolve::resolve(&self.spec, working_dir).map_err(|violations| {
-            let problems = violations.into_iter().map(|violation| rule_problem(&self.source, violation)).collect();
-            SpecErrors::new(self.source.clone(), problems)
+            let unshown = violations.len().saturating_sub(MAX_SHOWN_PROBLEMS);
+            let problems = violations
+                .into_iter()
+                .take(MAX_SHOWN_PROBLEMS)
+                .map(|violation| rule_problem(&self.source, violation))
+                .collect();
+            SpecErrors::new(self.source.clone(), problems).with_unshown(unshown)
         })
     }
 }
@@ -173,6 +177,9 @@ struct UnknownKeys<'a> {
     source: &'a SourceFile,
     definitions: &'a Value,
     problems: &'a mut Vec<Problem>,
+    /// Unknown keys past `MAX_SHOWN_PROBLEMS`: counted, never located or
+    /// matched against the known ones, which costs time on a long line.
+    unshown: usize,
 }
 
 impl<'a> UnknownKeys<'a> {
@@ -271,6 +278,10 @@ impl<'a> UnknownKeys<'a> {
         expected: impl Iterator<Item = &'k str> + Clone,
         parent: &YamlPath,
     ) {
+        if self.problems.len() >= MAX_SHOWN_PROBLEMS {
+            self.unshown += 1;
+            return;
+        }
         let mut expected: Vec<String> = expected.map(str::to_owned).collect();
         expected.sort();
         expected.dedup();
