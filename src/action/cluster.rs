@@ -110,13 +110,53 @@ pub async fn write_hba(context: &Context<'_>) -> Result<(), ActionError> {
     context.write(&cluster.host, &path, text.as_bytes(), 0o600).await
 }
 
+/// How many lines of the server log a failed start carries.
+const LOG_TAIL_LINES: usize = 20;
+/// Longest log line kept: a runaway line must not flood the error.
+const LOG_LINE_BYTES: usize = 500;
+
+/// The server log pg_ctl writes (`-l`).
+fn server_log(cluster: &ClusterPlace) -> std::path::PathBuf {
+    cluster.home().join("postgresql.log")
+}
+
 fn pg_ctl(cluster: &ClusterPlace, action: &str) -> String {
     format!(
         "{} -D {} -l {} -w -t 600 {action} >/dev/null",
         cluster.bin("pg_ctl"),
         quoted(&cluster.data_dir),
-        quoted(&cluster.home().join("postgresql.log")),
+        quoted(&server_log(cluster)),
     )
+}
+
+/// Runs a pg_ctl action that starts the server. When it fails, the error
+/// carries the end of the server log, read over the same connection.
+async fn start_server(
+    context: &Context<'_>,
+    cluster: &ClusterPlace,
+    step: &'static str,
+    action: &str,
+) -> Result<(), ActionError> {
+    let status = match context.run(&cluster.host, step, &pg_ctl(cluster, action), LONG_STEP).await {
+        Ok(_) => return Ok(()),
+        Err(ActionError::Command { status, .. }) => status,
+        Err(other) => return Err(other),
+    };
+    let log = server_log(cluster);
+    let tail = format!("tail -n {LOG_TAIL_LINES} -- {} | cut -b 1-{LOG_LINE_BYTES}", quoted(&log));
+    // An unreadable log must not hide the failed start: it shows as empty.
+    let log_tail = match context.run(&cluster.host, "read the server log", &tail, STEP).await {
+        Ok(output) => output.stdout_text().trim_end().to_owned(),
+        Err(_) => String::new(),
+    };
+    Err(ActionError::ServerStart {
+        address: context.address.to_string(),
+        host: cluster.host.clone(),
+        step,
+        status,
+        log,
+        log_tail,
+    })
 }
 
 /// Starts the cluster and waits until it accepts connections.
@@ -130,8 +170,7 @@ pub async fn start(context: &Context<'_>) -> Result<(), ActionError> {
         return Ok(());
     }
     context.ensure_dir(&cluster.host, &cluster.home()).await?;
-    context.run(&cluster.host, "pg_ctl start", &pg_ctl(&cluster, "start"), LONG_STEP).await?;
-    Ok(())
+    start_server(context, &cluster, "pg_ctl start", "start").await
 }
 
 /// Stops the cluster (fast shutdown: sessions end, nothing is lost).
@@ -151,8 +190,7 @@ pub async fn restart(context: &Context<'_>) -> Result<(), ActionError> {
     require_pg_ctl(context)?;
     let cluster = context.cluster()?;
     let action = if context.running(&cluster).await? { "-m fast restart" } else { "start" };
-    context.run(&cluster.host, "pg_ctl restart", &pg_ctl(&cluster, action), LONG_STEP).await?;
-    Ok(())
+    start_server(context, &cluster, "pg_ctl restart", action).await
 }
 
 pub async fn reload(context: &Context<'_>) -> Result<(), ActionError> {

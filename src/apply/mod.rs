@@ -221,7 +221,7 @@ async fn run_change(
         state.journal(&change.address, &kind, event);
         journal.save(state)?;
         if let Err(error) = result {
-            return Err(crate::observe::error_chain(&error));
+            return Err(failure_text(&error));
         }
     }
     if change.action == ChangeKind::Delete {
@@ -231,4 +231,15 @@ async fn run_change(
         journal.save(state)?;
     }
     Ok(())
+}
+
+/// A failed action as the summary shows it: the error and its causes, and
+/// the help line that says what to do next (a plain message has no other
+/// way to carry it).
+fn failure_text(error: &ActionError) -> String {
+    let mut text = crate::observe::error_chain(error);
+    if let Some(help) = miette::Diagnostic::help(error) {
+        text.push_str(&format!("\n    help: {help}"));
+    }
+    text
 }
