@@ -24,13 +24,22 @@ pub struct SourceFile {
     name: String,
     text: Arc<String>,
     line_starts: Vec<usize>,
-    tree: Option<marked_yaml::Node>,
+    tree: Result<marked_yaml::Node, marked_yaml::LoadError>,
 }
 
 impl SourceFile {
     pub fn new(name: &str, text: String) -> Self {
-        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(at, _)| at + 1)).collect();
-        let tree = marked_yaml::parse_yaml(0, &text).ok();
+        // YAML, serde_yaml's locations and miette all count a lone `\r` as a
+        // line break, as well as `\n` and `\r\n`.
+        let bytes = text.as_bytes();
+        let line_starts = std::iter::once(0)
+            .chain(bytes.iter().enumerate().filter_map(|(at, byte)| match byte {
+                b'\n' => Some(at + 1),
+                b'\r' if bytes.get(at + 1) != Some(&b'\n') => Some(at + 1),
+                _ => None,
+            }))
+            .collect();
+        let tree = marked_yaml::parse_yaml(0, &text);
         SourceFile { name: name.to_owned(), text: Arc::new(text), line_starts, tree }
     }
 
@@ -43,7 +52,32 @@ impl SourceFile {
     }
 
     pub fn tree(&self) -> Option<&marked_yaml::Node> {
-        self.tree.as_ref()
+        self.tree.as_ref().ok()
+    }
+
+    /// Why the YAML tree with marks could not be built, as a problem at the
+    /// place it names. Without the tree no key can be checked or located,
+    /// so a file it cannot read is refused even where serde_yaml (more
+    /// lenient than the YAML spec about indentation in flow collections)
+    /// would read it.
+    pub fn tree_problem(&self) -> Option<Problem> {
+        use marked_yaml::LoadError;
+        let error = self.tree.as_ref().err()?;
+        let (marker, message) = match error {
+            LoadError::ScanError(marker, scan) => (Some(marker), scan.info().to_owned()),
+            LoadError::UnexpectedAnchor(marker) => (
+                Some(marker),
+                "YAML anchors and aliases (`&name`, `*name`) are not supported in a pgfleet configuration".to_owned(),
+            ),
+            LoadError::UnexpectedTag(marker) => {
+                (Some(marker), "YAML tags (`!!str`, `!name`) are not supported in a pgfleet configuration".to_owned())
+            }
+            LoadError::TopLevelMustBeMapping(marker) => (Some(marker), "the file must be a mapping of keys".to_owned()),
+            LoadError::MappingKeyMustBeScalar(marker) => (Some(marker), "keys must be plain words".to_owned()),
+            other => (None, other.to_string()),
+        };
+        let span = marker.map(|marker| self.token_at(marker.line(), marker.column()));
+        Some(Problem::syntax(message, span))
     }
 
     /// 1-based line and column (in bytes, as miette counts them) of a byte
@@ -70,7 +104,7 @@ impl SourceFile {
     pub fn token_at(&self, line: usize, column: usize) -> SourceSpan {
         let start = self.offset(line, column);
         let rest = &self.text[start..];
-        let line_rest = rest.split('\n').next().unwrap_or("");
+        let line_rest = rest.split(['\n', '\r']).next().unwrap_or("");
         let length = match line_rest.chars().next() {
             Some(quote @ ('"' | '\'')) => line_rest[1..].find(quote).map_or(line_rest.len(), |end| end + 2),
             Some(_) => {
@@ -92,8 +126,25 @@ impl SourceFile {
     /// Span of the token a path names: a value, or the key it sits under.
     /// Compound values (mappings, sequences) are shown by their key, which
     /// reads better than a many-line span.
+    /// As `span_of`, or where the path is not in the file (a rule about a
+    /// default: the replica's port it did not set), the closest enclosing
+    /// key that is.
+    pub fn span_near(&self, path: &YamlPath, anchor: Anchor) -> Option<SourceSpan> {
+        if let Some(span) = self.span_of(path, anchor) {
+            return Some(span);
+        }
+        let mut place = path.parent();
+        while let Some(path) = place {
+            if let Some(span) = self.span_of(&path, Anchor::Key) {
+                return Some(span);
+            }
+            place = path.parent();
+        }
+        None
+    }
+
     pub fn span_of(&self, path: &YamlPath, anchor: Anchor) -> Option<SourceSpan> {
-        let mut node = self.tree.as_ref()?;
+        let mut node = self.tree()?;
         let mut key_marker = None;
         for segment in path.segments() {
             match segment {
@@ -381,7 +432,7 @@ impl Excerpt {
         for index in long_lines {
             let start = source.line_starts[index];
             let end = line_end(index);
-            let content_end = if text[..end].ends_with('\n') { end - 1 } else { end };
+            let content_end = text[..end].trim_end_matches(['\n', '\r']).len().max(start);
             // Unchanged text before this line.
             move_spans(copied_to, start, shown.len() as isize - copied_to as isize, &mut moved);
             shown.push_str(&text[copied_to..start]);
