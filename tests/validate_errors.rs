@@ -120,3 +120,27 @@ fn a_200_kb_line_is_rejected_quickly_with_a_short_located_message() {
         assert!(elapsed < std::time::Duration::from_secs(10), "{name}: took {elapsed:?}");
     }
 }
+
+/// Validation runs before anything is observed, locked or written: `plan`
+/// and `apply --auto-approve` on the newline setting stop with the same
+/// located error and leave no state file, no data directory, no process.
+#[test]
+fn plan_and_apply_refuse_a_newline_setting_before_touching_anything() {
+    let directory = tempfile::tempdir().unwrap();
+    let data_dir = directory.path().join("primary");
+    let file = directory.path().join("bad.yaml");
+    let text = std::fs::read_to_string("tests/invalid/setting-newline.yaml").unwrap();
+    std::fs::write(&file, text.replace("/srv/pg/prod", &data_dir.display().to_string())).unwrap();
+    let file = file.display().to_string();
+    for args in [vec!["plan", "-f", &file], vec!["apply", "-f", &file, "--auto-approve"]] {
+        let output =
+            Command::new(env!("CARGO_BIN_EXE_pgfleet")).args(&args).current_dir(directory.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(&format!("{file}:10:19")), "{args:?}: {stderr}");
+        assert!(stderr.contains("the value of setting `work_mem` contains a line break"), "{args:?}: {stderr}");
+        let left: Vec<_> =
+            std::fs::read_dir(directory.path()).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+        assert_eq!(left, ["bad.yaml"], "{args:?} wrote something");
+    }
+}
