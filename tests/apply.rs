@@ -406,3 +406,23 @@ fn apply_asks_and_anything_but_yes_changes_nothing() {
     assert!(!fleet.data_dir("primary").exists(), "nothing was created");
     assert_eq!(fleet.plan_exit_code(), 2, "everything is still to do");
 }
+
+#[test]
+fn a_primary_that_will_not_start_reports_its_log_and_a_corrected_yaml_converges() {
+    let fleet = Fleet::local();
+    // Valid YAML, a value PostgreSQL itself refuses at start.
+    let config = fleet.config(&[]).replace("shared_buffers: 32MB", "shared_buffers: lots");
+    std::fs::write(fleet.dir().join("pgfleet.yaml"), config).unwrap();
+
+    let failed = fleet.pgfleet(&["apply", "--auto-approve"]);
+    let stdout = text(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(3), "{stdout}{}", text(&failed.stderr));
+    let log = fleet.home("primary").join("postgresql.log");
+    assert!(stdout.contains(&format!("the last lines of {}:", log.display())), "{stdout}");
+    assert!(stdout.contains(r#"invalid value for parameter "shared_buffers": "lots""#), "{stdout}");
+    assert!(stdout.contains("help: the log says why PostgreSQL did not start"), "{stdout}");
+
+    fleet.write_config(&[]);
+    fleet.apply();
+    assert_eq!(fleet.plan_exit_code(), 0);
+}

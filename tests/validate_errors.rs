@@ -24,6 +24,8 @@ const CORPUS: &[(&str, &str, &str)] = &[
     ("loopback-primary.yaml", "13:15", "connect: ssh_tunnel"),
     ("several-problems.yaml", "10:15", "5 problems"),
     ("state-postgres.yaml", "3:12", "state.backend: postgres is not implemented yet"),
+    ("setting-newline.yaml", "10:19", "the value of setting `work_mem` contains a line break"),
+    ("port-zero.yaml", "6:18", "`port: 0` is not a port"),
 ];
 
 fn rendered(file: &str) -> String {
@@ -85,4 +87,61 @@ fn a_plaintext_password_is_never_repeated() {
     let mentions = all.matches("correct-horse-battery-staple").count();
     assert_eq!(mentions, 1, "the password appears outside the source snippet:\n{all}");
     assert!(all.contains("password: \"correct-horse-battery-staple\""));
+}
+
+/// A 200 kB line (a long value, a syntax error far along it, one line of
+/// thousands of unknown keys): exit 1 quickly, with a short message that
+/// still names the line and column. One line of 25 000 unknown keys took
+/// over four minutes and then panicked inside miette.
+#[test]
+fn a_200_kb_line_is_rejected_quickly_with_a_short_located_message() {
+    let long = "x".repeat(200_000);
+    let keys: String = (0..25_000).map(|index| format!("k{index}: 1, ")).collect();
+    let cases = [
+        ("long-value", format!("version: {long}\nhosts: {{}}\nenvironments: []\n"), "1:10".to_owned()),
+        ("long-key", format!("version: 1\nhosts: {{}}\nenvironments: []\n{long}: 1\n"), "4:200001".to_owned()),
+        ("unknown-keys", format!("version: 1\nhosts: {{}}\nenvironments: []\nstate: {{ {keys}}}\n"), "4:10".to_owned()),
+    ];
+    let directory = tempfile::tempdir().unwrap();
+    for (name, text, location) in cases {
+        let path = directory.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let started = std::time::Instant::now();
+        let output = Command::new(env!("CARGO_BIN_EXE_pgfleet"))
+            .args(["validate", "-f", &path.display().to_string()])
+            .output()
+            .unwrap();
+        let elapsed = started.elapsed();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(&format!("{name}.yaml:{location}")), "{name}: expected :{location} in\n{stderr}");
+        assert!(stderr.len() < 20_000, "{name}: {} bytes of diagnostics", stderr.len());
+        // Well under a second here; the bound leaves room for a loaded CI
+        // machine, not for the minutes this used to take.
+        assert!(elapsed < std::time::Duration::from_secs(10), "{name}: took {elapsed:?}");
+    }
+}
+
+/// Validation runs before anything is observed, locked or written: `plan`
+/// and `apply --auto-approve` on the newline setting stop with the same
+/// located error and leave no state file, no data directory, no process.
+#[test]
+fn plan_and_apply_refuse_a_newline_setting_before_touching_anything() {
+    let directory = tempfile::tempdir().unwrap();
+    let data_dir = directory.path().join("primary");
+    let file = directory.path().join("bad.yaml");
+    let text = std::fs::read_to_string("tests/invalid/setting-newline.yaml").unwrap();
+    std::fs::write(&file, text.replace("/srv/pg/prod", &data_dir.display().to_string())).unwrap();
+    let file = file.display().to_string();
+    for args in [vec!["plan", "-f", &file], vec!["apply", "-f", &file, "--auto-approve"]] {
+        let output =
+            Command::new(env!("CARGO_BIN_EXE_pgfleet")).args(&args).current_dir(directory.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(&format!("{file}:10:19")), "{args:?}: {stderr}");
+        assert!(stderr.contains("the value of setting `work_mem` contains a line break"), "{args:?}: {stderr}");
+        let left: Vec<_> =
+            std::fs::read_dir(directory.path()).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+        assert_eq!(left, ["bad.yaml"], "{args:?} wrote something");
+    }
 }

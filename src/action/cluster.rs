@@ -84,6 +84,43 @@ pub async fn write_hba(context: &Context<'_>, member: &str) -> Result<(), Action
     context.write(&cluster.host, path, text.as_bytes(), 0o600).await
 }
 
+/// How many lines of the server log a failed start carries.
+const LOG_TAIL_LINES: usize = 20;
+/// Longest log line kept: a runaway line must not flood the error.
+const LOG_LINE_BYTES: usize = 500;
+
+/// Runs a script that starts the server. When it fails, the error carries
+/// the end of the server log, read over the same connection: pg_ctl itself
+/// says only "Examine the log output."
+async fn start_server(
+    context: &Context<'_>,
+    cluster: &ClusterPlacement,
+    step: &'static str,
+    script: &str,
+) -> Result<(), ActionError> {
+    let status = match context.run(&cluster.host, step, script, LONG_STEP).await {
+        Ok(_) => return Ok(()),
+        Err(ActionError::Command { status, .. }) => status,
+        Err(other) => return Err(other),
+    };
+    let log = cluster.layout.log_file.clone();
+    let tail =
+        format!("tail -n {LOG_TAIL_LINES} -- {} | cut -b 1-{LOG_LINE_BYTES}", shell_quote(&log.to_string_lossy()));
+    // An unreadable log must not hide the failed start: it shows as empty.
+    let log_tail = match context.run(&cluster.host, "read the server log", &tail, STEP).await {
+        Ok(output) => output.stdout_text().trim_end().to_owned(),
+        Err(_) => String::new(),
+    };
+    Err(ActionError::ServerStart {
+        address: context.address.to_string(),
+        host: cluster.host.clone(),
+        step,
+        status,
+        log,
+        log_tail,
+    })
+}
+
 /// Starts the cluster and waits until it accepts connections.
 ///
 /// # Guarantees
@@ -94,8 +131,7 @@ pub async fn start(context: &Context<'_>, member: &str) -> Result<(), ActionErro
         return Ok(());
     }
     context.ensure_dir(&cluster.host, &cluster.layout.home).await?;
-    context.run(&cluster.host, "start PostgreSQL", &cluster.runtime().start(&cluster.layout), LONG_STEP).await?;
-    Ok(())
+    start_server(context, &cluster, "start PostgreSQL", &cluster.runtime().start(&cluster.layout)).await
 }
 
 /// Stops the cluster (fast shutdown: sessions end, nothing is lost).
@@ -120,8 +156,7 @@ pub async fn restart(context: &Context<'_>, member: &str) -> Result<(), ActionEr
     } else {
         runtime.start(&cluster.layout)
     };
-    context.run(&cluster.host, "restart PostgreSQL", &script, LONG_STEP).await?;
-    Ok(())
+    start_server(context, &cluster, "restart PostgreSQL", &script).await
 }
 
 /// Makes a running cluster re-read its configuration files.

@@ -5,7 +5,7 @@
 //! actions use.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio_postgres::Client;
@@ -46,6 +46,18 @@ pub enum ActionError {
     #[error("{address}: {step} on host `{host}` exited with status {status}: {stderr}")]
     #[diagnostic(code(pgfleet::action::command))]
     Command { address: String, host: String, step: &'static str, status: i32, stderr: String },
+    /// pg_ctl says only "Examine the log output."; PostgreSQL's reason is in
+    /// the server log, so its last lines come with the error.
+    #[error(
+        "{address}: {step} on host `{host}` exited with status {status}; the last lines of {}:\n{}",
+        log.display(),
+        indented(log_tail)
+    )]
+    #[diagnostic(
+        code(pgfleet::action::server_start),
+        help("the log says why PostgreSQL did not start (often a setting it rejects); fix that and run apply again")
+    )]
+    ServerStart { address: String, host: String, step: &'static str, status: i32, log: PathBuf, log_tail: String },
     #[error("{address}: {step} did not finish within {} s", waited.as_secs())]
     #[diagnostic(code(pgfleet::action::timeout))]
     Timeout { address: String, step: &'static str, waited: Duration },
@@ -233,6 +245,14 @@ impl Context<'_> {
     }
 }
 
+/// Lines of a log under an error message, indented so they read as quoted.
+fn indented(lines: &str) -> String {
+    if lines.trim().is_empty() {
+        return "    (the log is empty or could not be read)".into();
+    }
+    lines.lines().map(|line| format!("    {line}")).collect::<Vec<_>>().join("\n")
+}
+
 /// Quotes an SQL identifier.
 pub fn identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -241,4 +261,37 @@ pub fn identifier(name: &str) -> String {
 /// Quotes an SQL string literal.
 pub fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ActionError;
+
+    #[test]
+    fn a_failed_start_shows_the_log_path_and_its_last_lines() {
+        let error = ActionError::ServerStart {
+            address: "prod.cluster.primary".into(),
+            host: "db1".into(),
+            step: "pg_ctl start",
+            status: 1,
+            log: "/srv/pg/prod.pgfleet/postgresql.log".into(),
+            log_tail: "LOG:  starting\nFATAL:  invalid value for parameter \"shared_buffers\": \"lots\"".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "prod.cluster.primary: pg_ctl start on host `db1` exited with status 1; the last lines of \
+             /srv/pg/prod.pgfleet/postgresql.log:\n    LOG:  starting\n    FATAL:  invalid value for parameter \
+             \"shared_buffers\": \"lots\""
+        );
+        assert!(miette::Diagnostic::help(&error).is_some());
+        let empty = ActionError::ServerStart {
+            address: "a".into(),
+            host: "h".into(),
+            step: "pg_ctl start",
+            status: 1,
+            log: "/l".into(),
+            log_tail: String::new(),
+        };
+        assert!(empty.to_string().ends_with("(the log is empty or could not be read)"));
+    }
 }

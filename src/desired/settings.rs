@@ -3,6 +3,7 @@
 //! replication needs, and a standby's connection string. Pure.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::placement;
 use crate::spec::Purpose;
@@ -26,7 +27,7 @@ pub fn primary_settings(environment: &Environment) -> BTreeMap<String, String> {
     // Clusters sharing a port on one machine (on different addresses)
     // would otherwise fight over /var/run/postgresql/.s.PGSQL.<port>.
     if let Some(socket_dir) = placement::primary(environment).layout.socket_dir {
-        settings.insert("unix_socket_directories".into(), socket_dir.display().to_string());
+        settings.insert("unix_socket_directories".into(), socket_directory(&socket_dir));
     }
     settings
 }
@@ -39,7 +40,7 @@ pub fn replica_settings(environment: &Environment, replica: &Replica) -> BTreeMa
     settings.insert("port".into(), replica.port.to_string());
     settings.remove("unix_socket_directories");
     if let Some(socket_dir) = placement::replica(environment, replica).layout.socket_dir {
-        settings.insert("unix_socket_directories".into(), socket_dir.display().to_string());
+        settings.insert("unix_socket_directories".into(), socket_directory(&socket_dir));
     }
     settings.insert(
         "hot_standby_feedback".into(),
@@ -58,10 +59,45 @@ pub fn replica_settings(environment: &Environment, replica: &Replica) -> BTreeMa
 pub fn primary_conninfo(environment: &Environment, replica: &Replica) -> String {
     format!(
         "host={} port={} user={} passfile={} application_name={} sslmode=prefer",
-        environment.primary.address,
+        conninfo_value(&environment.primary.address),
         environment.primary.port,
-        environment.replication.user,
-        placement::replica(environment, replica).layout.passfile().display(),
-        replica.name
+        conninfo_value(&environment.replication.user),
+        conninfo_value(&placement::replica(environment, replica).layout.passfile().display().to_string()),
+        conninfo_value(&replica.name)
     )
+}
+
+/// unix_socket_directories is a comma-separated list with surrounding
+/// blanks trimmed: a directory holding a comma, a double quote or such
+/// blanks is double-quoted (`"` doubled), as PostgreSQL's list parser
+/// reads it; any other is written as it is, so existing values do not
+/// change.
+fn socket_directory(dir: &Path) -> String {
+    let dir = dir.display().to_string();
+    if dir.contains([',', '"']) || dir.trim() != dir { format!("\"{}\"", dir.replace('"', "\"\"")) } else { dir }
+}
+
+/// A libpq connection-string value: single-quoted, with `\` and `'`
+/// escaped, when it is empty or holds a blank, a quote or a backslash;
+/// otherwise as it is, so existing values do not change.
+fn conninfo_value(value: &str) -> String {
+    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        return value.to_owned();
+    }
+    format!("'{}'", value.replace('\\', r"\\").replace('\'', r"\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_quoted_for_conninfo_and_socket_lists_only_when_they_need_it() {
+        assert_eq!(conninfo_value("/srv/pg/r1.pgfleet/passfile"), "/srv/pg/r1.pgfleet/passfile");
+        assert_eq!(conninfo_value("/srv/my pg/it's"), r"'/srv/my pg/it\'s'");
+        assert_eq!(conninfo_value(r"C:\x"), r"'C:\\x'");
+        assert_eq!(conninfo_value(""), "''");
+        assert_eq!(socket_directory(Path::new("/srv/pg/r1.pgfleet")), "/srv/pg/r1.pgfleet");
+        assert_eq!(socket_directory(Path::new("/srv/a,b \"c\"")), r#""/srv/a,b ""c""""#);
+    }
 }

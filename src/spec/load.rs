@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::Spec;
-use super::diagnostic::{Problem, SourceFile, SpecErrors};
+use super::diagnostic::{MAX_SHOWN_PROBLEMS, Problem, SourceFile, SpecErrors};
 use super::path::{Anchor, YamlPath};
 use super::resolve::{self, Violation};
 use crate::suggest::did_you_mean;
@@ -59,16 +59,18 @@ pub fn parse(name: &str, text: String) -> Result<Document, SpecErrors> {
         return Err(fail(vec![syntax_problem(&source, &error)]));
     }
 
+    if let Some(problem) = source.tree_problem() {
+        return Err(fail(vec![problem]));
+    }
     if let Some(tree) = source.tree() {
         let schema = serde_json::to_value(schemars::schema_for!(Spec)).unwrap_or(Value::Null);
         let mut problems = Vec::new();
-        UnknownKeys { source: &source, definitions: &schema["$defs"], problems: &mut problems }.check(
-            tree,
-            &schema,
-            &YamlPath::root(),
-        );
+        let mut unknown =
+            UnknownKeys { source: &source, definitions: &schema["$defs"], problems: &mut problems, unshown: 0 };
+        unknown.check(tree, &schema, &YamlPath::root());
+        let unshown = unknown.unshown;
         if !problems.is_empty() {
-            return Err(fail(problems));
+            return Err(fail(problems).with_unshown(unshown));
         }
     }
 
@@ -95,15 +97,56 @@ impl Document {
     /// As `resolve`, with relative paths taken from `working_dir`.
     pub fn resolve_in(&self, working_dir: &Path) -> Result<Topology, SpecErrors> {
         resolve::resolve(&self.spec, working_dir).map_err(|violations| {
-            let problems = violations.into_iter().map(|violation| rule_problem(&self.source, violation)).collect();
-            SpecErrors::new(self.source.clone(), problems)
+            let unshown = violations.len().saturating_sub(MAX_SHOWN_PROBLEMS);
+            let problems = violations
+                .into_iter()
+                .take(MAX_SHOWN_PROBLEMS)
+                .map(|violation| rule_problem(&self.source, violation))
+                .collect();
+            SpecErrors::new(self.source.clone(), problems).with_unshown(unshown)
         })
     }
 }
 
 fn syntax_problem(source: &SourceFile, error: &serde_yaml::Error) -> Problem {
+    if error.location().is_none()
+        && let Some(problem) = second_document(source)
+    {
+        return problem;
+    }
     let span = error.location().map(|location| source.token_at(location.line(), location.column()));
     Problem::syntax(strip_location(&error.to_string()), span)
+}
+
+/// serde_yaml refuses a stream of several documents without saying where
+/// the second one starts. It is either a syntax error that ended the first
+/// document early (reported where the second one fails), or a real second
+/// document (reported at its `---`).
+fn second_document(source: &SourceFile) -> Option<Problem> {
+    let mut documents = serde_yaml::Deserializer::from_str(source.text()).skip(1);
+    let second = documents.next()?;
+    if let Err(error) = <serde_yaml::Value as serde::Deserialize>::deserialize(second)
+        && let Some(location) = error.location()
+    {
+        let span = source.token_at(location.line(), location.column());
+        return Some(Problem::syntax(strip_location(&error.to_string()), Some(span)));
+    }
+    let mut content_seen = false;
+    let mut offset = 0;
+    for line in source.text().split_inclusive('\n') {
+        let marker = ["---", "..."].iter().any(|marker| {
+            line.strip_prefix(marker).is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
+        });
+        if marker && content_seen {
+            let span = miette::SourceSpan::new(offset.into(), 3);
+            let message = "a configuration file holds one YAML document, and a second one starts here".to_owned();
+            return Some(Problem::syntax(message, Some(span)));
+        }
+        let trimmed = line.trim();
+        content_seen |= marker || !(trimmed.is_empty() || trimmed.starts_with('#'));
+        offset += line.len();
+    }
+    None
 }
 
 fn type_problem(source: &SourceFile, path: YamlPath, error: &serde_yaml::Error) -> Problem {
@@ -118,7 +161,7 @@ fn type_problem(source: &SourceFile, path: YamlPath, error: &serde_yaml::Error) 
 }
 
 fn rule_problem(source: &SourceFile, violation: Violation) -> Problem {
-    let span = source.span_of(&violation.path, violation.anchor);
+    let span = source.span_near(&violation.path, violation.anchor);
     let related = violation
         .related
         .iter()
@@ -149,7 +192,7 @@ fn strip_location(message: &str) -> String {
     }
     text.push_str(rest);
     [
-        ("expected u16", "expected a port number (0 to 65535)"),
+        ("expected u16", "expected a port number (1 to 65535)"),
         ("expected u32", "expected a whole number"),
         ("expected u64", "expected a whole number"),
         ("expected f64", "expected a number"),
@@ -173,6 +216,9 @@ struct UnknownKeys<'a> {
     source: &'a SourceFile,
     definitions: &'a Value,
     problems: &'a mut Vec<Problem>,
+    /// Unknown keys past `MAX_SHOWN_PROBLEMS`: counted, never located or
+    /// matched against the known ones, which costs time on a long line.
+    unshown: usize,
 }
 
 impl<'a> UnknownKeys<'a> {
@@ -271,6 +317,10 @@ impl<'a> UnknownKeys<'a> {
         expected: impl Iterator<Item = &'k str> + Clone,
         parent: &YamlPath,
     ) {
+        if self.problems.len() >= MAX_SHOWN_PROBLEMS {
+            self.unshown += 1;
+            return;
+        }
         let mut expected: Vec<String> = expected.map(str::to_owned).collect();
         expected.sort();
         expected.dedup();
@@ -284,6 +334,31 @@ impl<'a> UnknownKeys<'a> {
 mod tests {
     use super::strip_location;
 
+    /// The first diagnostic's line and column, for input that is refused.
+    fn located(text: &str) -> Option<(usize, usize)> {
+        let errors = match super::parse("t.yaml", text.to_owned()) {
+            Ok(document) => document.resolve_in(std::path::Path::new("/w")).expect_err("refused"),
+            Err(errors) => errors,
+        };
+        errors.diagnostics()[0].location()
+    }
+
+    #[test]
+    fn problems_the_property_test_found_are_located() {
+        // A second document, and a syntax error serde_yaml reads as one.
+        assert_eq!(located("version: 1\n---\nversion: 2\n"), Some((2, 1)));
+        assert_eq!(located("\n yaml-language-server: x\nversion: 1\n"), Some((3, 1)));
+        // A flow mapping continued without indentation: serde_yaml reads it,
+        // the YAML spec and the locator do not.
+        assert_eq!(located("version: 1\nhosts: { a:\nb }\nenvironments: []\n"), Some((3, 1)));
+        assert_eq!(located("a: &x 1\n"), Some((1, 7)));
+        // A lone CR ends a line for YAML and miette alike.
+        assert_eq!(located("version: 1\rhosts: {}\renvironments: []\rnope: 1\n"), Some((4, 1)));
+        // A rule about a default points at the closest key the file has.
+        let collision = "version: 1\nhosts:\n  h: { transport: local }\nenvironments:\n  - id: e\n    primary: { host: h, data_dir: /d }\n    replicas:\n      - { name: a, host: h, address: 127.0.0.2, data_dir: /a }\n      - { name: b, host: h, address: 127.0.0.2, data_dir: /b }\n";
+        assert_eq!(located(collision), Some((9, 9)));
+    }
+
     #[test]
     fn locations_and_type_names_leave_messages() {
         assert_eq!(
@@ -294,7 +369,7 @@ mod tests {
         );
         assert_eq!(
             strip_location("a: invalid type: string, expected u16"),
-            "a: invalid type: string, expected a port number (0 to 65535)"
+            "a: invalid type: string, expected a port number (1 to 65535)"
         );
         assert_eq!(strip_location("stays at line x"), "stays at line x");
     }

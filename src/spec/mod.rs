@@ -130,6 +130,7 @@ pub struct SshConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// SSH port. Default: 22.
+    #[schemars(range(min = 1))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Private key. Default: none, the SSH agent is asked.
@@ -241,6 +242,7 @@ pub struct Primary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Port. Default: 5432. Changing it needs a restart.
+    #[schemars(range(min = 1))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// PostgreSQL major version; replicas run the same. Default: 15.
@@ -362,9 +364,11 @@ pub struct Pgbouncer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_mode: Option<PoolMode>,
     /// Port of the primary's pooler. Default: 6432.
+    #[schemars(range(min = 1))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Port of the pooler in front of each replica. Default: 6433.
+    #[schemars(range(min = 1))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_port: Option<u16>,
     /// Default: 1000. Needs a restart of the pooler.
@@ -455,6 +459,7 @@ pub struct Replica {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Port. Default: 5432.
+    #[schemars(range(min = 1))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Data directory on its host. Default:
@@ -562,6 +567,7 @@ pub enum Storage {
     Sftp {
         address: String,
         /// Default: 22.
+        #[schemars(range(min = 1))]
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port: Option<u16>,
         user: String,
@@ -575,6 +581,7 @@ pub enum Storage {
     Ftp {
         address: String,
         /// Default: 21.
+        #[schemars(range(min = 1))]
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port: Option<u16>,
         user: String,

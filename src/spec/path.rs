@@ -42,6 +42,13 @@ impl YamlPath {
         path
     }
 
+    /// The path one step up, or `None` at the root.
+    #[must_use]
+    pub fn parent(&self) -> Option<Self> {
+        let (_, rest) = self.segments.split_last()?;
+        Some(YamlPath { segments: rest.to_vec() })
+    }
+
     #[must_use]
     pub fn index(&self, index: usize) -> Self {
         let mut path = self.clone();

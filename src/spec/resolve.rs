@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::path::{Anchor, YamlPath};
 use super::tuning::{self, Tier};
-use super::{Connect, PoolMode, PoolSize, Size, Spec, StateBackend, Tuning};
+use super::{Connect, PoolMode, PoolSize, Size, Spec, StateBackend, Storage, Tuning};
 use crate::suggest::did_you_mean;
 use crate::topology::{
     Backups, Cluster, Database, Environment, Filestore, HealthThresholds, Host, Pooler, QuotaResource, QuotaRow,
@@ -93,6 +93,8 @@ pub enum Rule {
     ManagedSetting { name: String, instead: &'static str },
     #[error("`{name}` is not a PostgreSQL setting name")]
     InvalidSettingName { name: String },
+    #[error("the value of setting `{name}` contains {}", describe_character(*character))]
+    ControlCharacterInSetting { name: String, character: char },
     #[error("PostgreSQL {version} is not supported; pgfleet drives majors 13 to 17")]
     UnsupportedMajor { version: u32 },
     #[error("the {level} threshold ({bytes}, {seconds} s) is above the critical one")]
@@ -109,6 +111,18 @@ pub enum Rule {
     PoolerPortsEqual { port: u16 },
     #[error("`{value}` is not a valid value for `{key}`")]
     ZeroValue { key: &'static str, value: u64 },
+    #[error("`{key}: 0` is not a port anything can listen on or connect to")]
+    PortZero { key: &'static str },
+    #[error("the data directory contains {}", describe_character(*character))]
+    ControlCharacterInPath { character: char },
+    #[error("{what} `{value}` is reserved: {reason}")]
+    ReservedName { what: &'static str, value: String, reason: &'static str },
+    #[error("`{name}` is both the database owner and the replication user")]
+    SameRole { name: String },
+    #[error("`{address}` is not an IP address or a host name")]
+    InvalidHostAddress { address: String },
+    #[error("organization name `{name}` cannot name the state file")]
+    StateFileName { name: String },
 }
 
 impl Rule {
@@ -148,6 +162,9 @@ impl Rule {
             }
             Rule::ManagedSetting { instead, .. } => (*instead).into(),
             Rule::InvalidSettingName { .. } => "setting names are lowercase words joined by `_`".into(),
+            Rule::ControlCharacterInSetting { .. } => {
+                "write the value on one line: postgresql.auto.conf holds one setting per line, and a line break in a value starts another setting".into()
+            }
             Rule::UnsupportedMajor { .. } => "set `version:` to 13, 14, 15, 16 or 17".into(),
             Rule::ThresholdOrder { .. } => "warning thresholds must not exceed the critical ones".into(),
             Rule::UnknownMirrorReplica { suggestion: Some(name), .. } => format!("did you mean `{name}`?"),
@@ -158,6 +175,17 @@ impl Rule {
             Rule::StateUrlMissing => "add `url: {env: NAME}`".into(),
             Rule::StateKeyMismatch { .. } => "remove it, or change `backend`".into(),
             Rule::PoolerPortsEqual { .. } => "set different `port` and `replica_port`".into(),
+            Rule::PortZero { .. } => "use a port from 1 to 65535, or leave the key out for the default".into(),
+            Rule::ControlCharacterInPath { .. } => {
+                "choose a directory without control characters: the configuration files pgfleet writes hold one path per line"
+                    .into()
+            }
+            Rule::ReservedName { .. } => "choose another name".into(),
+            Rule::SameRole { .. } => "give the replication role its own name (default: `replicator`)".into(),
+            Rule::InvalidHostAddress { .. } => {
+                "write the address pgfleet connects to over SSH: an IP address, or a DNS name such as db1.example.net".into()
+            }
+            Rule::StateFileName { .. } => "set `state.path`, or choose a name without `/`, `\\` or control characters".into(),
             Rule::InvalidName { .. } | Rule::ZeroValue { .. } => return None,
         })
     }
@@ -176,16 +204,21 @@ impl Rule {
             Rule::OdooReplicasUnsupported { .. } => "pgfleet::odoo_version",
             Rule::QuotaExceeded { .. } | Rule::QuotaNeedsResources { .. } => "pgfleet::quota",
             Rule::EndpointCollision { .. } | Rule::PoolerPortsEqual { .. } => "pgfleet::port_collision",
+            Rule::PortZero { .. } => "pgfleet::port",
+            Rule::ReservedName { .. } | Rule::SameRole { .. } => "pgfleet::name",
+            Rule::ControlCharacterInPath { .. } => "pgfleet::data_dir",
+            Rule::InvalidHostAddress { .. } => "pgfleet::host",
             Rule::DataDirCollision { .. } | Rule::RelativeDataDir { .. } => "pgfleet::data_dir",
             Rule::LoopbackPrimary { .. } | Rule::InvalidListenAddress { .. } => "pgfleet::address",
             Rule::MissingHostAddress { .. } | Rule::LocalHostWithSsh { .. } => "pgfleet::host",
             Rule::AutoNeedsResources { .. } => "pgfleet::resources",
-            Rule::ManagedSetting { .. } => "pgfleet::setting",
+            Rule::ManagedSetting { .. } | Rule::ControlCharacterInSetting { .. } => "pgfleet::setting",
             Rule::UnsupportedMajor { .. } => "pgfleet::major",
             Rule::ThresholdOrder { .. } => "pgfleet::health",
-            Rule::StateBackendNotImplemented { .. } | Rule::StateUrlMissing | Rule::StateKeyMismatch { .. } => {
-                "pgfleet::state"
-            }
+            Rule::StateBackendNotImplemented { .. }
+            | Rule::StateUrlMissing
+            | Rule::StateKeyMismatch { .. }
+            | Rule::StateFileName { .. } => "pgfleet::state",
             Rule::ZeroValue { .. } => "pgfleet::value",
         }
     }
@@ -330,9 +363,16 @@ impl Resolver {
                         );
                         String::new()
                     });
+                    if host.address.is_some() && !is_host_address(&address) {
+                        self.report(Violation::at(
+                            Rule::InvalidHostAddress { address: address.clone() },
+                            path.key("address"),
+                            "not an address",
+                        ));
+                    }
                     Transport::Ssh(SshTarget {
                         address,
-                        port: ssh.port.unwrap_or(22),
+                        port: self.port(ssh.port, 22, "port", &path.key("ssh").key("port")),
                         user: ssh.user.unwrap_or_else(|| "postgres".to_owned()),
                         identity_file: ssh.identity_file,
                         known_hosts: ssh.known_hosts.unwrap_or_else(|| PathBuf::from("~/.ssh/known_hosts")),
@@ -377,6 +417,90 @@ impl Resolver {
         }
     }
 
+    /// A port, or its default; 0 would mean "any free port" to the kernel,
+    /// which nothing could then be pointed at.
+    fn port(&mut self, port: Option<u16>, default: u16, key: &'static str, path: &YamlPath) -> u16 {
+        if port == Some(0) {
+            self.report(Violation::at(Rule::PortZero { key }, path.clone(), "not a usable port"));
+        }
+        port.unwrap_or(default)
+    }
+
+    /// A database or role name: it is written unquoted into pgbouncer.ini,
+    /// pg_hba.conf and primary_conninfo, and PostgreSQL cuts names at 63
+    /// bytes (after which the observed name never matches the desired one).
+    fn check_sql_name(&mut self, what: &'static str, value: &str, path: &YamlPath) {
+        let valid = !value.is_empty()
+            && value.len() <= 63
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            self.report(Violation::at(
+                Rule::InvalidName {
+                    what,
+                    value: value.to_owned(),
+                    allowed: "up to 63 letters, digits, `_`, `-` and `.`, starting with a letter, digit or `_`",
+                },
+                path.clone(),
+                "invalid name",
+            ));
+        }
+    }
+
+    fn reserved(&mut self, what: &'static str, value: &str, reason: Option<&'static str>, path: &YamlPath) {
+        if let Some(reason) = reason {
+            self.report(Violation::at(
+                Rule::ReservedName { what, value: value.to_owned(), reason },
+                path.clone(),
+                "reserved name",
+            ));
+        }
+    }
+
+    /// The application database, its owner and the replication role.
+    /// Defaults are valid names (the id passed `check_name`), so only what
+    /// the file sets is checked for its characters; the database named
+    /// after the id is pointed at the id.
+    fn database_and_roles(
+        &mut self,
+        spec: &super::Environment,
+        database: &Database,
+        replication: &Replication,
+        path: &YamlPath,
+    ) {
+        let given = spec.database.as_ref();
+        let name_path = match given.and_then(|database| database.name.as_ref()) {
+            Some(name) => {
+                let name_path = path.key("database").key("name");
+                self.check_sql_name("database name", name, &name_path);
+                name_path
+            }
+            None => path.key("id"),
+        };
+        let owner_path = path.key("database").key("owner");
+        if let Some(owner) = given.and_then(|database| database.owner.as_ref()) {
+            self.check_sql_name("database owner", owner, &owner_path);
+        }
+        let user_path = path.key("replication").key("user");
+        if let Some(user) = spec.replication.as_ref().and_then(|replication| replication.user.as_ref()) {
+            self.check_sql_name("replication user", user, &user_path);
+        }
+        let database_reason = match database.name.as_str() {
+            "postgres" | "template0" | "template1" => Some("it is PostgreSQL's own database"),
+            "pgbouncer" => Some("it is PgBouncer's admin console"),
+            _ => None,
+        };
+        self.reserved("database name", &database.name, database_reason, &name_path);
+        self.reserved("database owner", &database.owner, reserved_role(&database.owner), &owner_path);
+        self.reserved("replication user", &replication.user, reserved_role(&replication.user), &user_path);
+        if database.owner == replication.user {
+            self.report(
+                Violation::at(Rule::SameRole { name: replication.user.clone() }, user_path, "also the owner")
+                    .with(owner_path, "database owner"),
+            );
+        }
+    }
+
     fn listen_address(&mut self, address: Option<&String>, path: &YamlPath) -> String {
         let Some(address) = address else {
             return DEFAULT_ADDRESS.to_owned();
@@ -395,6 +519,11 @@ impl Resolver {
     /// which only makes sense on the local host (the sandbox).
     fn data_dir(&mut self, dir: Option<&PathBuf>, default: PathBuf, path: &YamlPath, host: Option<&Host>) -> PathBuf {
         let local = host.is_some_and(|host| host.transport == Transport::Local);
+        // Quoting takes care of spaces and quotes wherever the path is
+        // written; nothing takes a line break through a line-based file.
+        if let Some(character) = dir.and_then(|dir| dir.to_string_lossy().chars().find(|c| c.is_control())) {
+            self.report(Violation::at(Rule::ControlCharacterInPath { character }, path.clone(), "control character"));
+        }
         match dir {
             Some(dir) if !dir.is_absolute() && !local => {
                 self.report(Violation::at(Rule::RelativeDataDir { dir: dir.clone() }, path.clone(), "relative path"));
@@ -423,20 +552,29 @@ impl Resolver {
         let pooler = self.pooler(environment, path, ram_mb);
         let health = self.health(environment, &path.key("health"));
         let filestore = self.filestore(environment, path);
+        if let Some(super::Backups { storage: Storage::Sftp { port, .. } | Storage::Ftp { port, .. }, .. }) =
+            &environment.backups
+        {
+            self.port(*port, 22, "port", &path.key("backups").key("storage").key("port"));
+        }
+
+        let database = Database {
+            name: database.name.unwrap_or_else(|| id.clone()),
+            owner: database.owner.unwrap_or_else(|| "odoo".to_owned()),
+            password: database.password.unwrap_or_default(),
+        };
+        let replication = Replication {
+            user: replication.user.unwrap_or_else(|| "replicator".to_owned()),
+            password: replication.password.unwrap_or_default(),
+            max_slot_wal_keep_size: replication.max_slot_wal_keep_size.unwrap_or(Size::mebibytes(10 * 1024)),
+        };
+        self.database_and_roles(environment, &database, &replication, path);
 
         Environment {
             odoo_version: environment.odoo_version.clone(),
             resources: environment.resources,
-            database: Database {
-                name: database.name.unwrap_or_else(|| id.clone()),
-                owner: database.owner.unwrap_or_else(|| "odoo".to_owned()),
-                password: database.password.unwrap_or_default(),
-            },
-            replication: Replication {
-                user: replication.user.unwrap_or_else(|| "replicator".to_owned()),
-                password: replication.password.unwrap_or_default(),
-                max_slot_wal_keep_size: replication.max_slot_wal_keep_size.unwrap_or(Size::mebibytes(10 * 1024)),
-            },
+            database,
+            replication,
             pooler,
             health,
             backups: environment.backups.clone().map(|backups| Backups {
@@ -506,13 +644,25 @@ impl Resolver {
                 );
                 continue;
             }
-            settings.insert(name.clone(), value.to_string());
+            let value = value.to_string();
+            // Quoting cannot carry a line break: PostgreSQL's config scanner
+            // ends a quoted value at the end of the line, so the cluster would
+            // not start again.
+            if let Some(character) = value.chars().find(|c| c.is_control()) {
+                self.report(Violation::at(
+                    Rule::ControlCharacterInSetting { name: name.clone(), character },
+                    setting_path,
+                    "control character in the value",
+                ));
+                continue;
+            }
+            settings.insert(name.clone(), value);
         }
 
         Cluster {
             host: primary.host.clone(),
             address,
-            port: primary.port.unwrap_or(DEFAULT_PORT),
+            port: self.port(primary.port, DEFAULT_PORT, "port", &path.key("port")),
             version,
             data_dir,
             runtime: primary.runtime,
@@ -595,7 +745,7 @@ impl Resolver {
                 slot: slot_name(&replica.name),
                 host: replica.host.clone(),
                 address,
-                port: replica.port.unwrap_or(DEFAULT_PORT),
+                port: self.port(replica.port, DEFAULT_PORT, "port", &replica_path.key("port")),
                 data_dir,
                 purpose: replica.purpose,
                 connect: replica.connect,
@@ -624,6 +774,10 @@ impl Resolver {
     fn pooler(&mut self, environment: &super::Environment, path: &YamlPath, ram_mb: Option<f64>) -> Option<Pooler> {
         let pgbouncer = environment.pgbouncer.as_ref()?;
         let path = path.key("pgbouncer");
+        // Checked before `pool_size: 0` turns the pooler off, so the mistake
+        // is not waiting for the day the pooler is turned on.
+        let port = self.port(pgbouncer.port, 6432, "port", &path.key("port"));
+        let replica_port = self.port(pgbouncer.replica_port, 6433, "replica_port", &path.key("replica_port"));
         let pool_size = match pgbouncer.pool_size.unwrap_or(PoolSize::Auto) {
             PoolSize::Fixed(0) => return None,
             PoolSize::Fixed(size) => size,
@@ -639,9 +793,7 @@ impl Resolver {
                 }
             },
         };
-        let port = pgbouncer.port.unwrap_or(6432);
-        let replica_port = pgbouncer.replica_port.unwrap_or(6433);
-        if port == replica_port && !environment.replicas.is_empty() {
+        if port == replica_port && port != 0 && !environment.replicas.is_empty() {
             self.report(
                 Violation::at(Rule::PoolerPortsEqual { port }, path.key("replica_port"), "same as `port`")
                     .with(path.key("port"), "primary pooler port"),
@@ -795,6 +947,10 @@ impl Resolver {
 
         let mut reported = BTreeSet::new();
         for (later, second) in endpoints.iter().enumerate() {
+            // Port 0 is reported on its own; a collision on it says nothing more.
+            if second.port == 0 {
+                continue;
+            }
             if let Some(first) = endpoints[..later].iter().find(|first| {
                 first.machine == second.machine
                     && first.port == second.port
@@ -946,6 +1102,17 @@ impl Resolver {
             ),
             _ => {}
         }
+        let unusable = organization.is_empty()
+            || organization == "."
+            || organization == ".."
+            || organization.contains(|c: char| c == '/' || c == '\\' || c.is_control());
+        if config.path.is_none() && config.backend == StateBackend::Local && unusable {
+            self.report(Violation::at(
+                Rule::StateFileName { name: organization.to_owned() },
+                YamlPath::root().key("organization").key("name"),
+                "names the state file",
+            ));
+        }
         crate::topology::StateSettings {
             backend: config.backend,
             path: self
@@ -954,6 +1121,41 @@ impl Resolver {
             url: config.url,
         }
     }
+}
+
+/// A character as an error message names it: control characters by name
+/// or code point, since printing them raw would break the message itself.
+pub fn describe_character(character: char) -> String {
+    match character {
+        '\n' => "a line break (\\n)".into(),
+        '\r' => "a carriage return (\\r)".into(),
+        '\t' => "a tab (\\t)".into(),
+        '\0' => "a NUL byte (\\0)".into(),
+        ' ' => "a space".into(),
+        c if c.is_control() || c.is_whitespace() => format!("the control character U+{:04X}", u32::from(c)),
+        c => format!("`{c}`"),
+    }
+}
+
+/// Why a role name cannot be used, if it cannot.
+fn reserved_role(name: &str) -> Option<&'static str> {
+    match name {
+        "postgres" => Some("it is the superuser pgfleet logs in as"),
+        "public" | "none" => Some("PostgreSQL refuses it as a role name"),
+        "all" => Some("it is a keyword in pg_hba.conf"),
+        _ if name.starts_with("pg_") => Some("PostgreSQL reserves names starting with `pg_`"),
+        _ => None,
+    }
+}
+
+/// An IP address or a DNS name: what SSH can connect to, with nothing a
+/// command line or known_hosts file would read as something else.
+fn is_host_address(address: &str) -> bool {
+    address.parse::<IpAddr>().is_ok()
+        || (!address.is_empty()
+            && address.len() <= 253
+            && !address.starts_with(['-', '.'])
+            && address.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
 }
 
 /// The replication slot of a replica: its name with every character outside
@@ -1041,6 +1243,142 @@ mod tests {
         assert!((quota.disk.used - 60.0).abs() < 1e-9);
         assert_eq!(quota.cpu.total, 10.0);
         assert_eq!(topology.environments[0].odoo_version.as_deref(), Some("19.0"));
+    }
+
+    /// Every broken rule, with the path it points at.
+    fn violations(yaml: &str) -> Vec<(super::Rule, String)> {
+        let document = load::parse("test.yaml", yaml.to_owned()).unwrap();
+        match super::resolve(&document.spec, std::path::Path::new("/work")) {
+            Ok(_) => Vec::new(),
+            Err(violations) => {
+                violations.into_iter().map(|violation| (violation.rule, violation.path.to_string())).collect()
+            }
+        }
+    }
+
+    fn with_primary(primary: &str) -> String {
+        format!(
+            "version: 1\nhosts:\n  h: {{ transport: local }}\nenvironments:\n  - id: e\n    primary: {{ host: h, data_dir: /d, {primary} }}\n"
+        )
+    }
+
+    #[test]
+    fn setting_values_with_control_characters_are_refused() {
+        for value in [r#""4MB\nfsync = off""#, r#""4MB\r""#, r#""a\0b""#, r#""a\x01b""#, r#""a\tb""#, r#""a\x7f""#] {
+            let found = violations(&with_primary(&format!("settings: {{ work_mem: {value} }}")));
+            assert!(
+                matches!(found.as_slice(), [(super::Rule::ControlCharacterInSetting { name, .. }, path)]
+                    if name == "work_mem" && path == "environments[0].primary.settings.work_mem"),
+                "{value}: {found:?}"
+            );
+        }
+        // Quotes and backslashes are quoted where the value is written, not refused.
+        assert_eq!(violations(&with_primary(r#"settings: { search_path: "it's", log_line_prefix: 'C:\x' }"#)), []);
+    }
+
+    #[test]
+    fn port_zero_is_refused_wherever_it_is_written() {
+        let found = violations(
+            "version: 1\nhosts:\n  h: { transport: local }\n  s: { address: 192.0.2.2, ssh: { port: 0 } }\nenvironments:\n  - id: e\n    odoo_version: \"18.0\"\n    primary: { host: h, address: 192.0.2.1, port: 0, data_dir: /d }\n    pgbouncer: { pool_size: 0, port: 0, replica_port: 0 }\n    replicas: [{ name: r1, host: s, port: 0 }]\n    backups: { storage: { kind: sftp, address: b, port: 0, user: u, path: /b } }\n",
+        );
+        let mut paths: Vec<&str> = found
+            .iter()
+            .map(|(rule, path)| {
+                assert!(matches!(rule, super::Rule::PortZero { .. }), "only port 0 is wrong here: {rule:?}");
+                path.as_str()
+            })
+            .collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "environments[0].backups.storage.port",
+                "environments[0].pgbouncer.port",
+                "environments[0].pgbouncer.replica_port",
+                "environments[0].primary.port",
+                "environments[0].replicas[0].port",
+                "hosts.s.ssh.port",
+            ]
+        );
+    }
+
+    fn paths_of(found: &[(super::Rule, String)]) -> Vec<&str> {
+        let mut paths: Vec<&str> = found.iter().map(|(_, path)| path.as_str()).collect();
+        paths.sort();
+        paths
+    }
+
+    #[test]
+    fn names_written_unquoted_into_config_files_are_checked() {
+        let environment = |database: &str, replication: &str| {
+            format!(
+                "version: 1\nhosts:\n  h: {{ transport: local }}\nenvironments:\n  - id: e\n    primary: {{ host: h, data_dir: /d }}\n    database: {database}\n    replication: {replication}\n"
+            )
+        };
+        let found = violations(&environment(r#"{ name: "my db", owner: "a\nb" }"#, r#"{ user: "x'y" }"#));
+        assert!(found.iter().all(|(rule, _)| matches!(rule, super::Rule::InvalidName { .. })), "{found:?}");
+        assert_eq!(
+            paths_of(&found),
+            ["environments[0].database.name", "environments[0].database.owner", "environments[0].replication.user"]
+        );
+        let too_long = "a".repeat(64);
+        assert_eq!(
+            paths_of(&violations(&environment(&format!("{{ name: {too_long} }}"), "{}"))),
+            ["environments[0].database.name"]
+        );
+        // Odoo-style names pass.
+        assert_eq!(violations(&environment("{ name: acme-prod.2024, owner: Odoo_1 }", "{ user: repl }")), []);
+
+        let found = violations(&environment("{ name: postgres, owner: pg_odoo }", "{ user: all }"));
+        assert!(found.iter().all(|(rule, _)| matches!(rule, super::Rule::ReservedName { .. })), "{found:?}");
+        assert_eq!(found.len(), 3);
+        let found = violations(&environment("{}", "{}").replace("id: e", "id: postgres"));
+        assert!(
+            matches!(found.as_slice(), [(super::Rule::ReservedName { .. }, path)] if path == "environments[0].id"),
+            "{found:?}"
+        );
+        let found = violations(&environment("{ owner: odoo }", "{ user: odoo }"));
+        assert!(
+            matches!(found.as_slice(), [(super::Rule::SameRole { .. }, path)] if path.ends_with("replication.user"))
+        );
+    }
+
+    #[test]
+    fn data_dirs_with_control_characters_are_refused_and_others_are_quoted_where_written() {
+        let with_data_dir = |dir: &str| {
+            format!(
+                "version: 1\nhosts:\n  h: {{ address: 192.0.2.1 }}\nenvironments:\n  - id: e\n    primary: {{ host: h, data_dir: {dir} }}\n"
+            )
+        };
+        let found = violations(&with_data_dir(r#""/srv/pg\n/x""#));
+        assert!(
+            matches!(found.as_slice(), [(super::Rule::ControlCharacterInPath { character: '\n' }, path)]
+                if path == "environments[0].primary.data_dir"),
+            "{found:?}"
+        );
+        assert_eq!(violations(&with_data_dir(r#""/srv/my pg/it's,1""#)), []);
+    }
+
+    #[test]
+    fn host_addresses_and_the_state_file_name_are_checked() {
+        let hosts = |address: &str| format!("version: 1\nhosts:\n  db: {{ address: {address} }}\nenvironments: []\n");
+        for bad in [r#""db 1""#, r#""-oProxyCommand=x""#, r#""a\nb""#, r#""""#] {
+            let found = violations(&hosts(bad));
+            assert!(
+                matches!(found.as_slice(), [(super::Rule::InvalidHostAddress { .. }, path)] if path == "hosts.db.address"),
+                "{bad}: {found:?}"
+            );
+        }
+        for good in ["203.0.113.11", "\"2001:db8::1\"", "db1.example.net", "db_1"] {
+            assert_eq!(violations(&hosts(good)), [], "{good}");
+        }
+        let organization = |name: &str, state: &str| {
+            format!("version: 1\norganization: {{ name: {name} }}\n{state}hosts: {{}}\nenvironments: []\n")
+        };
+        let found = violations(&organization("../etc/x", ""));
+        assert!(matches!(found.as_slice(), [(super::Rule::StateFileName { .. }, path)] if path == "organization.name"));
+        assert_eq!(violations(&organization("../etc/x", "state: { path: s.json }\n")), []);
+        assert_eq!(violations(&organization("Acme Corp", "")), []);
     }
 
     #[test]
