@@ -145,7 +145,7 @@ impl ResourceGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::load;
+    use crate::config::load;
 
     /// Twenty environments, each with three replicas, a pooler, a filestore
     /// mirror and backups: the order is complete, respects every edge, and

@@ -199,8 +199,8 @@ pub fn assess_replica(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::load;
     use crate::observe::cluster::{SenderRow, StandbyRow};
-    use crate::spec::load;
 
     const YAML: &str = "version: 1\nhosts:\n  h: { transport: local }\nenvironments:\n  - id: e\n    primary: { host: h, data_dir: /p, tuning: none }\n    replicas:\n      - { name: r1, host: h, address: 127.0.0.2, data_dir: /r1 }\n";
 

@@ -16,6 +16,7 @@ pub mod action;
 pub mod address;
 pub mod apply;
 pub mod cli;
+pub mod config;
 pub mod desired;
 pub mod exit;
 pub mod graph;

@@ -417,10 +417,13 @@ fn a_primary_that_will_not_start_reports_its_log_and_a_corrected_yaml_converges(
     let failed = fleet.pgfleet(&["apply", "--auto-approve"]);
     let stdout = text(&failed.stdout);
     assert_eq!(failed.status.code(), Some(3), "{stdout}{}", text(&failed.stderr));
+    assert!(stdout.contains("failed:  shop.cluster.primary failed at step: start PostgreSQL"), "{stdout}");
+    // The failure's diagnostic, with its causes and help, is on stderr.
+    let stderr = text(&failed.stderr).replace('│', " ");
     let log = fleet.home("primary").join("postgresql.log");
-    assert!(stdout.contains(&format!("the last lines of {}:", log.display())), "{stdout}");
-    assert!(stdout.contains(r#"invalid value for parameter "shared_buffers": "lots""#), "{stdout}");
-    assert!(stdout.contains("help: the log says why PostgreSQL did not start"), "{stdout}");
+    assert!(stderr.contains(&format!("the last lines of {}:", log.display())), "{stderr}");
+    assert!(stderr.contains(r#"invalid value for parameter "shared_buffers": "lots""#), "{stderr}");
+    assert!(stderr.contains("the log says why PostgreSQL did not start"), "{stderr}");
 
     fleet.write_config(&[]);
     fleet.apply();

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use pgfleet::address::Kind;
+use pgfleet::config::load;
 use pgfleet::graph::ResourceGraph;
 use pgfleet::ops::schema::schema_json;
-use pgfleet::spec::load;
 
 fn examples() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir("examples")

@@ -453,7 +453,7 @@ fn one_health_round_for_20_replicas_is_one_sql_round_trip_per_cluster() {
         panic!("{}{}", text(&applied.stdout), text(&applied.stderr));
     }
 
-    let topology = pgfleet::spec::load::load(&config).unwrap().resolve().unwrap();
+    let topology = pgfleet::config::load::load(&config).unwrap().resolve().unwrap();
     let round_trips = Arc::new(AtomicUsize::new(0));
     let options = pgfleet::observe::Options {
         passwords: false,

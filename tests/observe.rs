@@ -4,8 +4,8 @@
 
 mod support;
 
+use pgfleet::config::load;
 use pgfleet::observe::{ClusterObservation, HostObservation, PoolerObservation, observe};
-use pgfleet::spec::load;
 use support::{PgServer, SshServer};
 
 fn host_yaml(name: &str, ssh: &SshServer) -> String {

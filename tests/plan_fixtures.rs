@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pgfleet::address::Address;
+use pgfleet::config::load;
 use pgfleet::desired;
 use pgfleet::observe::cluster::{ClusterProbe, DatabaseRow, HbaRule, RoleRow, SenderRow, Setting, SlotRow};
 use pgfleet::observe::host::{DataDirFacts, HostFacts, PoolerFacts};
 use pgfleet::observe::{ClusterObservation, HostObservation, Observed};
 use pgfleet::placement;
 use pgfleet::plan::{self, render};
-use pgfleet::spec::load;
 use pgfleet::state::{Owned, State};
 use pgfleet::topology::Topology;
 

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use pgfleet::config::load;
 use pgfleet::printer::render;
-use pgfleet::spec::load;
 
 /// (file, the `file:line:column` of its first diagnostic, a phrase it must say)
 const CORPUS: &[(&str, &str, &str)] = &[

@@ -345,7 +345,7 @@ mod tests {
     }
 
     fn topology() -> Topology {
-        crate::spec::load::parse("t.yaml", YAML.into()).unwrap().resolve_in(std::path::Path::new("/")).unwrap()
+        crate::config::load::parse("t.yaml", YAML.into()).unwrap().resolve_in(std::path::Path::new("/")).unwrap()
     }
 
     /// A host whose members start, stop and report running through the

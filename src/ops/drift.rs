@@ -13,12 +13,12 @@ use super::plan::sha256_hex;
 use super::{Error, Outcome};
 use crate::action::Action;
 use crate::address::{Address, Kind};
+use crate::config::load;
 use crate::exit::Exit;
 use crate::health::{self, Status};
 use crate::observe::{self, ClusterObservation, Observed};
 use crate::plan::{self, settings::shown};
 use crate::printer::Printer;
-use crate::spec::load;
 use crate::state::{self, State};
 use crate::topology::Topology;
 

@@ -14,9 +14,9 @@ pub mod validate;
 
 use std::path::Path;
 
+use crate::config::diagnostic::SpecErrors;
+use crate::config::load;
 use crate::exit::Exit;
-use crate::spec::diagnostic::SpecErrors;
-use crate::spec::load;
 use crate::topology::Topology;
 
 /// Why a command failed; every variant is a diagnostic the CLI shows.

@@ -8,11 +8,11 @@ use sha2::{Digest, Sha256};
 
 use super::{Error, Outcome};
 use crate::address::Address;
+use crate::config::load;
 use crate::exit::Exit;
 use crate::observe::observe;
 use crate::plan::{self, Plan, render};
 use crate::printer::Printer;
-use crate::spec::load;
 use crate::state;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use super::{Error, Outcome};
+use crate::config::load;
 use crate::exit::Exit;
 use crate::printer::Printer;
-use crate::spec::load;
 use crate::state::{self, LockScope, StateStore, Unlocked};
 
 /// The configured store, and a runtime to drive it (the store is async).

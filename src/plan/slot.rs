@@ -96,7 +96,7 @@ fn owned_slot_address(planner: &Planner<'_>, environment: &Environment, slot: &s
         .find(|address| {
             address.environment == environment.id
                 && address.kind == Kind::Slot
-                && crate::spec::resolve::slot_name(&address.name) == slot
+                && crate::config::resolve::slot_name(&address.name) == slot
         })
         .cloned()
 }

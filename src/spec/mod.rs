@@ -1,14 +1,11 @@
 //! The configuration users write, one serde + schemars type per YAML mapping.
 //!
 //! These types mirror `SPEC.md` one to one: no defaults are applied here
-//! beyond what serde needs, and no rule is checked. `resolve` turns a `Spec`
-//! into the validated `Topology`; `load` reads a file into a `Spec` with
-//! located errors. Doc comments are the JSON-Schema descriptions.
+//! beyond what serde needs, and no rule is checked. `config::load` reads a
+//! file into a `Spec` with located errors and `config::resolve` turns it
+//! into the validated `Topology`. Doc comments are the JSON-Schema
+//! descriptions.
 
-pub mod diagnostic;
-pub mod load;
-pub mod path;
-pub mod resolve;
 pub mod secret;
 pub mod tuning;
 pub mod units;

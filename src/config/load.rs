@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::Spec;
 use super::diagnostic::{MAX_SHOWN_PROBLEMS, Problem, SourceFile, SpecErrors};
 use super::path::{Anchor, YamlPath};
 use super::resolve::{self, Violation};
+use crate::spec::Spec;
 use crate::suggest::did_you_mean;
 use crate::topology::Topology;
 

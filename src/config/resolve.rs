@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
 use super::path::{Anchor, YamlPath};
-use super::tuning::{self, Tier};
-use super::{Connect, PoolMode, PoolSize, Size, Spec, StateBackend, Storage, Tuning};
+use crate::spec::tuning::{self, Tier};
+use crate::spec::{self, Connect, PoolMode, PoolSize, Size, Spec, StateBackend, Storage, Tuning};
 use crate::suggest::did_you_mean;
 use crate::topology::{
     Backups, Cluster, Database, Environment, Filestore, HealthThresholds, Host, Pooler, QuotaResource, QuotaRow,
@@ -331,7 +331,7 @@ impl Resolver {
             let path = YamlPath::root().key("hosts").key(name.as_str());
             self.check_name("host name", name, &path, Anchor::Key);
             let transport = match host.transport {
-                super::TransportKind::Local => {
+                spec::TransportKind::Local => {
                     if host.ssh.is_some() {
                         self.report(
                             Violation::at(
@@ -354,7 +354,7 @@ impl Resolver {
                     }
                     Transport::Local
                 }
-                super::TransportKind::Ssh => {
+                spec::TransportKind::Ssh => {
                     let ssh = host.ssh.clone().unwrap_or_default();
                     let address = host.address.clone().unwrap_or_else(|| {
                         self.report(
@@ -463,7 +463,7 @@ impl Resolver {
     /// after the id is pointed at the id.
     fn database_and_roles(
         &mut self,
-        spec: &super::Environment,
+        spec: &spec::Environment,
         database: &Database,
         replication: &Replication,
         path: &YamlPath,
@@ -536,7 +536,7 @@ impl Resolver {
 
     fn environment(
         &mut self,
-        environment: &super::Environment,
+        environment: &spec::Environment,
         path: &YamlPath,
         hosts: &BTreeMap<String, Host>,
     ) -> Environment {
@@ -552,7 +552,7 @@ impl Resolver {
         let pooler = self.pooler(environment, path, ram_mb);
         let health = self.health(environment, &path.key("health"));
         let filestore = self.filestore(environment, path);
-        if let Some(super::Backups { storage: Storage::Sftp { port, .. } | Storage::Ftp { port, .. }, .. }) =
+        if let Some(spec::Backups { storage: Storage::Sftp { port, .. } | Storage::Ftp { port, .. }, .. }) =
             &environment.backups
         {
             self.port(*port, 22, "port", &path.key("backups").key("storage").key("port"));
@@ -589,12 +589,7 @@ impl Resolver {
         }
     }
 
-    fn primary(
-        &mut self,
-        environment: &super::Environment,
-        path: &YamlPath,
-        hosts: &BTreeMap<String, Host>,
-    ) -> Cluster {
+    fn primary(&mut self, environment: &spec::Environment, path: &YamlPath, hosts: &BTreeMap<String, Host>) -> Cluster {
         let primary = &environment.primary;
         self.check_host_reference(&primary.host, &path.key("host"), hosts);
         let version = primary.version.unwrap_or(DEFAULT_MAJOR);
@@ -673,7 +668,7 @@ impl Resolver {
 
     fn replicas(
         &mut self,
-        environment: &super::Environment,
+        environment: &spec::Environment,
         path: &YamlPath,
         hosts: &BTreeMap<String, Host>,
         primary: &Cluster,
@@ -754,7 +749,7 @@ impl Resolver {
         replicas
     }
 
-    fn odoo_gate(&mut self, environment: &super::Environment, path: &YamlPath) {
+    fn odoo_gate(&mut self, environment: &spec::Environment, path: &YamlPath) {
         let Some(version) = &environment.odoo_version else {
             return;
         };
@@ -771,7 +766,7 @@ impl Resolver {
         );
     }
 
-    fn pooler(&mut self, environment: &super::Environment, path: &YamlPath, ram_mb: Option<f64>) -> Option<Pooler> {
+    fn pooler(&mut self, environment: &spec::Environment, path: &YamlPath, ram_mb: Option<f64>) -> Option<Pooler> {
         let pgbouncer = environment.pgbouncer.as_ref()?;
         let path = path.key("pgbouncer");
         // Checked before `pool_size: 0` turns the pooler off, so the mistake
@@ -818,9 +813,9 @@ impl Resolver {
         })
     }
 
-    fn health(&mut self, environment: &super::Environment, path: &YamlPath) -> HealthThresholds {
+    fn health(&mut self, environment: &spec::Environment, path: &YamlPath) -> HealthThresholds {
         let threshold =
-            |bytes_mb: u64, seconds| super::LagThreshold { lag_bytes: Size::mebibytes(bytes_mb), lag_seconds: seconds };
+            |bytes_mb: u64, seconds| spec::LagThreshold { lag_bytes: Size::mebibytes(bytes_mb), lag_seconds: seconds };
         let health = environment.health.clone().unwrap_or_default();
         let thresholds = HealthThresholds {
             warning: health.warning.unwrap_or(threshold(50, 15)),
@@ -838,7 +833,7 @@ impl Resolver {
         thresholds
     }
 
-    fn filestore(&mut self, environment: &super::Environment, path: &YamlPath) -> Option<Filestore> {
+    fn filestore(&mut self, environment: &spec::Environment, path: &YamlPath) -> Option<Filestore> {
         let filestore = environment.filestore.as_ref()?;
         let names: Vec<&str> = environment.replicas.iter().map(|replica| replica.name.as_str()).collect();
         for (index, name) in filestore.mirror_to.iter().enumerate() {
@@ -857,7 +852,7 @@ impl Resolver {
         Some(Filestore {
             path: filestore.path.clone(),
             mirror_to: filestore.mirror_to.clone(),
-            every: filestore.every.unwrap_or(super::Duration::from_seconds(300)),
+            every: filestore.every.unwrap_or(spec::Duration::from_seconds(300)),
         })
     }
 
@@ -1068,7 +1063,7 @@ impl Resolver {
 
     fn state(&mut self, spec: &Spec, organization: &str) -> crate::topology::StateSettings {
         let config =
-            spec.state.clone().unwrap_or(super::StateConfig { backend: StateBackend::Local, path: None, url: None });
+            spec.state.clone().unwrap_or(spec::StateConfig { backend: StateBackend::Local, path: None, url: None });
         let path = YamlPath::root().key("state");
         // Refused here, with its place in the file, rather than quietly
         // served by the local file as it once was: a team that asked for a
@@ -1189,7 +1184,7 @@ fn same_path(first: &Path, second: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::spec::load;
+    use crate::config::load;
     use crate::topology::{Topology, Transport};
 
     fn resolve(yaml: &str) -> Topology {

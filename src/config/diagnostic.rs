@@ -576,8 +576,8 @@ impl Diagnostic for SpecErrors {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::load;
     use crate::printer::render;
-    use crate::spec::load;
 
     fn rendered(yaml: String) -> String {
         let errors = load::parse("long.yaml", yaml).expect_err("rejected");
