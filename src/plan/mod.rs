@@ -5,6 +5,8 @@
 //! and a fingerprint of the observations it was made from.
 
 mod cluster;
+mod database;
+mod hba;
 mod pooler;
 pub mod render;
 mod replica;
@@ -350,8 +352,9 @@ impl Planner<'_> {
             &format!("{}.cluster.primary", environment.id),
         );
         cluster::plan_primary(self, environment, primary);
-        cluster::plan_hba(self, environment, primary);
+        hba::plan(self, environment, primary);
         role::plan(self, environment, primary);
+        database::plan(self, environment, primary);
         slot::plan(self, environment, primary);
         replica::plan(self, environment, primary);
         pooler::plan(self, environment);

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{BackupSource, Capabilities, ClusterLayout, PoolerLayout, Runtime, home_beside};
+use super::{BackupSource, Capabilities, ClusterLayout, PoolerLayout, Runtime};
 use crate::transport::shell_quote;
 
 pub struct Unsupported {
@@ -32,17 +32,10 @@ impl Runtime for Unsupported {
         Capabilities { initialise: false, manage_process: false, replicas: false, poolers: false }
     }
 
+    /// Laid out as pgfleet lays out its own clusters, so observation can
+    /// look; nothing is ever started there.
     fn cluster_layout(&self, data_dir: &Path, version: u32) -> ClusterLayout {
-        let home = home_beside(data_dir);
-        ClusterLayout {
-            data_dir: data_dir.to_owned(),
-            auto_conf: data_dir.join("postgresql.auto.conf"),
-            hba_file: data_dir.join("pg_hba.conf"),
-            log_file: home.join("postgresql.log"),
-            bin_dir: PathBuf::from(format!("/usr/lib/postgresql/{version}/bin")),
-            socket_dir: None,
-            home,
-        }
+        super::PgCtl.cluster_layout(data_dir, version)
     }
 
     fn pooler_layout(&self, home: &Path, port: u16) -> PoolerLayout {
