@@ -60,6 +60,7 @@ fn ownership(topology: &Topology, address: &Address) -> Option<Owned> {
         path,
         port: listen.as_ref().map(|(_, port)| *port),
         listen: listen.map(|(address, _)| address),
+        depends_on: resource.depends_on.clone(),
     };
     Some(match resource.item {
         Item::Member { placement, .. } => {

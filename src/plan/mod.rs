@@ -429,11 +429,10 @@ pub fn plan_with(
     let position: BTreeMap<&Address, usize> =
         graph.order().into_iter().enumerate().map(|(at, address)| (address, at)).collect();
     let mut changes = planner.changes;
+    let deletions = deletion_order(&changes, state);
     changes.sort_by_key(|change| match position.get(&change.address) {
-        Some(&at) if change.action != ChangeKind::Delete => {
-            (0, at, std::cmp::Reverse(change.address.kind), change.address.clone())
-        }
-        _ => (1, 0, std::cmp::Reverse(change.address.kind), change.address.clone()),
+        Some(&at) if change.action != ChangeKind::Delete => (0, at, change.address.clone()),
+        _ => (1, deletions.get(&change.address).copied().unwrap_or(0), change.address.clone()),
     });
 
     // A standby refuses to run with max_connections (and the like) below
@@ -479,6 +478,40 @@ pub fn plan_with(
     Ok(plan)
 }
 
+/// Where each deletion goes among the deletions: a resource before what it
+/// depended on when pgfleet created it (recorded in state), so a replica's
+/// pooler goes before the replica, and the replica before its slot. State
+/// written before dependencies were recorded falls back to the order of
+/// the inventory's kinds, dependents first.
+fn deletion_order(changes: &[ResourceChange], state: &State) -> BTreeMap<Address, usize> {
+    let deleted: Vec<&Address> =
+        changes.iter().filter(|change| change.action == ChangeKind::Delete).map(|change| &change.address).collect();
+    // needs[at]: the deletions that must wait for `at` (what it depended on).
+    let mut needs: Vec<Vec<usize>> = vec![Vec::new(); deleted.len()];
+    let mut waiting = vec![0usize; deleted.len()];
+    for (at, address) in deleted.iter().enumerate() {
+        let recorded = state.owned.get(*address).map(|owned| owned.depends_on.as_slice()).unwrap_or_default();
+        for dependency in recorded {
+            if let Some(before) = deleted.iter().position(|candidate| *candidate == dependency) {
+                needs[at].push(before);
+                waiting[before] += 1;
+            }
+        }
+    }
+    // Kahn's order; ties broken by kind (dependents' kinds first), then address.
+    let key = |at: usize| (std::cmp::Reverse(deleted[at].kind), deleted[at].clone());
+    let mut done = vec![false; deleted.len()];
+    let mut order = BTreeMap::new();
+    while let Some(next) = (0..deleted.len()).filter(|at| !done[*at] && waiting[*at] == 0).min_by_key(|at| key(*at)) {
+        done[next] = true;
+        order.insert(deleted[next].clone(), order.len());
+        for &before in &needs[next] {
+            waiting[before] -= 1;
+        }
+    }
+    order
+}
+
 /// Unified diff of two texts, `None` when equal.
 pub fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> Option<String> {
     if old == new {
@@ -492,4 +525,45 @@ pub fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> Opt
 /// `name = value` lines, sorted, for settings diffs.
 pub fn settings_text<'a>(settings: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
     settings.into_iter().map(|(name, value)| format!("{name} = '{value}'\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Owned;
+
+    fn deletion(address: &str) -> ResourceChange {
+        ResourceChange {
+            address: address.parse().unwrap(),
+            action: ChangeKind::Delete,
+            reason: "removed".into(),
+            disruption: Disruption::None,
+            diff: None,
+            rpo: None,
+            drift: DriftClass::Topology,
+            actions: Vec::new(),
+        }
+    }
+
+    /// Recorded dependencies decide; kinds only break ties. Here a
+    /// recorded edge runs against the kinds' order (a replica that needed
+    /// a pooler), and the replica still goes first.
+    #[test]
+    fn deletions_follow_recorded_dependencies_before_kinds() {
+        let changes = vec![deletion("a.slot.r"), deletion("a.pooler.r"), deletion("a.replica.r")];
+        let mut state = State::default();
+        let mut replica = Owned::at("h", "/r".into());
+        replica.depends_on = vec!["a.slot.r".parse().unwrap(), "a.pooler.r".parse().unwrap()];
+        state.owned.insert("a.replica.r".parse().unwrap(), replica);
+        let order = deletion_order(&changes, &state);
+        let mut names: Vec<(&Address, &usize)> = order.iter().collect();
+        names.sort_by_key(|(_, at)| **at);
+        let names: Vec<String> = names.into_iter().map(|(address, _)| address.to_string()).collect();
+        assert_eq!(names, ["a.replica.r", "a.pooler.r", "a.slot.r"]);
+
+        // Without recorded dependencies: dependents' kinds first.
+        let order = deletion_order(&changes, &State::default());
+        assert!(order["a.pooler.r".parse::<Address>().as_ref().unwrap()] < order[&"a.replica.r".parse().unwrap()]);
+        assert!(order[&"a.replica.r".parse().unwrap()] < order[&"a.slot.r".parse().unwrap()]);
+    }
 }

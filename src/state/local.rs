@@ -292,9 +292,17 @@ mod tests {
 
     fn with_owned(mut state: State, address: &str, path: PathBuf) -> State {
         let address: Address = address.parse().expect("an address");
-        state
-            .owned
-            .insert(address, Owned { host: "here".into(), path: Some(path), listen: None, port: None, reach: None });
+        state.owned.insert(
+            address,
+            Owned {
+                host: "here".into(),
+                path: Some(path),
+                listen: None,
+                port: None,
+                reach: None,
+                depends_on: Vec::new(),
+            },
+        );
         state
     }
 

@@ -55,6 +55,10 @@ pub struct Owned {
     /// before pgfleet recorded it, and then left out, as it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reach: Option<Reach>,
+    /// What it depended on when pgfleet created it: once it leaves the
+    /// configuration, it is deleted before those (dependents first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Address>,
 }
 
 /// How pgfleet reaches a host: the configuration's transport, minus anything
@@ -98,7 +102,7 @@ impl From<&Transport> for Reach {
 impl Owned {
     /// A resource at `path` on `host`, with no listening address recorded.
     pub fn at(host: &str, path: PathBuf) -> Self {
-        Owned { host: host.to_owned(), path: Some(path), listen: None, port: None, reach: None }
+        Owned { host: host.to_owned(), path: Some(path), listen: None, port: None, reach: None, depends_on: Vec::new() }
     }
 }
 
@@ -319,6 +323,7 @@ mod tests {
             listen: None,
             port: None,
             reach: Some(Reach::from(&transport)),
+            depends_on: Vec::new(),
         };
         let value = serde_json::to_value(&owned).expect("serialisable");
         assert_eq!(keys(&value), ["host", "path", "reach"]);
@@ -341,7 +346,14 @@ mod tests {
             serde_json::from_str(r#"{ "host": "db2", "path": "/srv/pg/r1" }"#).expect("an old record loads");
         assert_eq!(
             owned,
-            Owned { host: "db2".into(), path: Some("/srv/pg/r1".into()), listen: None, port: None, reach: None }
+            Owned {
+                host: "db2".into(),
+                path: Some("/srv/pg/r1".into()),
+                listen: None,
+                port: None,
+                reach: None,
+                depends_on: Vec::new()
+            }
         );
     }
 
@@ -358,12 +370,20 @@ mod tests {
         let mut state = State::default();
         let here: Address = "prod.cluster.primary".parse().expect("an address");
         let gone: Address = "prod.replica.r2".parse().expect("an address");
-        state
-            .owned
-            .insert(here.clone(), Owned { host: "here".into(), path: None, listen: None, port: None, reach: None });
+        state.owned.insert(
+            here.clone(),
+            Owned { host: "here".into(), path: None, listen: None, port: None, reach: None, depends_on: Vec::new() },
+        );
         state.owned.insert(
             gone.clone(),
-            Owned { host: "r2".into(), path: None, listen: None, port: None, reach: old.clone() },
+            Owned {
+                host: "r2".into(),
+                path: None,
+                listen: None,
+                port: None,
+                reach: old.clone(),
+                depends_on: Vec::new(),
+            },
         );
         let hosts = BTreeMap::from([("here".to_owned(), Host { name: "here".into(), transport: Transport::Local })]);
         state.record_reach(&hosts);
