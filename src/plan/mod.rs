@@ -351,13 +351,22 @@ impl Planner<'_> {
             &environment.primary.data_dir,
             &format!("{}.cluster.primary", environment.id),
         );
-        cluster::plan_primary(self, environment, primary);
-        hba::plan(self, environment, primary);
-        role::plan(self, environment, primary);
-        database::plan(self, environment, primary);
-        slot::plan(self, environment, primary);
-        replica::plan(self, environment, primary);
-        pooler::plan(self, environment);
+        // One planner per kind, in the inventory's kinds: a new kind does
+        // not compile until it is planned here (or says why not).
+        for kind in Kind::ALL {
+            match kind {
+                Kind::Cluster => cluster::plan_primary(self, environment, primary),
+                Kind::Hba => hba::plan(self, environment, primary),
+                Kind::Role => role::plan(self, environment, primary),
+                Kind::Database => database::plan(self, environment, primary),
+                Kind::Slot => slot::plan(self, environment, primary),
+                Kind::Replica => replica::plan(self, environment, primary),
+                Kind::Pooler => pooler::plan(self, environment),
+                // Filestore mirrors and backups are in the inventory and the
+                // graph; nothing plans them until they can be built.
+                Kind::Filestore | Kind::Backup => {}
+            }
+        }
         if environment.odoo_version.is_some()
             && environment.pooler.as_ref().is_some_and(|pooler| pooler.pool_mode == crate::spec::PoolMode::Transaction)
         {
