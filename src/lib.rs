@@ -9,9 +9,6 @@
 //!   `action`s; `state` remembers what pgfleet owns.
 //! - `ops` holds one module per command; `cli` parses; `printer` writes.
 
-#![forbid(unsafe_code)]
-#![warn(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
-
 pub mod action;
 pub mod address;
 pub mod apply;

@@ -123,3 +123,17 @@ pub fn render(diagnostic: &dyn Diagnostic, color: bool, width: usize) -> String 
 fn terminal_width() -> Option<usize> {
     std::env::var("COLUMNS").ok()?.parse().ok()
 }
+
+/// ANSI styles for data written to stdout (the plan's marks and diffs).
+/// Whether to use them is the printer's decision (`color_out`); this only
+/// knows how.
+#[derive(Debug, Clone, Copy)]
+pub struct Palette {
+    pub on: bool,
+}
+
+impl Palette {
+    pub fn paint(&self, code: &str, text: &str) -> String {
+        if self.on { format!("\u{1b}[{code}m{text}\u{1b}[0m") } else { text.to_owned() }
+    }
+}

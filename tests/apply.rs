@@ -4,6 +4,9 @@
 //! empty), survives being killed, locks its state, refuses stale plans, and
 //! never leaks a secret.
 
+// Tests may unwrap and print: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
 mod support;
 
 use std::path::PathBuf;

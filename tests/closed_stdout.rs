@@ -2,6 +2,9 @@
 //! quietly with the command's own exit code, and a stdout that cannot be
 //! written (a full disk) is reported instead of passing for complete output.
 
+// Tests may unwrap and print: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
 use std::process::{Command, Output, Stdio};
 
 fn pgfleet() -> Command {

@@ -2,6 +2,9 @@
 //! every example starts with the schema line and validates, and the resource
 //! graph of each is in dependency order.
 
+// Tests may unwrap and print: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::PathBuf;
 
 use pgfleet::address::Kind;

@@ -5,6 +5,9 @@
 //! command's status and stderr come back; a command that stops reading
 //! does not hang the stream; a timeout fires and stops the command.
 
+// Tests may unwrap and print: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
 mod support;
 
 use std::pin::Pin;

@@ -7,6 +7,9 @@
 //! Seeded, so a run is repeatable; the case counts keep it to seconds in a
 //! debug build.
 
+// Tests may unwrap and print: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,9 @@
 //! seen as it is; an empty host and a host whose sshd is down are values,
 //! not failures.
 
+// Tests may unwrap and print: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
 mod support;
 
 use pgfleet::config::load;

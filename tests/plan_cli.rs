@@ -2,6 +2,9 @@
 //! what it lists, its exit codes, its refusals to trust a host, and that no
 //! secret ever reaches its output.
 
+// Tests may unwrap and print: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
 mod support;
 
 use std::path::Path;

@@ -5,6 +5,9 @@
 //! (`PGFLEET_WRITE_FIXTURES=1 cargo test --test plan_fixtures`), and a test
 //! fails while a committed fixture is stale.
 
+// Tests may unwrap and print: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

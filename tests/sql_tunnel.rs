@@ -1,6 +1,9 @@
 //! SQL reaches a PostgreSQL that listens only on its host's address, through
 //! the transport: over an SSH `direct-tcpip` channel, and locally.
 
+// Tests may unwrap and print: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! The test harness's sshd is real: pgfleet's SSH transport connects to it,
 //! verifies its host key from known_hosts, and runs commands as postgres.
 
+// Tests may unwrap and print: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
 mod support;
 
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! that points at the right line and column; the rendered diagnostics are
 //! snapshots.
 
+// Tests may unwrap and print: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::Path;
 use std::process::Command;
 

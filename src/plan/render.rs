@@ -5,16 +5,7 @@ use std::fmt::Write as _;
 
 use super::{ChangeKind, Plan};
 
-/// Terminal colours, used only when the printer says so.
-struct Palette {
-    on: bool,
-}
-
-impl Palette {
-    fn paint(&self, code: &str, text: &str) -> String {
-        if self.on { format!("\u{1b}[{code}m{text}\u{1b}[0m") } else { text.to_owned() }
-    }
-}
+use crate::printer::Palette;
 
 fn symbol(kind: ChangeKind) -> (&'static str, &'static str) {
     match kind {

@@ -18,7 +18,7 @@ pub enum SecretRef {
     Env(String),
     /// Read from this file (its first line, without the line break).
     File(PathBuf),
-    /// 24 random characters, created once and stored only on the hosts that
+    /// 32 random characters, created once and stored only on the hosts that
     /// need them. Must be `true`.
     Generate(bool),
 }
