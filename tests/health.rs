@@ -358,23 +358,15 @@ impl pgfleet::transport::Remote for CountingRemote {
         self.inner.host()
     }
 
-    fn exec<'a>(
-        &'a self,
-        command: &'a str,
-        stdin: &'a [u8],
-        timeout: Duration,
-    ) -> pgfleet::transport::Pending<'a, pgfleet::transport::Output> {
-        self.inner.exec(command, stdin, timeout)
-    }
-
-    fn exec_stream<'a>(
+    fn run_streamed<'a>(
         &'a self,
         command: &'a str,
         stdin: &'a mut (dyn tokio::io::AsyncRead + Send + Unpin),
         stdout: &'a mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+        stderr_limit: usize,
         timeout: Duration,
     ) -> pgfleet::transport::Pending<'a, pgfleet::transport::StreamOutput> {
-        self.inner.exec_stream(command, stdin, stdout, timeout)
+        self.inner.run_streamed(command, stdin, stdout, stderr_limit, timeout)
     }
 
     fn connect_tcp<'a>(

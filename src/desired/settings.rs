@@ -38,7 +38,6 @@ pub fn replica_settings(environment: &Environment, replica: &Replica) -> BTreeMa
     let mut settings = primary_settings(environment);
     settings.insert("listen_addresses".into(), replica.address.clone());
     settings.insert("port".into(), replica.port.to_string());
-    settings.remove("unix_socket_directories");
     if let Some(socket_dir) = placement::replica(environment, replica).layout.socket_dir {
         settings.insert("unix_socket_directories".into(), socket_directory(&socket_dir));
     }

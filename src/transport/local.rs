@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{Output, Pending, Remote, STREAM_CHUNK, STREAM_STDERR_LIMIT, Stream, StreamOutput, Tail, TransportError};
+use super::{Pending, Remote, STREAM_CHUNK, Stream, StreamOutput, Tail, TransportError};
 
 pub const SERVICE_USER: &str = "postgres";
 
@@ -163,23 +163,15 @@ impl Remote for Local {
         &self.host
     }
 
-    fn exec<'a>(&'a self, command: &'a str, stdin: &'a [u8], timeout: Duration) -> Pending<'a, Output> {
-        Box::pin(async move {
-            let mut input = stdin;
-            let mut stdout = Vec::new();
-            let streamed = self.run(command, &mut input, &mut stdout, usize::MAX, timeout).await?;
-            Ok(Output { status: streamed.status, stdout, stderr: streamed.stderr })
-        })
-    }
-
-    fn exec_stream<'a>(
+    fn run_streamed<'a>(
         &'a self,
         command: &'a str,
         stdin: &'a mut (dyn AsyncRead + Send + Unpin),
         stdout: &'a mut (dyn AsyncWrite + Send + Unpin),
+        stderr_limit: usize,
         timeout: Duration,
     ) -> Pending<'a, StreamOutput> {
-        Box::pin(self.run(command, stdin, stdout, STREAM_STDERR_LIMIT, timeout))
+        Box::pin(self.run(command, stdin, stdout, stderr_limit, timeout))
     }
 
     fn connect_tcp<'a>(&'a self, address: &'a str, port: u16) -> Pending<'a, Box<dyn Stream>> {

@@ -50,9 +50,29 @@ pub trait Remote: Send + Sync {
     /// The host's name in the configuration, for messages.
     fn host(&self) -> &str;
 
+    /// What `exec` and `exec_stream` are made of, the one thing each
+    /// transport implements: runs a shell command with streamed stdin and
+    /// stdout (see `exec_stream`'s guarantees), keeping the last
+    /// `stderr_limit` bytes of stderr.
+    fn run_streamed<'a>(
+        &'a self,
+        command: &'a str,
+        stdin: &'a mut (dyn AsyncRead + Send + Unpin),
+        stdout: &'a mut (dyn AsyncWrite + Send + Unpin),
+        stderr_limit: usize,
+        timeout: Duration,
+    ) -> Pending<'a, StreamOutput>;
+
     /// Runs a shell command with `stdin`, within `timeout`, and collects
-    /// its stdout and stderr.
-    fn exec<'a>(&'a self, command: &'a str, stdin: &'a [u8], timeout: Duration) -> Pending<'a, Output>;
+    /// its stdout and all of its stderr.
+    fn exec<'a>(&'a self, command: &'a str, stdin: &'a [u8], timeout: Duration) -> Pending<'a, Output> {
+        Box::pin(async move {
+            let mut input = stdin;
+            let mut stdout = Vec::new();
+            let streamed = self.run_streamed(command, &mut input, &mut stdout, usize::MAX, timeout).await?;
+            Ok(Output { status: streamed.status, stdout, stderr: streamed.stderr })
+        })
+    }
 
     /// Runs a shell command, feeding it `stdin` and writing its stdout to
     /// `stdout` as they flow, within `timeout` (the whole run, not each
@@ -84,7 +104,9 @@ pub trait Remote: Send + Sync {
         stdin: &'a mut (dyn AsyncRead + Send + Unpin),
         stdout: &'a mut (dyn AsyncWrite + Send + Unpin),
         timeout: Duration,
-    ) -> Pending<'a, StreamOutput>;
+    ) -> Pending<'a, StreamOutput> {
+        self.run_streamed(command, stdin, stdout, STREAM_STDERR_LIMIT, timeout)
+    }
 
     /// Opens a TCP stream to `address:port` as seen from the host, so a
     /// service listening only on the host's loopback is reachable.
@@ -129,18 +151,15 @@ impl Remote for Shared {
         self.0.host()
     }
 
-    fn exec<'a>(&'a self, command: &'a str, stdin: &'a [u8], timeout: Duration) -> Pending<'a, Output> {
-        self.0.exec(command, stdin, timeout)
-    }
-
-    fn exec_stream<'a>(
+    fn run_streamed<'a>(
         &'a self,
         command: &'a str,
         stdin: &'a mut (dyn AsyncRead + Send + Unpin),
         stdout: &'a mut (dyn AsyncWrite + Send + Unpin),
+        stderr_limit: usize,
         timeout: Duration,
     ) -> Pending<'a, StreamOutput> {
-        self.0.exec_stream(command, stdin, stdout, timeout)
+        self.0.run_streamed(command, stdin, stdout, stderr_limit, timeout)
     }
 
     fn connect_tcp<'a>(&'a self, address: &'a str, port: u16) -> Pending<'a, Box<dyn Stream>> {

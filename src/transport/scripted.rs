@@ -129,17 +129,14 @@ impl Remote for Scripted {
         &self.host
     }
 
-    fn exec<'a>(&'a self, command: &'a str, _stdin: &'a [u8], _timeout: Duration) -> Pending<'a, Output> {
-        Box::pin(async move { Ok(self.answer(command)) })
-    }
-
     /// Reads all of `stdin` (as a command would), answers from the rules
     /// and writes the rule's stdout.
-    fn exec_stream<'a>(
+    fn run_streamed<'a>(
         &'a self,
         command: &'a str,
         stdin: &'a mut (dyn AsyncRead + Send + Unpin),
         stdout: &'a mut (dyn AsyncWrite + Send + Unpin),
+        stderr_limit: usize,
         _timeout: Duration,
     ) -> Pending<'a, StreamOutput> {
         Box::pin(async move {
@@ -148,10 +145,11 @@ impl Remote for Scripted {
             let output = self.answer(command);
             stdout.write_all(&output.stdout).await.map_err(io)?;
             stdout.flush().await.map_err(io)?;
+            let dropped = output.stderr.len().saturating_sub(stderr_limit);
             Ok(StreamOutput {
                 status: output.status,
-                stderr: output.stderr,
-                stderr_dropped: 0,
+                stderr: output.stderr[dropped..].to_vec(),
+                stderr_dropped: dropped as u64,
                 stdout_bytes: output.stdout.len() as u64,
             })
         })

@@ -18,7 +18,7 @@ use russh::keys::{self, Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Disconnect, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Output, STREAM_CHUNK, STREAM_STDERR_LIMIT, StreamOutput, Tail, TransportError, expand_home, shell_quote};
+use super::{STREAM_CHUNK, StreamOutput, Tail, TransportError, expand_home, shell_quote};
 use crate::topology::SshTarget;
 
 /// How long connecting (TCP, key exchange, auth) may take.
@@ -454,27 +454,17 @@ impl super::Remote for SshSession {
         &self.host
     }
 
-    fn exec<'a>(&'a self, command: &'a str, stdin: &'a [u8], timeout: Duration) -> super::Pending<'a, Output> {
-        Box::pin(async move {
-            let mut input = stdin;
-            let mut stdout = Vec::new();
-            let streamed = self.run(command, &mut input, &mut stdout, usize::MAX, timeout).await?;
-            Ok(Output { status: streamed.status, stdout, stderr: streamed.stderr })
-        })
-    }
-
-    fn exec_stream<'a>(
+    fn run_streamed<'a>(
         &'a self,
         command: &'a str,
         stdin: &'a mut (dyn AsyncRead + Send + Unpin),
         stdout: &'a mut (dyn AsyncWrite + Send + Unpin),
+        stderr_limit: usize,
         timeout: Duration,
     ) -> super::Pending<'a, StreamOutput> {
-        Box::pin(self.run(command, stdin, stdout, STREAM_STDERR_LIMIT, timeout))
+        Box::pin(self.run(command, stdin, stdout, stderr_limit, timeout))
     }
 
-    /// A `direct-tcpip` channel: sshd on the host opens the connection, so
-    /// the port need not be reachable from here.
     fn connect_tcp<'a>(&'a self, address: &'a str, port: u16) -> super::Pending<'a, Box<dyn super::Stream>> {
         Box::pin(async move {
             let channel = self
