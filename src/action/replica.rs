@@ -8,28 +8,15 @@ use super::context::{ActionError, Context, LONG_STEP};
 use crate::desired;
 use crate::placement::ClusterPlacement;
 use crate::runtime::BackupSource;
-use crate::spec::Connect;
 use crate::topology::Replica;
 
 /// How long a new replica may take to reach `streaming`.
 pub const STREAMING_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The replica `member` of the configuration, refusing what apply cannot
-/// build yet.
+/// The replica `member` of the configuration (plan has refused a tunnel
+/// between machines, which apply cannot build yet).
 fn replica<'a>(context: &'a Context<'_>, member: &str) -> Result<&'a Replica, ActionError> {
-    let replica = context.replica(member)?;
-    if replica.connect == Connect::SshTunnel {
-        let machine = |host: &str| context.topology.hosts.get(host).map(|host| host.machine().to_owned());
-        if machine(&replica.host) != machine(&context.environment.primary.host) {
-            return Err(ActionError::Refused {
-                address: context.address.to_string(),
-                reason: "`connect: ssh_tunnel` between machines is not supported by apply yet; give the primary an \
-                         address the replica's host can reach and use `connect: direct`"
-                    .into(),
-            });
-        }
-    }
-    Ok(replica)
+    context.replica(member)
 }
 
 /// Writes the replica's passfile (0600): the replication password for the

@@ -26,6 +26,10 @@ pub struct HostFacts {
     /// Major version those binaries report.
     pub pg_major: Option<u32>,
     pub locales: Vec<String>,
+    /// `/etc/machine-id` (or the boot id): two hosts with the same one are
+    /// one machine, whatever their addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
     pub pgbouncer: Option<PathBuf>,
     pub rsync: Option<PathBuf>,
     pub data_dirs: BTreeMap<PathBuf, DataDirFacts>,
@@ -130,6 +134,7 @@ fn facts_script((runtime, major): (&dyn Runtime, u32), data_dirs: &[DataDirProbe
         r#"p=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null); [ -n "$p" ] && echo "pgbouncer=$p"
 r=$(command -v rsync); [ -n "$r" ] && echo "rsync=$r"
 locale -a 2>/dev/null | sed 's/^/locale=/'
+m=$(cat /etc/machine-id 2>/dev/null || cat /proc/sys/kernel/random/boot_id 2>/dev/null); [ -n "$m" ] && echo "machine_id=$m"
 "#,
     );
     for (index, probe) in data_dirs.iter().enumerate() {
@@ -209,6 +214,7 @@ fn parse_facts(text: &str) -> (HostFacts, HostSecrets) {
             "pgbouncer" => facts.pgbouncer = Some(PathBuf::from(value)),
             "rsync" => facts.rsync = Some(PathBuf::from(value)),
             "locale" => facts.locales.push(value.to_owned()),
+            "machine_id" => facts.machine_id = Some(value.trim().to_owned()),
             _ if key.starts_with("pooler") => {
                 let Some((pooler, field)) = key.split_once('.') else { continue };
                 let (path, entry) = poolers.entry(pooler.to_owned()).or_default();
@@ -330,8 +336,9 @@ mod tests {
                     dir0.path=/srv/pg/main\ndir0.exists=1\ndir0.major=15\ndir0.sysid=7300000000000000001\n\
                     dir0.timeline=2\ndir0.state=in production\ndir0.running=1\ndir0.free=1048576\n\
                     dir1.path=/srv/pg/r1\ndir1.free=2048\n";
-        let (facts, _) = parse_facts(text);
+        let (facts, _) = parse_facts(&format!("{text}machine_id=0123abcd\n"));
         assert_eq!(facts.pg_major, Some(15));
+        assert_eq!(facts.machine_id.as_deref(), Some("0123abcd"));
         assert_eq!(facts.rsync, None);
         assert!(facts.has_locale("en_US.UTF-8"));
         assert!(!facts.has_locale("fr_FR.UTF-8"));

@@ -152,6 +152,12 @@ pub enum Refusal {
     MissingBinaries { host: String, wanted: u32, looked_in: String },
     #[error("{path}: {reason}")]
     Runtime { path: String, reason: String },
+    #[error("{path}: pgfleet accepts this key but does not build {what} yet, so it would do nothing")]
+    Unimplemented { path: String, what: &'static str },
+    #[error(
+        "replica `{replica}`: `connect: ssh_tunnel` between two machines (hosts `{primary_host}` and `{replica_host}`) is not built yet"
+    )]
+    TunnelAcrossMachines { replica: String, primary_host: String, replica_host: String },
     #[error("`--replace {address}`: only a replica of the configuration can be rebuilt")]
     NotReplaceable { address: String },
     #[error(
@@ -187,6 +193,12 @@ impl Refusal {
             Refusal::MissingPgbouncer { .. } => "install PgBouncer on the host (apt-get install pgbouncer)",
             Refusal::UnknownSetting { .. } => "check the setting's name under primary.settings",
             Refusal::Runtime { .. } => "change `runtime:` to one pgfleet can run, or remove what it cannot serve",
+            Refusal::Unimplemented { .. } => {
+                "remove the key for now: a key that does nothing would only look like it works"
+            }
+            Refusal::TunnelAcrossMachines { .. } => {
+                "give the primary an address the replica's host can reach and use `connect: direct`"
+            }
             Refusal::NotReplaceable { .. } => "name a replica: ENV.replica.NAME (see `pgfleet graph`)",
         }
     }
@@ -320,9 +332,9 @@ impl Planner<'_> {
         }
     }
 
-    /// Whether the environment's runtime can do what it needs.
+    /// Whether the environment asks only for what pgfleet can build.
     fn runtime_serves(&mut self, environment: &Environment) -> bool {
-        let refusals = runtime_refusals(self.topology, environment);
+        let refusals = static_refusals(self.topology, environment);
         let serves = refusals.is_empty();
         for refusal in refusals {
             self.refuse(refusal);
@@ -379,9 +391,10 @@ impl Planner<'_> {
     }
 }
 
-/// What an environment's runtime cannot do of what the environment needs,
-/// each naming the YAML key.
-fn runtime_refusals(topology: &Topology, environment: &Environment) -> Vec<Refusal> {
+/// What plan refuses about an environment from the configuration alone:
+/// what its runtime cannot do, and keys nothing builds yet, each naming
+/// the YAML key.
+fn static_refusals(topology: &Topology, environment: &Environment) -> Vec<Refusal> {
     let runtime = crate::runtime::of(environment.primary.runtime);
     let capabilities = runtime.capabilities();
     let mut needs = vec![Need::Initialise, Need::ManageProcess];
@@ -391,16 +404,32 @@ fn runtime_refusals(topology: &Topology, environment: &Environment) -> Vec<Refus
     if environment.pooler.is_some() {
         needs.push(Need::Poolers);
     }
-    let Some(need) = needs.into_iter().find(|need| !capabilities.allows(*need)) else { return Vec::new() };
     let index = topology.environments.iter().position(|candidate| candidate.id == environment.id).unwrap_or(0);
-    vec![Refusal::Runtime { path: format!("environments[{index}].primary.runtime"), reason: runtime.refusal(need) }]
+    let mut refusals = Vec::new();
+    if let Some(need) = needs.into_iter().find(|need| !capabilities.allows(*need)) {
+        refusals.push(Refusal::Runtime {
+            path: format!("environments[{index}].primary.runtime"),
+            reason: runtime.refusal(need),
+        });
+    }
+    // Keys the YAML accepts whose resources nothing builds yet.
+    if environment.backups.is_some() {
+        refusals.push(Refusal::Unimplemented { path: format!("environments[{index}].backups"), what: "backups" });
+    }
+    if environment.filestore.is_some() {
+        refusals.push(Refusal::Unimplemented {
+            path: format!("environments[{index}].filestore"),
+            what: "the filestore mirror",
+        });
+    }
+    refusals
 }
 
 /// What plan would refuse whatever the hosts hold: checked before any host
 /// is contacted or any lock taken.
 pub fn check_static(topology: &Topology) -> Result<(), PlanError> {
     let refusals: Vec<Refusal> =
-        topology.environments.iter().flat_map(|environment| runtime_refusals(topology, environment)).collect();
+        topology.environments.iter().flat_map(|environment| static_refusals(topology, environment)).collect();
     if refusals.is_empty() { Ok(()) } else { Err(PlanError { refusals }) }
 }
 
@@ -574,5 +603,62 @@ mod tests {
         let order = deletion_order(&changes, &State::default());
         assert!(order["a.pooler.r".parse::<Address>().as_ref().unwrap()] < order[&"a.replica.r".parse().unwrap()]);
         assert!(order[&"a.replica.r".parse().unwrap()] < order[&"a.slot.r".parse().unwrap()]);
+    }
+
+    fn topology(extra: &str, connect: &str) -> Topology {
+        let yaml = format!(
+            "version: 1\nhosts:\n  a: {{ address: 10.0.0.1 }}\n  b: {{ address: 10.0.0.2 }}\nenvironments:\n  - id: e\n    primary: {{ host: a, address: 127.0.0.1, data_dir: /p, tuning: none }}\n    replicas:\n      - {{ name: r1, host: b, address: 127.0.0.1, data_dir: /r1, connect: {connect} }}\n{extra}"
+        );
+        crate::config::load::parse("t.yaml", yaml).unwrap().resolve_in(std::path::Path::new("/")).unwrap()
+    }
+
+    fn observed(machine_a: &str, machine_b: &str) -> Observed {
+        let facts = |machine: &str| crate::observe::HostObservation::Reachable {
+            facts: crate::observe::host::HostFacts {
+                pg_major: Some(15),
+                machine_id: Some(machine.into()),
+                ..Default::default()
+            },
+        };
+        let mut observed = Observed::default();
+        observed.hosts.insert("a".into(), facts(machine_a));
+        observed.hosts.insert("b".into(), facts(machine_b));
+        observed
+    }
+
+    /// Two hosts are one machine when they report the same machine id,
+    /// whatever their addresses: a tunnel there needs nothing more; between
+    /// machines it is refused until pgfleet builds it.
+    #[test]
+    fn an_ssh_tunnel_is_refused_between_machines_by_their_observed_identity() {
+        let topology = topology("", "ssh_tunnel");
+        let refused = plan(&topology, &observed("m1", "m2"), &State::default()).unwrap_err();
+        assert!(
+            refused
+                .refusals
+                .iter()
+                .any(|refusal| matches!(refusal, Refusal::TunnelAcrossMachines { replica, .. } if replica == "r1")),
+            "{refused:?}"
+        );
+        assert!(plan(&topology, &observed("m1", "m1"), &State::default()).is_ok());
+    }
+
+    /// Keys the YAML accepts but nothing builds yet are refused from the
+    /// configuration alone, naming the key.
+    #[test]
+    fn backups_and_the_filestore_mirror_are_refused_until_built() {
+        let extra =
+            "    backups: { storage: { kind: local, path: /b } }\n    filestore: { path: /f, mirror_to: [r1] }\n";
+        let refused = check_static(&topology(extra, "ssh_tunnel")).unwrap_err();
+        let paths: Vec<String> = refused
+            .refusals
+            .iter()
+            .filter_map(|refusal| match refusal {
+                Refusal::Unimplemented { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(paths, ["environments[0].backups", "environments[0].filestore"]);
+        assert!(check_static(&topology("", "ssh_tunnel")).is_ok());
     }
 }
