@@ -67,8 +67,8 @@ pub fn primary(environment: &Environment) -> ClusterPlacement {
     }
 }
 
-/// A replica of the environment (replicas run their primary's runtime and
-/// major).
+/// A replica of the environment (replicas run their primary's major, on
+/// their own runtime).
 pub fn replica(environment: &Environment, replica: &Replica) -> ClusterPlacement {
     let primary = &environment.primary;
     ClusterPlacement {
@@ -76,8 +76,8 @@ pub fn replica(environment: &Environment, replica: &Replica) -> ClusterPlacement
         address: replica.address.clone(),
         port: replica.port,
         version: primary.version,
-        runtime: primary.runtime,
-        layout: runtime::of(primary.runtime).cluster_layout(&replica.data_dir, primary.version),
+        runtime: replica.runtime,
+        layout: runtime::of(replica.runtime).cluster_layout(&replica.data_dir, primary.version),
     }
 }
 
@@ -90,7 +90,8 @@ pub fn member(environment: &Environment, name: &str) -> Option<ClusterPlacement>
 }
 
 /// A member pgfleet created that left the configuration, from what state
-/// recorded of it.
+/// recorded of it (state does not record its runtime yet: it is taken to
+/// be its primary's).
 pub fn departed_member(environment: &Environment, owned: &Owned) -> Option<ClusterPlacement> {
     let data_dir = owned.path.clone()?;
     let primary = &environment.primary;

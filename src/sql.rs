@@ -58,11 +58,28 @@ pub enum SqlError {
     Timeout { host: String, address: String, port: u16 },
 }
 
-/// Opens a session through `remote`. The connection is driven by a task
-/// that ends when the returned client is dropped.
+/// Opens a session through `remote`, on a TCP stream to the target's
+/// address and port as seen from the host. The connection is driven by a
+/// task that ends when the returned client is dropped.
 pub async fn connect(remote: &dyn Remote, target: SqlTarget<'_>) -> Result<Client, SqlError> {
+    session(remote, target, async { remote.connect_tcp(target.address, target.port).await }).await
+}
+
+/// Opens a session on the stdin and stdout of `bridge`, a command run on
+/// the host that connects them to the server (its Unix socket, where the
+/// service user logs in by peer authentication). The target's address and
+/// port are for messages.
+pub async fn connect_through(remote: &dyn Remote, bridge: &str, target: SqlTarget<'_>) -> Result<Client, SqlError> {
+    session(remote, target, async { remote.connect_command(bridge).await }).await
+}
+
+async fn session(
+    remote: &dyn Remote,
+    target: SqlTarget<'_>,
+    stream: impl std::future::Future<Output = Result<Box<dyn crate::transport::Stream>, TransportError>>,
+) -> Result<Client, SqlError> {
     let work = async {
-        let stream = remote.connect_tcp(target.address, target.port).await?;
+        let stream = stream.await?;
         let mut config = Config::new();
         config.user(target.user).dbname(target.database).application_name("pgfleet");
         if let Some(password) = target.password {

@@ -146,6 +146,8 @@ pub struct Replica {
     pub data_dir: PathBuf,
     pub purpose: Purpose,
     pub connect: Connect,
+    /// How it runs on its host (the primary's runtime unless set).
+    pub runtime: crate::spec::Runtime,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

@@ -384,6 +384,13 @@ impl pgfleet::transport::Remote for CountingRemote {
             }) as Box<dyn pgfleet::transport::Stream>)
         })
     }
+
+    fn connect_command<'a>(
+        &'a self,
+        command: &'a str,
+    ) -> pgfleet::transport::Pending<'a, Box<dyn pgfleet::transport::Stream>> {
+        self.inner.connect_command(command)
+    }
 }
 
 struct CountingConnector {

@@ -24,7 +24,7 @@ pub async fn init(context: &Context<'_>, member: &str) -> Result<(), ActionError
     let host = &cluster.host;
     context.ensure_dir(host, &cluster.layout.home).await?;
     context.superuser_password().await?;
-    let script = cluster.runtime().initialise(&cluster.layout, &cluster.layout.superuser_password_file());
+    let script = cluster.runtime().initialise(&cluster.layout, cluster.port, &cluster.layout.superuser_password_file());
     context.run(host, "initdb", &script, LONG_STEP).await?;
     let settings = desired::primary_settings(context.environment);
     write_settings_offline(context, &cluster, &settings).await?;
@@ -188,9 +188,9 @@ pub async fn remove_data_dir(context: &Context<'_>, member: &str, and_home: bool
     if context.running(&cluster).await? {
         return Err(refuse("the replica still runs; stop it first"));
     }
-    let mut command = format!("rm -rf -- {}", shell_quote(&data_dir.to_string_lossy()));
+    let mut command = cluster.runtime().remove(&cluster.layout);
     if and_home {
-        command.push_str(&format!(" {}", shell_quote(&cluster.layout.home.to_string_lossy())));
+        command.push_str(&format!(" && rm -rf -- {}", shell_quote(&cluster.layout.home.to_string_lossy())));
     }
     context.run(&cluster.host, "remove data directory", &command, LONG_STEP).await?;
     Ok(())

@@ -47,15 +47,16 @@ pub async fn base_backup(context: &Context<'_>, member: &str, slot: &str) -> Res
         user: &context.environment.replication.user,
         slot,
     };
-    let script = cluster.runtime().base_backup(&cluster.layout, source);
+    let script = cluster.runtime().base_backup(&cluster.layout, cluster.port, source);
     context.run(&cluster.host, "pg_basebackup", &script, LONG_STEP).await?;
     Ok(())
 }
 
 /// standby.signal, the passfile, and the replica's settings (its address,
 /// `primary_conninfo` with `passfile=`, slot, `hot_standby_feedback`) in
-/// postgresql.auto.conf; the superuser password beside it, so pgfleet can
-/// log in to observe it.
+/// postgresql.auto.conf; the primary's superuser password beside it when
+/// pgfleet keeps one (a cluster it created), so pgfleet can log in to
+/// observe it the same way.
 ///
 /// # Guarantees
 /// Idempotent. No password is written into any configuration file.
@@ -63,15 +64,10 @@ pub async fn write_standby_config(context: &Context<'_>, member: &str) -> Result
     let replica = replica(context, member)?;
     let cluster = context.member(member)?;
     write_passfile(context, &cluster).await?;
-    let superuser = context.superuser_password().await?;
-    context
-        .write(
-            &cluster.host,
-            &cluster.layout.superuser_password_file(),
-            format!("{}\n", superuser.expose()).as_bytes(),
-            0o600,
-        )
-        .await?;
+    let primary = context.primary();
+    if let Some(superuser) = context.read(&primary.host, &primary.layout.superuser_password_file()).await? {
+        context.write(&cluster.host, &cluster.layout.superuser_password_file(), &superuser, 0o600).await?;
+    }
     context.write(&cluster.host, &cluster.data_dir().join("standby.signal"), b"", 0o600).await?;
     write_settings_offline(context, &cluster, &desired::replica_settings(context.environment, replica)).await
 }

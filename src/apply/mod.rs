@@ -49,9 +49,9 @@ pub trait Journal {
     fn step(&mut self, address: &Address, description: &str, result: Result<std::time::Duration, &ActionError>);
 }
 
-/// Where a resource pgfleet creates lives (from the inventory's
-/// placements) and how its host is reached, for ownership.
-fn ownership(topology: &Topology, address: &Address) -> Option<Owned> {
+/// Where a resource pgfleet creates (or imports) lives, from the
+/// inventory's placements, and how its host is reached, for ownership.
+pub fn ownership(topology: &Topology, address: &Address) -> Option<Owned> {
     let environment = topology.environment(&address.environment)?;
     let resource = crate::inventory::Inventory::of_environment(environment).get(address)?.clone();
     let owned = |host: String, path: Option<std::path::PathBuf>, listen: Option<(String, u16)>| Owned {
@@ -433,8 +433,8 @@ mod tests {
         let topology = topology();
         let replica = placement::member(&topology.environments[0], "r1").unwrap();
         let remove = format!(
-            "rm -rf -- {} {}",
-            shell_quote(&replica.layout.data_dir.to_string_lossy()),
+            "{} && rm -rf -- {}",
+            replica.runtime().remove(&replica.layout),
             shell_quote(&replica.layout.home.to_string_lossy())
         );
         let steps = || {

@@ -116,6 +116,31 @@ pub enum Command {
     ///
     /// Exit codes: 0, 1 invalid configuration.
     Graph(FileArgs),
+    /// Take over what already exists: record in state, as pgfleet's, every
+    /// resource of an environment that is there now, writing nothing to any
+    /// host.
+    ///
+    /// Observes the environment read-only (as plan does) and records the
+    /// primary, replicas, roles, database, slots, pgfleet's hba block and
+    /// poolers it finds; what it does not find, the next plan creates.
+    /// Run it before the first apply on a production pgfleet did not build.
+    ///
+    /// Exit codes: 0, 1 error (invalid configuration, unknown environment,
+    /// a host that cannot be observed, the state's lock held).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// The environment to import (its `id`).
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    /// How long to wait for another pgfleet holding the state lock
+    /// (e.g. 30s, 5m). Default: fail at once.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_timeout: crate::spec::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -296,6 +321,12 @@ pub fn run() -> Exit {
                 replace: &args.replace,
                 force: args.force,
             },
+        ),
+        Command::Import(args) => ops::import::run(
+            &printer,
+            &args.file.file,
+            &args.environment,
+            std::time::Duration::from_secs(args.lock_timeout.seconds()),
         ),
         Command::Plan(args) => ops::plan::run(
             &printer,

@@ -123,6 +123,10 @@ pub enum Rule {
     InvalidHostAddress { address: String },
     #[error("organization name `{name}` cannot name the state file")]
     StateFileName { name: String },
+    #[error("replica `{replica}` needs a `runtime`: its primary's is `external`, which pgfleet does not run")]
+    ReplicaRuntimeMissing { replica: String },
+    #[error("replica `{replica}` cannot have `runtime: external`: pgfleet builds and runs its replicas")]
+    ExternalReplica { replica: String },
 }
 
 impl Rule {
@@ -186,6 +190,9 @@ impl Rule {
                 "write the address pgfleet connects to over SSH: an IP address, or a DNS name such as db1.example.net".into()
             }
             Rule::StateFileName { .. } => "set `state.path`, or choose a name without `/`, `\\` or control characters".into(),
+            Rule::ReplicaRuntimeMissing { .. } | Rule::ExternalReplica { .. } => {
+                "set the replica's `runtime:` to how it runs on its host: `pg_ctl`, `debian` or `docker`".into()
+            }
             Rule::InvalidName { .. } | Rule::ZeroValue { .. } => return None,
         })
     }
@@ -220,6 +227,7 @@ impl Rule {
             | Rule::StateKeyMismatch { .. }
             | Rule::StateFileName { .. } => "pgfleet::state",
             Rule::ZeroValue { .. } => "pgfleet::value",
+            Rule::ReplicaRuntimeMissing { .. } | Rule::ExternalReplica { .. } => "pgfleet::runtime",
         }
     }
 }
@@ -735,7 +743,31 @@ impl Resolver {
                 }
             }
 
+            let runtime = match (replica.runtime, primary.runtime) {
+                (Some(spec::Runtime::External), _) => {
+                    self.report(Violation::at(
+                        Rule::ExternalReplica { replica: replica.name.clone() },
+                        replica_path.key("runtime"),
+                        "pgfleet runs replicas",
+                    ));
+                    spec::Runtime::PgCtl
+                }
+                (Some(runtime), _) => runtime,
+                (None, spec::Runtime::External) => {
+                    self.report(
+                        Violation::at(
+                            Rule::ReplicaRuntimeMissing { replica: replica.name.clone() },
+                            replica_path.key("name"),
+                            "no runtime",
+                        )
+                        .with(path.key("primary").key("runtime"), "a primary pgfleet does not run"),
+                    );
+                    spec::Runtime::PgCtl
+                }
+                (None, runtime) => runtime,
+            };
             replicas.push(Replica {
+                runtime,
                 name: replica.name.clone(),
                 slot: slot_name(&replica.name),
                 host: replica.host.clone(),

@@ -414,7 +414,7 @@ async fn probe_cluster(
         SqlTarget { address: &probe.address, port: probe.port, user: "postgres", database: "postgres", password };
     let unreachable =
         |error: &dyn std::error::Error| (ClusterObservation::Unreachable { reason: error_chain(error) }, None);
-    let client = match sql::connect(remote, target).await {
+    let client = match admin_connect(remote, probe, target).await {
         Ok(client) => client,
         Err(error) => return unreachable(&error),
     };
@@ -449,8 +449,8 @@ async fn probe_cluster(
 }
 
 /// A superuser session to a cluster member: with the password pgfleet
-/// keeps on the host for clusters it created, or none (peer/trust set up by
-/// hand). The password stays in memory for the length of the connection
+/// keeps on the host for clusters it created; else as `admin_connect`
+/// says. The password stays in memory for the length of the connection
 /// attempt.
 pub async fn superuser_session(
     remote: &dyn Remote,
@@ -467,6 +467,24 @@ pub async fn superuser_session(
         database: "postgres",
         password: password.as_deref(),
     };
+    admin_connect(remote, member, target).await
+}
+
+/// A superuser session: over TCP with the target's password when there is
+/// one; else through the runtime's bridge to the server's Unix socket (peer
+/// login), falling back to TCP without a password (trust set up by hand)
+/// when there is no bridge or it cannot connect.
+async fn admin_connect(
+    remote: &dyn Remote,
+    member: &crate::placement::ClusterPlacement,
+    target: SqlTarget<'_>,
+) -> Result<tokio_postgres::Client, sql::SqlError> {
+    if target.password.is_none()
+        && let Some(bridge) = member.runtime().admin_bridge(&member.layout, member.port)
+        && let Ok(client) = sql::connect_through(remote, &bridge, target).await
+    {
+        return Ok(client);
+    }
     sql::connect(remote, target).await
 }
 

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod drift;
 pub mod graph;
+pub mod import;
 pub mod monitor;
 pub mod plan;
 pub mod schema;
@@ -34,6 +35,9 @@ pub enum Error {
     #[error("`{address}` is not a resource of this configuration")]
     #[diagnostic(code(pgfleet::target), help("list the resources with `pgfleet graph`"))]
     UnknownTarget { address: String },
+    #[error("there is no environment `{id}` in the configuration")]
+    #[diagnostic(code(pgfleet::environment), help("name one of: {known}"))]
+    UnknownEnvironment { id: String, known: String },
     #[error("cannot start the async runtime")]
     #[diagnostic(code(pgfleet::runtime))]
     Runtime {

@@ -10,6 +10,7 @@ use crate::address::{Address, Kind};
 use crate::desired;
 use crate::observe::cluster::ClusterProbe;
 use crate::placement::PRIMARY;
+use crate::runtime::Need;
 use crate::topology::Environment;
 
 /// Compares managed settings with a running cluster: the settings to set,
@@ -45,11 +46,30 @@ pub(super) fn settings_delta(desired: &BTreeMap<String, String>, probe: &Cluster
     SettingsDelta { set, restart, diff, unknown }
 }
 
+/// Refuses what the member's runtime cannot do, naming the YAML key;
+/// true when it can.
+pub(super) fn runtime_allows(planner: &mut Planner<'_>, environment: &Environment, member: &str, need: Need) -> bool {
+    let Some(placement) = crate::placement::member(environment, member) else { return false };
+    let runtime = placement.runtime();
+    if runtime.capabilities().allows(need) {
+        return true;
+    }
+    let index = planner.topology.environments.iter().position(|candidate| candidate.id == environment.id).unwrap_or(0);
+    let path = match environment.replicas.iter().position(|replica| replica.name == member) {
+        Some(position) => format!("environments[{index}].replicas[{position}].runtime"),
+        None => format!("environments[{index}].primary.runtime"),
+    };
+    planner.refuse(Refusal::Runtime { path, reason: runtime.refusal(need) });
+    false
+}
+
 pub(super) fn plan_primary(planner: &mut Planner<'_>, environment: &Environment, presence: Presence<'_>) {
     let primary = &environment.primary;
     let address = Address::new(&environment.id, Kind::Cluster, PRIMARY);
     let settings = desired::primary_settings(environment);
     match presence {
+        Presence::Absent if !runtime_allows(planner, environment, PRIMARY, Need::Initialise) => {}
+        Presence::Stopped if !runtime_allows(planner, environment, PRIMARY, Need::ManageProcess) => {}
         Presence::Absent => {
             let directory = planner.observed.data_dir(&primary.host, &primary.data_dir);
             if directory.is_some_and(|directory| directory.exists && !directory.empty) {
@@ -150,11 +170,35 @@ pub(super) fn plan_settings(
         1 => format!("{} differs", delta.set.keys().cloned().collect::<String>()),
         _ => format!("{} differ", delta.set.keys().cloned().collect::<Vec<_>>().join(", ")),
     };
+    let environment = planner.topology.environment(&address.environment);
+    let managed = environment
+        .and_then(|environment| crate::placement::member(environment, member))
+        .is_none_or(|m| m.runtime().capabilities().manage_process);
+    if delta.restart && !managed {
+        let index = planner.topology.environments.iter().position(|e| e.id == address.environment).unwrap_or(0);
+        let needing: Vec<&str> = delta
+            .set
+            .keys()
+            .filter(|name| probe.settings.get(*name).is_some_and(|setting| setting.context == "postmaster"))
+            .map(String::as_str)
+            .collect();
+        let names = if needing.is_empty() { "settings changed earlier".to_owned() } else { needing.join(", ") };
+        planner.refuse(Refusal::Runtime {
+            path: format!("environments[{index}].primary.settings"),
+            reason: format!(
+                "{names} take effect only after a restart, and pgfleet does not restart a server it does not run \
+                 (`runtime: external`): set them where the server is run"
+            ),
+        });
+        return;
+    }
     let member = member.to_owned();
     let apply = if delta.restart {
-        Action::Restart { member: member.clone() }
+        Some(Action::Restart { member: member.clone() })
     } else {
-        Action::Reload { member: member.clone() }
+        // Configure reloads over SQL already; the runtime's reload is for
+        // servers pgfleet runs (and signals whatever else changed on disk).
+        managed.then(|| Action::Reload { member: member.clone() })
     };
     // Nothing to set: only settings changed earlier wait for a restart.
     let drift = if delta.set.is_empty() { DriftClass::PendingRestart } else { DriftClass::Config };
@@ -162,6 +206,6 @@ pub(super) fn plan_settings(
     if !delta.set.is_empty() {
         actions.push(Action::Configure { member, set: delta.set, reset: Vec::new() });
     }
-    actions.push(apply);
+    actions.extend(apply);
     planner.change(drift, address, ChangeKind::Update, reason, delta.diff, actions);
 }

@@ -1,7 +1,7 @@
 //! pgfleet's block of the primary's pg_hba.conf: compared as written on
 //! disk and as the server loaded it.
 
-use super::{ChangeKind, DriftClass, Planner, Presence, unified_diff};
+use super::{ChangeKind, DriftClass, Planner, Presence, Refusal, unified_diff};
 use crate::action::Action;
 use crate::address::{Address, Kind};
 use crate::desired::{self, HbaLine};
@@ -55,6 +55,19 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
             if probe.in_recovery {
                 return;
             }
+            let loaded = observed_lines(&probe.hba_rules, &wanted);
+            let missing: Vec<String> =
+                wanted.iter().filter(|line| !loaded.contains(line)).map(|line| normal(&line.to_string())).collect();
+            // A server pgfleet does not run: its pg_hba.conf is not pgfleet's
+            // to write; the rules must be loaded, however they got there.
+            if !crate::placement::primary(environment).runtime().capabilities().edit_hba {
+                if missing.is_empty() {
+                    planner.no_op(address);
+                } else {
+                    planner.refuse(Refusal::HbaByHand { address: address.to_string(), lines: missing });
+                }
+                return;
+            }
             // pgfleet owns only its block: lines outside it are the user's.
             // The block on disk must be the wanted one, and loaded.
             let primary = &environment.primary;
@@ -63,8 +76,7 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
                 .data_dir(&primary.host, &primary.data_dir)
                 .and_then(|directory| directory.hba_block.clone())
                 .unwrap_or_default();
-            let loaded = observed_lines(&probe.hba_rules, &wanted);
-            let not_loaded = wanted.iter().filter(|line| !loaded.contains(line)).count();
+            let not_loaded = missing.len();
             let same_block = block.iter().map(|line| normal(line)).eq(wanted_text.iter().map(|line| normal(line)));
             if same_block && not_loaded == 0 {
                 planner.no_op(address);

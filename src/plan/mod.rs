@@ -6,9 +6,11 @@
 
 mod cluster;
 mod database;
+mod existing;
 mod hba;
 mod pooler;
 pub mod render;
+pub use existing::existing;
 mod replica;
 mod role;
 pub mod settings;
@@ -176,6 +178,11 @@ pub enum Refusal {
     MissingPgbouncer { host: String },
     #[error("`{name}` is not a setting of PostgreSQL on {address}")]
     UnknownSetting { address: String, name: String },
+    #[error(
+        "{address}: pgfleet does not edit the pg_hba.conf of a server it does not run, and it lacks:\n{}",
+        lines.iter().map(|line| format!("    {line}")).collect::<Vec<_>>().join("\n")
+    )]
+    HbaByHand { address: String, lines: Vec<String> },
 }
 
 impl Refusal {
@@ -200,6 +207,9 @@ impl Refusal {
                 "give the primary an address the replica's host can reach and use `connect: direct`"
             }
             Refusal::NotReplaceable { .. } => "name a replica: ENV.replica.NAME (see `pgfleet graph`)",
+            Refusal::HbaByHand { .. } => {
+                "add these lines to the server's pg_hba.conf where it is run, reload it, then plan again"
+            }
         }
     }
 }
@@ -274,11 +284,13 @@ pub(crate) fn presence<'a>(
     data_dir: &std::path::Path,
     address: &str,
 ) -> Presence<'a> {
+    // A server that answers SQL is there, whether or not its data
+    // directory is on the host pgfleet looks at (`runtime: external`).
     let initialised = observed.data_dir(host, data_dir).is_some_and(|directory| directory.initialised_major.is_some());
     match observed.cluster(address) {
-        _ if !initialised => Presence::Absent,
         Some(ClusterObservation::Running { probe }) => Presence::Running(probe),
         Some(ClusterObservation::Unreachable { .. }) => Presence::Unknown,
+        _ if !initialised => Presence::Absent,
         Some(ClusterObservation::Stopped) | None => Presence::Stopped,
     }
 }
@@ -349,7 +361,8 @@ impl Planner<'_> {
             return;
         }
         let Some(facts) = self.observed.host_facts(&environment.primary.host) else { return };
-        if facts.pg_major != Some(environment.primary.version) {
+        let runs_primary = crate::runtime::of(environment.primary.runtime).capabilities().manage_process;
+        if runs_primary && facts.pg_major != Some(environment.primary.version) {
             self.refuse(Refusal::MissingBinaries {
                 host: environment.primary.host.clone(),
                 wanted: environment.primary.version,
@@ -395,22 +408,29 @@ impl Planner<'_> {
 /// what its runtime cannot do, and keys nothing builds yet, each naming
 /// the YAML key.
 fn static_refusals(topology: &Topology, environment: &Environment) -> Vec<Refusal> {
-    let runtime = crate::runtime::of(environment.primary.runtime);
-    let capabilities = runtime.capabilities();
-    let mut needs = vec![Need::Initialise, Need::ManageProcess];
-    if !environment.replicas.is_empty() {
-        needs.push(Need::Replicas);
-    }
-    if environment.pooler.is_some() {
-        needs.push(Need::Poolers);
-    }
     let index = topology.environments.iter().position(|candidate| candidate.id == environment.id).unwrap_or(0);
     let mut refusals = Vec::new();
-    if let Some(need) = needs.into_iter().find(|need| !capabilities.allows(*need)) {
+    // Creating, starting and restarting the primary are asked for only
+    // when the hosts say so (plan_primary); these are needed whatever
+    // the hosts hold.
+    let primary = crate::runtime::of(environment.primary.runtime);
+    let pooled = environment.pooler.is_some().then_some(Need::Poolers);
+    if let Some(need) = [Need::Observe].into_iter().chain(pooled).find(|need| !primary.capabilities().allows(*need)) {
         refusals.push(Refusal::Runtime {
             path: format!("environments[{index}].primary.runtime"),
-            reason: runtime.refusal(need),
+            reason: primary.refusal(need),
         });
+    }
+    for (position, replica) in environment.replicas.iter().enumerate() {
+        let runtime = crate::runtime::of(replica.runtime);
+        let needs = [Need::Observe, Need::Replicas, Need::ManageProcess, Need::Initialise];
+        let pooled = environment.pooler.is_some().then_some(Need::Poolers);
+        if let Some(need) = needs.into_iter().chain(pooled).find(|need| !runtime.capabilities().allows(*need)) {
+            refusals.push(Refusal::Runtime {
+                path: format!("environments[{index}].replicas[{position}].runtime"),
+                reason: runtime.refusal(need),
+            });
+        }
     }
     // Keys the YAML accepts whose resources nothing builds yet.
     if environment.backups.is_some() {

@@ -10,6 +10,8 @@
 //! transport). Nothing outside this folder knows which runtime is in use
 //! or spells its programs and paths.
 
+mod debian;
+mod external;
 mod pg_ctl;
 mod unsupported;
 
@@ -17,12 +19,19 @@ use std::path::{Path, PathBuf};
 
 use crate::spec;
 
+pub use debian::Debian;
+pub use external::External;
 pub use pg_ctl::PgCtl;
 
 /// Where a cluster's files are, as its runtime lays them out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterLayout {
+    /// The PostgreSQL major the cluster runs.
+    pub version: u32,
     pub data_dir: PathBuf,
+    /// Where the cluster's own configuration files live (the data
+    /// directory, or a runtime's configuration directory).
+    pub conf_dir: PathBuf,
     /// pgfleet's own files beside the cluster: generated passwords, the
     /// replica's passfile, the server log, the poolers' files.
     pub home: PathBuf,
@@ -73,6 +82,8 @@ pub struct PoolerLayout {
 /// needs and refuses, with the reason, what a runtime cannot do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
+    /// Find and log in to a cluster at all (observe it, manage it by SQL).
+    pub observe: bool,
     /// Create a primary's data directory.
     pub initialise: bool,
     /// Start, stop, reload and restart clusters.
@@ -81,24 +92,30 @@ pub struct Capabilities {
     pub replicas: bool,
     /// Run PgBouncer.
     pub poolers: bool,
+    /// Write pgfleet's block into the cluster's pg_hba.conf.
+    pub edit_hba: bool,
 }
 
 /// What an environment asks of its runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
+    Observe,
     Initialise,
     ManageProcess,
     Replicas,
     Poolers,
+    EditHba,
 }
 
 impl Need {
     pub fn describe(self) -> &'static str {
         match self {
+            Need::Observe => "manage a cluster",
             Need::Initialise => "create the primary's data directory",
             Need::ManageProcess => "start, stop and reconfigure PostgreSQL",
             Need::Replicas => "build streaming replicas",
             Need::Poolers => "run PgBouncer",
+            Need::EditHba => "edit pg_hba.conf",
         }
     }
 }
@@ -106,10 +123,12 @@ impl Need {
 impl Capabilities {
     pub fn allows(self, need: Need) -> bool {
         match need {
+            Need::Observe => self.observe,
             Need::Initialise => self.initialise,
             Need::ManageProcess => self.manage_process,
             Need::Replicas => self.replicas,
             Need::Poolers => self.poolers,
+            Need::EditHba => self.edit_hba,
         }
     }
 }
@@ -136,7 +155,7 @@ pub trait Runtime: Send + Sync {
 
     /// Why this runtime cannot serve a need, and what to do instead.
     fn refusal(&self, need: Need) -> String {
-        format!("pgfleet cannot yet {} with `runtime: {}`; use `runtime: pg_ctl` for now", need.describe(), self.name())
+        format!("pgfleet cannot {} with `runtime: {}`", need.describe(), self.name())
     }
 
     fn cluster_layout(&self, data_dir: &Path, version: u32) -> ClusterLayout;
@@ -155,14 +174,25 @@ pub trait Runtime: Send + Sync {
     /// The program that prints a data directory's control data.
     fn controldata(&self, version: u32) -> PathBuf;
 
-    /// Initialises `layout.data_dir`, with the superuser password read
-    /// from `password_file`. A run killed half-way leaves nothing in the
-    /// data directory (it is built beside it and renamed into place).
-    fn initialise(&self, layout: &ClusterLayout, password_file: &Path) -> String;
+    /// Initialises `layout.data_dir` for a server on `port`, with the
+    /// superuser password read from `password_file`. Idempotent, and a run
+    /// killed half-way leaves nothing a rerun trips over.
+    fn initialise(&self, layout: &ClusterLayout, port: u16, password_file: &Path) -> String;
 
-    /// Copies `source` into `layout.data_dir` (built beside it, renamed
-    /// into place when complete), the password coming from the passfile.
-    fn base_backup(&self, layout: &ClusterLayout, source: BackupSource<'_>) -> String;
+    /// Copies `source` into `layout.data_dir` for a server on `port` (built
+    /// beside it, renamed into place when complete), the password coming
+    /// from the passfile. Idempotent like `initialise`.
+    fn base_backup(&self, layout: &ClusterLayout, port: u16, source: BackupSource<'_>) -> String;
+
+    /// Removes a stopped cluster: its data directory and whatever the
+    /// runtime registered for it (not pgfleet's home beside it).
+    fn remove(&self, layout: &ClusterLayout) -> String;
+
+    /// A command whose stdin and stdout are a connection to the server's
+    /// Unix socket, where the service user logs in as `postgres` by peer
+    /// authentication: how pgfleet reaches a cluster it did not create
+    /// (and so holds no password for). `None` when the runtime has none.
+    fn admin_bridge(&self, layout: &ClusterLayout, port: u16) -> Option<String>;
 
     fn is_running(&self, layout: &ClusterLayout) -> String;
     fn start(&self, layout: &ClusterLayout) -> String;
@@ -183,9 +213,9 @@ pub trait Runtime: Send + Sync {
 pub fn of(kind: spec::Runtime) -> &'static dyn Runtime {
     match kind {
         spec::Runtime::PgCtl => &PgCtl,
-        spec::Runtime::Debian => &unsupported::DEBIAN,
+        spec::Runtime::Debian => &Debian,
         spec::Runtime::Docker => &unsupported::DOCKER,
-        spec::Runtime::External => &unsupported::EXTERNAL,
+        spec::Runtime::External => &External,
     }
 }
 
@@ -195,6 +225,25 @@ fn home_beside(data_dir: &Path) -> PathBuf {
     let mut home = data_dir.as_os_str().to_owned();
     home.push(".pgfleet");
     PathBuf::from(home)
+}
+
+/// A command that bridges its stdin and stdout to the Unix socket at
+/// `socket`, with Perl's core modules: `perl-base` is Essential in Debian
+/// (so in Debian-based images too), where `socat` or `nc -U` may be absent.
+/// The copy in each direction handles short writes; the socket is half
+/// closed when stdin ends, and the command ends with the server's side.
+fn unix_socket_bridge(socket: &Path) -> String {
+    const BRIDGE: &str = r#"use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "cannot connect to $ARGV[0]: $!\n"; sub copy { my ($from, $to) = @_; my $b; while (1) { my $n = sysread($from, $b, 65536); last unless $n; my $o = 0; while ($o < $n) { my $w = syswrite($to, $b, $n - $o, $o); return unless defined $w; $o += $w } } } if (my $pid = fork) { copy(\*STDIN, $s); shutdown($s, 1); waitpid($pid, 0) } else { copy($s, \*STDOUT); exit 0 }"#;
+    format!(
+        "exec perl -e {} {}",
+        crate::transport::shell_quote(BRIDGE),
+        crate::transport::shell_quote(&socket.to_string_lossy())
+    )
+}
+
+/// The Unix socket a server on `port` listens on in `directory`.
+fn socket_in(directory: &Path, port: u16) -> PathBuf {
+    directory.join(format!(".s.PGSQL.{port}"))
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -217,9 +266,12 @@ mod tests {
             assert!(refusal.contains(&format!("`runtime: {}`", runtime.name())), "{refusal}");
             assert!(!refusal.contains("PgCtl") && !refusal.contains("Docker"), "no Debug names: {refusal}");
         }
-        let pg_ctl = of(spec::Runtime::PgCtl).capabilities();
-        assert!(
-            [Need::Initialise, Need::ManageProcess, Need::Replicas, Need::Poolers].iter().all(|n| pg_ctl.allows(*n))
-        );
+        let all = [Need::Observe, Need::Initialise, Need::ManageProcess, Need::Replicas, Need::Poolers, Need::EditHba];
+        for kind in [spec::Runtime::PgCtl, spec::Runtime::Debian] {
+            assert!(all.iter().all(|need| of(kind).capabilities().allows(*need)), "{kind:?}");
+        }
+        let external = of(spec::Runtime::External).capabilities();
+        assert!(external.allows(Need::Observe));
+        assert!(all[1..].iter().all(|need| !external.allows(*need)));
     }
 }

@@ -5,7 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{BackupSource, Capabilities, ClusterLayout, PoolerLayout, Runtime, home_beside, with_suffix};
+use super::{
+    BackupSource, Capabilities, ClusterLayout, PoolerLayout, Runtime, home_beside, socket_in, unix_socket_bridge,
+    with_suffix,
+};
 use crate::transport::shell_quote;
 
 pub struct PgCtl;
@@ -35,13 +38,22 @@ impl Runtime for PgCtl {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { initialise: true, manage_process: true, replicas: true, poolers: true }
+        Capabilities {
+            observe: true,
+            initialise: true,
+            manage_process: true,
+            replicas: true,
+            poolers: true,
+            edit_hba: true,
+        }
     }
 
     fn cluster_layout(&self, data_dir: &Path, version: u32) -> ClusterLayout {
         let home = home_beside(data_dir);
         ClusterLayout {
+            version,
             data_dir: data_dir.to_owned(),
+            conf_dir: data_dir.to_owned(),
             auto_conf: data_dir.join("postgresql.auto.conf"),
             hba_file: data_dir.join("pg_hba.conf"),
             log_file: home.join("postgresql.log"),
@@ -84,7 +96,7 @@ fi
         bin_dir(version).join("pg_controldata")
     }
 
-    fn initialise(&self, layout: &ClusterLayout, password_file: &Path) -> String {
+    fn initialise(&self, layout: &ClusterLayout, _port: u16, password_file: &Path) -> String {
         let data = quoted(&layout.data_dir);
         let building = quoted(&with_suffix(&layout.data_dir, ".pgfleet-init"));
         format!(
@@ -100,7 +112,7 @@ fi
         )
     }
 
-    fn base_backup(&self, layout: &ClusterLayout, source: BackupSource<'_>) -> String {
+    fn base_backup(&self, layout: &ClusterLayout, _port: u16, source: BackupSource<'_>) -> String {
         let data = quoted(&layout.data_dir);
         let building = quoted(&with_suffix(&layout.data_dir, ".pgfleet-basebackup"));
         format!(
@@ -118,6 +130,14 @@ fi
             user = shell_quote(source.user),
             slot = shell_quote(source.slot),
         )
+    }
+
+    fn remove(&self, layout: &ClusterLayout) -> String {
+        format!("rm -rf -- {}", quoted(&layout.data_dir))
+    }
+
+    fn admin_bridge(&self, layout: &ClusterLayout, port: u16) -> Option<String> {
+        layout.socket_dir.as_deref().map(|directory| unix_socket_bridge(&socket_in(directory, port)))
     }
 
     fn is_running(&self, layout: &ClusterLayout) -> String {

@@ -1,5 +1,5 @@
 //! Runtimes the configuration may name that pgfleet cannot drive yet
-//! (`debian`, `docker`, `external`). Their capabilities are all off, so
+//! (`docker`). Their capabilities are all off, so
 //! plan refuses an environment that uses one before anything runs; their
 //! commands fail with the same reason should one ever be reached.
 
@@ -12,9 +12,7 @@ pub struct Unsupported {
     name: &'static str,
 }
 
-pub const DEBIAN: Unsupported = Unsupported { name: "debian" };
 pub const DOCKER: Unsupported = Unsupported { name: "docker" };
-pub const EXTERNAL: Unsupported = Unsupported { name: "external" };
 
 impl Unsupported {
     fn refuse(&self) -> String {
@@ -29,7 +27,14 @@ impl Runtime for Unsupported {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { initialise: false, manage_process: false, replicas: false, poolers: false }
+        Capabilities {
+            observe: false,
+            initialise: false,
+            manage_process: false,
+            replicas: false,
+            poolers: false,
+            edit_hba: false,
+        }
     }
 
     /// Laid out as pgfleet lays out its own clusters, so observation can
@@ -54,12 +59,20 @@ impl Runtime for Unsupported {
         super::PgCtl.controldata(version)
     }
 
-    fn initialise(&self, _layout: &ClusterLayout, _password_file: &Path) -> String {
+    fn initialise(&self, _layout: &ClusterLayout, _port: u16, _password_file: &Path) -> String {
         self.refuse()
     }
 
-    fn base_backup(&self, _layout: &ClusterLayout, _source: BackupSource<'_>) -> String {
+    fn base_backup(&self, _layout: &ClusterLayout, _port: u16, _source: BackupSource<'_>) -> String {
         self.refuse()
+    }
+
+    fn remove(&self, _layout: &ClusterLayout) -> String {
+        self.refuse()
+    }
+
+    fn admin_bridge(&self, _layout: &ClusterLayout, _port: u16) -> Option<String> {
+        None
     }
 
     fn is_running(&self, layout: &ClusterLayout) -> String {

@@ -472,6 +472,11 @@ pub struct Replica {
     /// primary's address) or `ssh_tunnel` (through SSH).
     #[serde(default)]
     pub connect: Connect,
+    /// How the replica runs on its host: `pg_ctl`, `debian` or `docker`.
+    /// Default: the primary's runtime; required when the primary's is
+    /// `external` (pgfleet runs the replica, not the primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

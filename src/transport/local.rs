@@ -183,4 +183,57 @@ impl Remote for Local {
             Ok(Box::new(stream) as Box<dyn Stream>)
         })
     }
+
+    fn connect_command<'a>(&'a self, command: &'a str) -> Pending<'a, Box<dyn Stream>> {
+        Box::pin(async move {
+            let mut process = self.shell(command);
+            process.stderr(Stdio::null());
+            let mut child = process.spawn().map_err(self.io_error("start a command"))?;
+            let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
+                unreachable!("the shell's stdin and stdout are piped")
+            };
+            Ok(Box::new(CommandStream { io: tokio::io::join(stdout, stdin), _child: child }) as Box<dyn Stream>)
+        })
+    }
+}
+
+/// A command's stdout and stdin as one stream; dropping it kills the
+/// command (`kill_on_drop`).
+struct CommandStream {
+    io: tokio::io::Join<tokio::process::ChildStdout, tokio::process::ChildStdin>,
+    _child: tokio::process::Child,
+}
+
+impl AsyncRead for CommandStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(context, buffer)
+    }
+}
+
+impl AsyncWrite for CommandStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(context, buffer)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(context)
+    }
 }

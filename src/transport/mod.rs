@@ -112,6 +112,12 @@ pub trait Remote: Send + Sync {
     /// service listening only on the host's loopback is reachable.
     fn connect_tcp<'a>(&'a self, address: &'a str, port: u16) -> Pending<'a, Box<dyn Stream>>;
 
+    /// Starts a shell command (as the service user) and hands back its
+    /// stdin and stdout as one byte stream: a bridge to a Unix socket, or
+    /// into a container, that only the service user may open. The command
+    /// ends when the stream is dropped.
+    fn connect_command<'a>(&'a self, command: &'a str) -> Pending<'a, Box<dyn Stream>>;
+
     /// The file's contents, or `None` when it does not exist.
     fn read_file<'a>(&'a self, path: &'a Path) -> Pending<'a, Option<Vec<u8>>> {
         Box::pin(async move {
@@ -164,6 +170,10 @@ impl Remote for Shared {
 
     fn connect_tcp<'a>(&'a self, address: &'a str, port: u16) -> Pending<'a, Box<dyn Stream>> {
         self.0.connect_tcp(address, port)
+    }
+
+    fn connect_command<'a>(&'a self, command: &'a str) -> Pending<'a, Box<dyn Stream>> {
+        self.0.connect_command(command)
     }
 
     fn read_file<'a>(&'a self, path: &'a Path) -> Pending<'a, Option<Vec<u8>>> {

@@ -165,6 +165,16 @@ impl Remote for Scripted {
         })
     }
 
+    fn connect_command<'a>(&'a self, command: &'a str) -> Pending<'a, Box<dyn Stream>> {
+        Box::pin(async move {
+            Err(TransportError::Io {
+                host: self.host.clone(),
+                action: "open a command as a stream (a scripted host has none)",
+                source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, command.to_owned()),
+            })
+        })
+    }
+
     fn read_file<'a>(&'a self, path: &'a Path) -> Pending<'a, Option<Vec<u8>>> {
         Box::pin(async move { Ok(self.file(path)) })
     }

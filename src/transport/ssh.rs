@@ -475,4 +475,13 @@ impl super::Remote for SshSession {
             Ok(Box::new(channel.into_stream()) as Box<dyn super::Stream>)
         })
     }
+
+    fn connect_command<'a>(&'a self, command: &'a str) -> super::Pending<'a, Box<dyn super::Stream>> {
+        Box::pin(async move {
+            let command = self.remote_command(command);
+            let channel = self.handle.channel_open_session().await.map_err(|e| self.protocol_error(e))?;
+            channel.exec(true, command.as_bytes()).await.map_err(|e| self.protocol_error(e))?;
+            Ok(Box::new(channel.into_stream()) as Box<dyn super::Stream>)
+        })
+    }
 }
