@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what pgfleet's build, tests and sandbox need, when missing:
-# PostgreSQL 15, PgBouncer, OpenSSH server and rsync from the distribution,
+# PostgreSQL 15, PgBouncer, OpenSSH server, rsync and Docker from the distribution,
 # and a Rust toolchain. Safe to run again; does nothing when all is present.
 set -euo pipefail
 
@@ -13,6 +13,7 @@ command -v rsync >/dev/null 2>&1 || packages+=(rsync)
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
 command -v runuser >/dev/null 2>&1 || packages+=(util-linux)
 command -v sudo >/dev/null 2>&1 || packages+=(sudo)            # `become:` tests
+command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)     # `runtime: docker`
 
 if [ "${#packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

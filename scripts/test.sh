@@ -14,4 +14,14 @@ for component in rustfmt clippy; do
 done
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+# The `docker` runtime's tests need a daemon. Without systemd, start one
+# (host networking only: no bridge, no iptables) and stop it, by pid, after.
+dockerd_pid=/run/pgfleet-test-dockerd.pid
+if ! docker info >/dev/null 2>&1; then
+  dockerd --bridge=none --iptables=false --ip6tables=false --pidfile "$dockerd_pid" \
+    </dev/null >/tmp/pgfleet-test-dockerd.log 2>&1 &
+  trap 'kill "$(cat "$dockerd_pid" 2>/dev/null)" 2>/dev/null || true' EXIT
+  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+bash scripts/docker-image.sh pgfleet-local/postgres:15 15
 cargo test --locked --all-targets

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::runtime::{self, ClusterLayout, PoolerLayout, Runtime};
+use crate::runtime::{self, ClusterLayout, Member, PoolerLayout, Runtime};
 use crate::spec;
 use crate::state::Owned;
 use crate::topology::{Environment, Replica};
@@ -54,6 +54,15 @@ impl PoolerPlacement {
     }
 }
 
+fn identity<'a>(environment: &'a Environment, name: &'a str) -> Member<'a> {
+    Member { environment: &environment.id, name, image: &environment.primary.image }
+}
+
+fn pooler_identity<'a>(environment: &'a Environment, fronts: &'a str) -> Member<'a> {
+    let image = environment.pooler.as_ref().map_or(environment.primary.image.as_str(), |pooler| pooler.image.as_str());
+    Member { environment: &environment.id, name: fronts, image }
+}
+
 /// The member the YAML declares under `primary:`.
 pub fn primary(environment: &Environment) -> ClusterPlacement {
     let primary = &environment.primary;
@@ -63,7 +72,11 @@ pub fn primary(environment: &Environment) -> ClusterPlacement {
         port: primary.port,
         version: primary.version,
         runtime: primary.runtime,
-        layout: runtime::of(primary.runtime).cluster_layout(&primary.data_dir, primary.version),
+        layout: runtime::of(primary.runtime).cluster_layout(
+            identity(environment, PRIMARY),
+            &primary.data_dir,
+            primary.version,
+        ),
     }
 }
 
@@ -77,7 +90,11 @@ pub fn replica(environment: &Environment, replica: &Replica) -> ClusterPlacement
         port: replica.port,
         version: primary.version,
         runtime: replica.runtime,
-        layout: runtime::of(replica.runtime).cluster_layout(&replica.data_dir, primary.version),
+        layout: runtime::of(replica.runtime).cluster_layout(
+            identity(environment, &replica.name),
+            &replica.data_dir,
+            primary.version,
+        ),
     }
 }
 
@@ -92,7 +109,7 @@ pub fn member(environment: &Environment, name: &str) -> Option<ClusterPlacement>
 /// A member pgfleet created that left the configuration, from what state
 /// recorded of it (state does not record its runtime yet: it is taken to
 /// be its primary's).
-pub fn departed_member(environment: &Environment, owned: &Owned) -> Option<ClusterPlacement> {
+pub fn departed_member(environment: &Environment, name: &str, owned: &Owned) -> Option<ClusterPlacement> {
     let data_dir = owned.path.clone()?;
     let primary = &environment.primary;
     Some(ClusterPlacement {
@@ -101,7 +118,7 @@ pub fn departed_member(environment: &Environment, owned: &Owned) -> Option<Clust
         port: owned.port.unwrap_or(0),
         version: primary.version,
         runtime: primary.runtime,
-        layout: runtime::of(primary.runtime).cluster_layout(&data_dir, primary.version),
+        layout: runtime::of(primary.runtime).cluster_layout(identity(environment, name), &data_dir, primary.version),
     })
 }
 
@@ -112,7 +129,7 @@ pub fn pooler(environment: &Environment, fronts: &str) -> Option<PoolerPlacement
     let cluster = member(environment, fronts)?;
     let port = if fronts == PRIMARY { pooler.port } else { pooler.replica_port };
     Some(PoolerPlacement {
-        layout: cluster.runtime().pooler_layout(&cluster.layout.home, port),
+        layout: cluster.runtime().pooler_layout(pooler_identity(environment, fronts), &cluster.layout.home, port),
         host: cluster.host,
         address: cluster.address,
         port,
@@ -137,7 +154,7 @@ pub fn departed_pooler(environment: &Environment, fronts: &str, owned: &Owned) -
         cluster_port: 0,
         fronts: fronts.to_owned(),
         runtime,
-        layout: runtime::of(runtime).pooler_layout(&home, port),
+        layout: runtime::of(runtime).pooler_layout(pooler_identity(environment, fronts), &home, port),
     })
 }
 

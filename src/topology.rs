@@ -87,6 +87,8 @@ pub struct Cluster {
     pub version: u32,
     pub data_dir: PathBuf,
     pub runtime: Runtime,
+    /// The container image (`runtime: docker`).
+    pub image: String,
     pub tier: Option<TierName>,
     /// Tier settings overlaid with the user's, as postgresql.conf text.
     pub settings: BTreeMap<String, String>,
@@ -133,6 +135,8 @@ pub struct Pooler {
     pub max_client_conn: u32,
     pub reserve_pool_size: u32,
     pub reserve_pool_timeout: u32,
+    /// The poolers' container image (`runtime: docker`).
+    pub image: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

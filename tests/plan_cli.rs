@@ -282,7 +282,7 @@ fn a_runtime_pgfleet_cannot_run_is_refused_at_plan_time_and_nothing_is_written()
     let dir = support::shared_temp_dir("pgfleet-runtime");
     let data_dir = dir.path().join("primary");
     let config = format!(
-        "version: 1\nstate: {{ path: {state} }}\nhosts:\n  here: {{ transport: local }}\nenvironments:\n  - id: prod\n    primary: {{ host: here, address: {address}, port: {port}, data_dir: {data}, runtime: docker, tuning: none }}\n",
+        "version: 1\nstate: {{ path: {state} }}\nhosts:\n  here: {{ transport: local }}\nenvironments:\n  - id: prod\n    primary: {{ host: here, address: {address}, port: {port}, data_dir: {data}, runtime: external, tuning: none }}\n    pgbouncer: {{ pool_size: 5 }}\n",
         state = dir.path().join("state.json").display(),
         address = support::free_loopback_address(),
         port = 5432,
@@ -296,8 +296,8 @@ fn a_runtime_pgfleet_cannot_run_is_refused_at_plan_time_and_nothing_is_written()
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.contains("environments[0].primary.runtime"), "located: {stderr}");
-        assert!(stderr.contains("`runtime: docker`"), "names the runtime as written: {stderr}");
-        assert!(!stderr.contains("Docker"), "no Rust Debug name: {stderr}");
+        assert!(stderr.contains("run PgBouncer with `runtime: external`"), "names the runtime as written: {stderr}");
+        assert!(!stderr.contains("External"), "no Rust Debug name: {stderr}");
         assert!(!data_dir.exists(), "{args:?} created the data directory");
         assert_eq!(listing(dir.path()), before, "{args:?} wrote a file");
     }

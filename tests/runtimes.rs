@@ -148,26 +148,51 @@ fn wait_for_row(fleet: &Fleet, index: usize, marker: i64) {
 }
 
 fn config(fleet: &Fleet, runtime: &str, replica_runtime: Option<&str>) -> String {
-    let runtime_key = replica_runtime.map(|name| format!(", runtime: {name}")).unwrap_or_default();
-    let mut yaml = format!(
-        "version: 1\nstate: {{ path: {state} }}\nhosts:\n{hosts}environments:\n  - id: shop\n    primary: {{ host: {h0}, address: {a0}, port: {p0}, data_dir: {primary}, runtime: {runtime}, tuning: none }}\n    database: {{ name: shop, owner: odoo, password: {{ env: PGFLEET_TEST_ODOO_PASSWORD }} }}\n    replication: {{ user: replicator, password: {{ env: PGFLEET_TEST_REPLICATION_PASSWORD }} }}\n    replicas:\n",
-        state = fleet.dir().join("state.json").display(),
-        hosts = fleet.hosts_yaml,
-        h0 = fleet.host_of[0],
-        a0 = fleet.addresses[0],
-        p0 = fleet.ports[0],
-        primary = fleet.data_dir("primary").display(),
-    );
-    for (index, name) in [(1, "r1"), (2, "r2")] {
-        yaml.push_str(&format!(
-            "      - {{ name: {name}, host: {}, address: {}, port: {}, data_dir: {}{runtime_key} }}\n",
-            fleet.host_of[index],
-            fleet.addresses[index],
-            fleet.ports[index],
-            fleet.data_dir(name).display()
-        ));
+    Environment { id: "shop", runtime, replica_runtime, image: None, poolers: false }.config(fleet)
+}
+
+/// The environment a test writes.
+struct Environment<'a> {
+    id: &'a str,
+    runtime: &'a str,
+    replica_runtime: Option<&'a str>,
+    image: Option<&'a str>,
+    poolers: bool,
+}
+
+impl Environment<'_> {
+    fn config(&self, fleet: &Fleet) -> String {
+        let runtime_key = self.replica_runtime.map(|name| format!(", runtime: {name}")).unwrap_or_default();
+        let image = self.image.map(|image| format!(", image: {image}")).unwrap_or_default();
+        let mut yaml = format!(
+            "version: 1\nstate: {{ path: {state} }}\nhosts:\n{hosts}environments:\n  - id: {id}\n    primary: {{ host: {h0}, address: {a0}, port: {p0}, data_dir: {primary}, runtime: {runtime}{image}, tuning: none }}\n    database: {{ name: shop, owner: odoo, password: {{ env: PGFLEET_TEST_ODOO_PASSWORD }} }}\n    replication: {{ user: replicator, password: {{ env: PGFLEET_TEST_REPLICATION_PASSWORD }} }}\n",
+            id = self.id,
+            runtime = self.runtime,
+            state = fleet.dir().join("state.json").display(),
+            hosts = fleet.hosts_yaml,
+            h0 = fleet.host_of[0],
+            a0 = fleet.addresses[0],
+            p0 = fleet.ports[0],
+            primary = fleet.data_dir("primary").display(),
+        );
+        if self.poolers {
+            yaml.push_str(&format!(
+                "    pgbouncer: {{ pool_size: 5, pool_mode: session, port: {}, replica_port: {} }}\n",
+                fleet.pooler_port, fleet.replica_pooler_port
+            ));
+        }
+        yaml.push_str("    replicas:\n");
+        for (index, name) in [(1, "r1"), (2, "r2")] {
+            yaml.push_str(&format!(
+                "      - {{ name: {name}, host: {}, address: {}, port: {}, data_dir: {}{runtime_key} }}\n",
+                fleet.host_of[index],
+                fleet.addresses[index],
+                fleet.ports[index],
+                fleet.data_dir(name).display()
+            ));
+        }
+        yaml
     }
-    yaml
 }
 
 fn pgfleet(fleet: &Fleet, args: &[&str]) -> std::process::Output {
@@ -408,6 +433,171 @@ fn an_external_primary_gets_role_and_slot_by_sql_and_what_it_cannot_do_is_refuse
         wait_for_row(&fleet, index, 7);
         wait_for_row(&fleet, index, 8);
     }
+    let converged = pgfleet(&fleet, &["plan", "--detailed-exitcode"]);
+    assert_eq!(converged.status.code(), Some(0), "plan is empty:\n{}", text(&converged.stdout));
+}
+
+/// The production layout of the runbook: PostgreSQL in a container named
+/// by the convention, its data in a bind mount, started by hand (here with
+/// this machine's image), already holding the application's data.
+fn container_primary_with_data(fleet: &Fleet, container: &str) {
+    let data_dir = fleet.data_dir("primary");
+    let user = format!("{}:{}", as_postgres("id -u").trim(), as_postgres("id -g").trim());
+    let mount = format!("{0}:{0}", fleet.dir().display());
+    let docker = |args: &[&str]| {
+        let output = Command::new("docker").args(args).output().unwrap();
+        assert!(output.status.success(), "docker {args:?}: {}", text(&output.stderr));
+    };
+    docker(
+        &["run", "--rm", "--network", "none", "--user", &user, "-v", &mount, support::docker::IMAGE, "initdb", "-D"]
+            .into_iter()
+            .chain([data_dir.to_str().unwrap(), "--auth-local=peer", "--auth-host=scram-sha-256", "-U", "postgres"])
+            .collect::<Vec<_>>(),
+    );
+    as_postgres(&format!(
+        "printf \"listen_addresses = '{}'\\nport = {}\\n\" >> {}/postgresql.conf",
+        fleet.addresses[0],
+        fleet.ports[0],
+        data_dir.display()
+    ));
+    let data_mount = format!("{0}:{0}", data_dir.display());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        container,
+        "--restart",
+        "unless-stopped",
+        "--stop-signal",
+        "SIGINT",
+        "--network",
+        "host",
+        "--user",
+        &user,
+        "-v",
+        &data_mount,
+        support::docker::IMAGE,
+        "postgres",
+        "-D",
+        data_dir.to_str().unwrap(),
+    ]);
+    let admin = |sql: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let output = Command::new("docker")
+                .args(["exec", "-u", "postgres", container, "psql", "-X", "-q", "-h", "/var/run/postgresql", "-p"])
+                .arg(fleet.ports[0].to_string())
+                .args(["-c", sql])
+                .output()
+                .unwrap();
+            if output.status.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{sql}: {}", text(&output.stderr));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    admin(&format!("CREATE ROLE odoo LOGIN PASSWORD '{ODOO_PASSWORD}'"));
+    admin("CREATE DATABASE shop OWNER odoo");
+    psql(fleet, 0, "CREATE TABLE orders (id bigint); INSERT INTO orders VALUES (1)").unwrap();
+}
+
+#[test]
+fn a_primary_in_a_container_is_adopted_and_gains_replicas_and_poolers_in_containers() {
+    support::docker::ensure();
+    let fleet = Fleet::ssh();
+    // Container names are per environment: a test of its own.
+    let id = format!("d{}", fleet.ports[0]);
+    let names: Vec<String> = [
+        format!("postgres-primary-{id}"),
+        format!("postgres-replica-{id}-r1"),
+        format!("postgres-replica-{id}-r2"),
+        format!("pgbouncer-{id}"),
+        format!("pgbouncer-replica-{id}-r1"),
+        format!("pgbouncer-replica-{id}-r2"),
+    ]
+    .into();
+    let _containers = support::docker::Containers(names.clone());
+    container_primary_with_data(&fleet, &names[0]);
+    let conf = fleet.data_dir("primary").join("postgresql.conf");
+    let hba = fleet.data_dir("primary").join("pg_hba.conf");
+    let (conf_before, hba_before) = (std::fs::read_to_string(&conf).unwrap(), std::fs::read_to_string(&hba).unwrap());
+    let environment = Environment {
+        id: &id,
+        runtime: "docker",
+        replica_runtime: None,
+        image: Some(support::docker::IMAGE),
+        poolers: true,
+    };
+    std::fs::write(fleet.dir().join("pgfleet.yaml"), environment.config(&fleet)).unwrap();
+
+    let plan = plan_json(&fleet);
+    let planned = changes(&plan);
+    assert!(!planned.contains_key(&format!("{id}.database.shop")), "{plan:#}");
+    assert!(!planned.contains_key(&format!("{id}.role.odoo")), "{plan:#}");
+    assert!(
+        planned.values().all(|(_, steps)| !steps.iter().any(|step| step == "init_cluster" || step == "restart")),
+        "{plan:#}"
+    );
+    for wanted in ["hba.replication", "role.replicator", "slot.r1", "replica.r1", "replica.r2", "pooler.primary"] {
+        assert!(planned.contains_key(&format!("{id}.{wanted}")), "{wanted}: {plan:#}");
+    }
+    let output = pgfleet(&fleet, &["apply", "--auto-approve"]);
+    assert_eq!(output.status.code(), Some(0), "apply:\n{}\n{}", text(&output.stdout), text(&output.stderr));
+
+    // Rows from before adoption and after, through the poolers.
+    let pooler = |index: usize, port: u16, sql: &str| {
+        fleet.psql(fleet.addresses[index], port, "odoo", ODOO_PASSWORD, "shop", sql)
+    };
+    pooler(0, fleet.pooler_port, "INSERT INTO orders VALUES (2)").unwrap();
+    for index in [1, 2] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pooler(index, fleet.replica_pooler_port, "SELECT count(*) FROM orders WHERE id IN (1, 2)").ok().as_deref()
+            != Some("2")
+        {
+            assert!(Instant::now() < deadline, "replica {index} never showed both rows");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let converged = pgfleet(&fleet, &["plan", "--detailed-exitcode"]);
+    assert_eq!(converged.status.code(), Some(0), "plan is empty:\n{}", text(&converged.stdout));
+
+    // Everything runs in containers named by the convention, which come
+    // back after a reboot of the daemon's host.
+    for name in &names[1..] {
+        assert_eq!(support::docker::inspect(name, "{{.State.Running}}"), "true", "{name}");
+        assert_eq!(support::docker::inspect(name, "{{.HostConfig.RestartPolicy.Name}}"), "unless-stopped", "{name}");
+    }
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), conf_before, "postgresql.conf is the operator's");
+    assert_eq!(without_pgfleet_block(&std::fs::read_to_string(&hba).unwrap()), hba_before);
+}
+
+#[test]
+fn pgfleet_creates_a_primary_in_a_container_that_restarts_with_the_daemon() {
+    support::docker::ensure();
+    let fleet = Fleet::ssh();
+    let id = format!("d{}", fleet.ports[0]);
+    let _containers = support::docker::Containers(vec![format!("postgres-primary-{id}")]);
+    let environment = Environment {
+        id: &id,
+        runtime: "docker",
+        replica_runtime: None,
+        image: Some(support::docker::IMAGE),
+        poolers: false,
+    };
+    let yaml = environment.config(&fleet);
+    let yaml = &yaml[..yaml.find("    replicas:").unwrap()];
+    std::fs::write(fleet.dir().join("pgfleet.yaml"), yaml).unwrap();
+    let output = pgfleet(&fleet, &["apply", "--auto-approve"]);
+    assert_eq!(output.status.code(), Some(0), "apply:\n{}\n{}", text(&output.stdout), text(&output.stderr));
+    psql(&fleet, 0, "CREATE TABLE orders (id bigint); INSERT INTO orders VALUES (5)").unwrap();
+    let container = format!("postgres-primary-{id}");
+    assert_eq!(support::docker::inspect(&container, "{{.HostConfig.RestartPolicy.Name}}"), "unless-stopped");
+    // Stopped behind pgfleet's back: the plan starts it again, and the row is there.
+    assert!(Command::new("docker").args(["stop", &container]).output().unwrap().status.success());
+    let output = pgfleet(&fleet, &["apply", "--auto-approve"]);
+    assert_eq!(output.status.code(), Some(0), "apply:\n{}\n{}", text(&output.stdout), text(&output.stderr));
+    assert_eq!(psql(&fleet, 0, "SELECT count(*) FROM orders WHERE id = 5").unwrap(), "1");
     let converged = pgfleet(&fleet, &["plan", "--detailed-exitcode"]);
     assert_eq!(converged.status.code(), Some(0), "plan is empty:\n{}", text(&converged.stdout));
 }

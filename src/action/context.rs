@@ -109,7 +109,7 @@ impl Context<'_> {
         }
         self.owned
             .filter(|_| self.address.name == name)
-            .and_then(|owned| placement::departed_member(self.environment, owned))
+            .and_then(|owned| placement::departed_member(self.environment, name, owned))
             .ok_or_else(|| self.unknown(&format!("member `{name}`")))
     }
 

@@ -557,7 +557,7 @@ impl Resolver {
 
         let database = environment.database.clone().unwrap_or_default();
         let replication = environment.replication.clone().unwrap_or_default();
-        let pooler = self.pooler(environment, path, ram_mb);
+        let pooler = self.pooler(environment, path, ram_mb, &primary.image);
         let health = self.health(environment, &path.key("health"));
         let filestore = self.filestore(environment, path);
         if let Some(spec::Backups { storage: Storage::Sftp { port, .. } | Storage::Ftp { port, .. }, .. }) =
@@ -669,6 +669,7 @@ impl Resolver {
             version,
             data_dir,
             runtime: primary.runtime,
+            image: self.image(primary.image.as_deref(), &format!("postgres:{version}"), &path.key("image")),
             tier: tier.map(Into::into),
             settings,
         }
@@ -798,7 +799,13 @@ impl Resolver {
         );
     }
 
-    fn pooler(&mut self, environment: &spec::Environment, path: &YamlPath, ram_mb: Option<f64>) -> Option<Pooler> {
+    fn pooler(
+        &mut self,
+        environment: &spec::Environment,
+        path: &YamlPath,
+        ram_mb: Option<f64>,
+        primary_image: &str,
+    ) -> Option<Pooler> {
         let pgbouncer = environment.pgbouncer.as_ref()?;
         let path = path.key("pgbouncer");
         // Checked before `pool_size: 0` turns the pooler off, so the mistake
@@ -842,7 +849,30 @@ impl Resolver {
             max_client_conn,
             reserve_pool_size: pgbouncer.reserve_pool_size.unwrap_or(5),
             reserve_pool_timeout: pgbouncer.reserve_pool_timeout.unwrap_or(3),
+            image: self.image(pgbouncer.image.as_deref(), primary_image, &path.key("image")),
         })
+    }
+
+    /// A container image reference, as written or `default`: what
+    /// `docker run` takes as one argument and never as an option.
+    fn image(&mut self, written: Option<&str>, default: &str, path: &YamlPath) -> String {
+        let Some(image) = written else { return default.to_owned() };
+        let valid = !image.is_empty()
+            && image.len() <= 255
+            && image.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && image.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
+        if !valid {
+            self.report(Violation::at(
+                Rule::InvalidName {
+                    what: "image",
+                    value: image.to_owned(),
+                    allowed: "an image reference: letters, digits and . _ - / : @, starting with a letter or digit",
+                },
+                path.clone(),
+                "not an image reference",
+            ));
+        }
+        image.to_owned()
     }
 
     fn health(&mut self, environment: &spec::Environment, path: &YamlPath) -> HealthThresholds {

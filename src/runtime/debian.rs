@@ -18,7 +18,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{BackupSource, Capabilities, ClusterLayout, PgCtl, PoolerLayout, Runtime, socket_in, unix_socket_bridge};
+use super::{
+    BackupSource, Capabilities, ClusterLayout, Member, PgCtl, PoolerLayout, Runtime, socket_in, unix_socket_bridge,
+};
 use crate::transport::shell_quote;
 
 pub struct Debian;
@@ -93,20 +95,21 @@ impl Runtime for Debian {
         }
     }
 
-    fn cluster_layout(&self, data_dir: &Path, version: u32) -> ClusterLayout {
+    fn cluster_layout(&self, member: Member<'_>, data_dir: &Path, version: u32) -> ClusterLayout {
         let name = cluster_name(data_dir, version);
         let conf_dir = PathBuf::from(format!("/etc/postgresql/{version}/{name}"));
         ClusterLayout {
             hba_file: conf_dir.join("pg_hba.conf"),
             log_file: PathBuf::from(format!("/var/log/postgresql/postgresql-{version}-{name}.log")),
             socket_dir: None,
+            service: format!("{version}/{name}"),
             conf_dir,
-            ..PgCtl.cluster_layout(data_dir, version)
+            ..PgCtl.cluster_layout(member, data_dir, version)
         }
     }
 
-    fn pooler_layout(&self, home: &Path, port: u16) -> PoolerLayout {
-        PgCtl.pooler_layout(home, port)
+    fn pooler_layout(&self, member: Member<'_>, home: &Path, port: u16) -> PoolerLayout {
+        PgCtl.pooler_layout(member, home, port)
     }
 
     fn binaries_facts(&self, version: u32) -> String {
@@ -236,7 +239,8 @@ mod tests {
         assert_eq!(cluster_name(Path::new("/var/lib/postgresql/15/main"), 15), "main");
         assert_eq!(cluster_name(Path::new("/var/lib/postgresql/15/main"), 16), "var-lib-postgresql-15-main");
         assert_eq!(cluster_name(Path::new("/srv/pg/prod db"), 15), "srv-pg-prod_db");
-        let layout = Debian.cluster_layout(Path::new("/var/lib/postgresql/15/main"), 15);
+        let member = Member { environment: "prod", name: "primary", image: "" };
+        let layout = Debian.cluster_layout(member, Path::new("/var/lib/postgresql/15/main"), 15);
         assert_eq!(layout.hba_file, Path::new("/etc/postgresql/15/main/pg_hba.conf"));
         assert_eq!(layout.auto_conf, Path::new("/var/lib/postgresql/15/main/postgresql.auto.conf"));
         assert_eq!(layout.log_file, Path::new("/var/log/postgresql/postgresql-15-main.log"));

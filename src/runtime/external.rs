@@ -11,7 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{BackupSource, Capabilities, ClusterLayout, PgCtl, PoolerLayout, Runtime, socket_in, unix_socket_bridge};
+use super::{
+    BackupSource, Capabilities, ClusterLayout, Member, PgCtl, PoolerLayout, Runtime, socket_in, unix_socket_bridge,
+};
 use crate::transport::shell_quote;
 
 pub struct External;
@@ -50,12 +52,12 @@ impl Runtime for External {
 
     /// Only pgfleet's home matters: the generated passwords it keeps on
     /// the primary's host.
-    fn cluster_layout(&self, data_dir: &Path, version: u32) -> ClusterLayout {
-        ClusterLayout { socket_dir: None, ..PgCtl.cluster_layout(data_dir, version) }
+    fn cluster_layout(&self, member: Member<'_>, data_dir: &Path, version: u32) -> ClusterLayout {
+        ClusterLayout { socket_dir: None, ..PgCtl.cluster_layout(member, data_dir, version) }
     }
 
-    fn pooler_layout(&self, home: &Path, port: u16) -> PoolerLayout {
-        PgCtl.pooler_layout(home, port)
+    fn pooler_layout(&self, member: Member<'_>, home: &Path, port: u16) -> PoolerLayout {
+        PgCtl.pooler_layout(member, home, port)
     }
 
     /// The server's programs need not be on this host.

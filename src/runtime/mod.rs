@@ -11,17 +11,35 @@
 //! or spells its programs and paths.
 
 mod debian;
+mod docker;
 mod external;
 mod pg_ctl;
-mod unsupported;
 
 use std::path::{Path, PathBuf};
 
 use crate::spec;
 
 pub use debian::Debian;
+pub use docker::Docker;
 pub use external::External;
 pub use pg_ctl::PgCtl;
+
+/// Which member (or the pooler in front of it) a layout is for: runtimes
+/// that name what they run (a container per member) need it.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    pub environment: &'a str,
+    /// `primary` or the replica's name.
+    pub name: &'a str,
+    /// The container image, for runtimes that run one.
+    pub image: &'a str,
+}
+
+impl Member<'_> {
+    pub fn is_primary(&self) -> bool {
+        self.name == crate::placement::PRIMARY
+    }
+}
 
 /// Where a cluster's files are, as its runtime lays them out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +62,11 @@ pub struct ClusterLayout {
     /// `unix_socket_directories`, when the runtime manages it (clusters
     /// sharing a port on one machine must not share a socket).
     pub socket_dir: Option<PathBuf>,
+    /// What the runtime calls the running server (a container's name);
+    /// empty when it names nothing.
+    pub service: String,
+    /// The image the server runs in, for runtimes that run one.
+    pub image: String,
 }
 
 impl ClusterLayout {
@@ -76,6 +99,9 @@ pub struct PoolerLayout {
     pub userlist: PathBuf,
     pub pid_file: PathBuf,
     pub log_file: PathBuf,
+    /// What the runtime calls the running pooler (a container's name).
+    pub service: String,
+    pub image: String,
 }
 
 /// What a runtime can do. Plan checks these against what an environment
@@ -158,10 +184,11 @@ pub trait Runtime: Send + Sync {
         format!("pgfleet cannot {} with `runtime: {}`", need.describe(), self.name())
     }
 
-    fn cluster_layout(&self, data_dir: &Path, version: u32) -> ClusterLayout;
+    fn cluster_layout(&self, member: Member<'_>, data_dir: &Path, version: u32) -> ClusterLayout;
 
-    /// A pooler kept beside the cluster whose `home` is given, on `port`.
-    fn pooler_layout(&self, home: &Path, port: u16) -> PoolerLayout;
+    /// The pooler in front of `member`, kept beside the cluster whose
+    /// `home` is given, on `port`.
+    fn pooler_layout(&self, member: Member<'_>, home: &Path, port: u16) -> PoolerLayout;
 
     /// Prints `pg_bin=DIR` and `pg_version=…` (the `postgres --version`
     /// line) when the programs of `version` are installed.
@@ -214,7 +241,7 @@ pub fn of(kind: spec::Runtime) -> &'static dyn Runtime {
     match kind {
         spec::Runtime::PgCtl => &PgCtl,
         spec::Runtime::Debian => &Debian,
-        spec::Runtime::Docker => &unsupported::DOCKER,
+        spec::Runtime::Docker => &Docker,
         spec::Runtime::External => &External,
     }
 }
@@ -233,13 +260,15 @@ fn home_beside(data_dir: &Path) -> PathBuf {
 /// The copy in each direction handles short writes; the socket is half
 /// closed when stdin ends, and the command ends with the server's side.
 fn unix_socket_bridge(socket: &Path) -> String {
-    const BRIDGE: &str = r#"use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "cannot connect to $ARGV[0]: $!\n"; sub copy { my ($from, $to) = @_; my $b; while (1) { my $n = sysread($from, $b, 65536); last unless $n; my $o = 0; while ($o < $n) { my $w = syswrite($to, $b, $n - $o, $o); return unless defined $w; $o += $w } } } if (my $pid = fork) { copy(\*STDIN, $s); shutdown($s, 1); waitpid($pid, 0) } else { copy($s, \*STDOUT); exit 0 }"#;
     format!(
         "exec perl -e {} {}",
         crate::transport::shell_quote(BRIDGE),
         crate::transport::shell_quote(&socket.to_string_lossy())
     )
 }
+
+/// The Perl program of `unix_socket_bridge`: its argument is the socket.
+const BRIDGE: &str = r#"use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "cannot connect to $ARGV[0]: $!\n"; sub copy { my ($from, $to) = @_; my $b; while (1) { my $n = sysread($from, $b, 65536); last unless $n; my $o = 0; while ($o < $n) { my $w = syswrite($to, $b, $n - $o, $o); return unless defined $w; $o += $w } } } if (my $pid = fork) { copy(\*STDIN, $s); shutdown($s, 1); waitpid($pid, 0) } else { copy($s, \*STDOUT); exit 0 }"#;
 
 /// The Unix socket a server on `port` listens on in `directory`.
 fn socket_in(directory: &Path, port: u16) -> PathBuf {
@@ -267,7 +296,7 @@ mod tests {
             assert!(!refusal.contains("PgCtl") && !refusal.contains("Docker"), "no Debug names: {refusal}");
         }
         let all = [Need::Observe, Need::Initialise, Need::ManageProcess, Need::Replicas, Need::Poolers, Need::EditHba];
-        for kind in [spec::Runtime::PgCtl, spec::Runtime::Debian] {
+        for kind in [spec::Runtime::PgCtl, spec::Runtime::Debian, spec::Runtime::Docker] {
             assert!(all.iter().all(|need| of(kind).capabilities().allows(*need)), "{kind:?}");
         }
         let external = of(spec::Runtime::External).capabilities();

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    BackupSource, Capabilities, ClusterLayout, PoolerLayout, Runtime, home_beside, socket_in, unix_socket_bridge,
-    with_suffix,
+    BackupSource, Capabilities, ClusterLayout, Member, PoolerLayout, Runtime, home_beside, socket_in,
+    unix_socket_bridge, with_suffix,
 };
 use crate::transport::shell_quote;
 
@@ -48,7 +48,7 @@ impl Runtime for PgCtl {
         }
     }
 
-    fn cluster_layout(&self, data_dir: &Path, version: u32) -> ClusterLayout {
+    fn cluster_layout(&self, _member: Member<'_>, data_dir: &Path, version: u32) -> ClusterLayout {
         let home = home_beside(data_dir);
         ClusterLayout {
             version,
@@ -60,16 +60,20 @@ impl Runtime for PgCtl {
             bin_dir: bin_dir(version),
             socket_dir: Some(home.clone()),
             home,
+            service: String::new(),
+            image: String::new(),
         }
     }
 
-    fn pooler_layout(&self, home: &Path, port: u16) -> PoolerLayout {
+    fn pooler_layout(&self, _member: Member<'_>, home: &Path, port: u16) -> PoolerLayout {
         PoolerLayout {
             home: home.to_owned(),
             ini: home.join(format!("pgbouncer-{port}.ini")),
             userlist: home.join("userlist.txt"),
             pid_file: home.join(format!("pgbouncer-{port}.pid")),
             log_file: home.join(format!("pgbouncer-{port}.log")),
+            service: String::new(),
+            image: String::new(),
         }
     }
 

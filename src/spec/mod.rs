@@ -252,6 +252,12 @@ pub struct Primary {
     /// How the server process is run. Default: `pg_ctl`.
     #[serde(default)]
     pub runtime: Runtime,
+    /// With `runtime: docker`: the image the primary's and the replicas'
+    /// containers run (it must hold the major's programs at
+    /// `/usr/lib/postgresql/<version>/bin`, a shell and Perl, as Debian's
+    /// packages lay them out). Default: `postgres:<version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Tuning tier. Default: `auto` (by `resources.ram_mb`) when the
     /// environment has `resources`, `none` otherwise. Some settings of a tier
     /// need a restart (`shared_buffers`, `max_connections`).
@@ -377,6 +383,10 @@ pub struct Pgbouncer {
     /// Seconds. Default: 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve_pool_timeout: Option<u32>,
+    /// With `runtime: docker`: the image the poolers' containers run (it
+    /// must hold `pgbouncer`). Default: the primary's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// `auto`, or a number of server connections.

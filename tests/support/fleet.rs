@@ -258,11 +258,22 @@ impl Drop for Fleet {
                     .stderr(Stdio::null())
                     .status();
             }
+            // PgBouncer's pid files. A pid written inside a container (1, or
+            // another namespace's) names some other process here: only a
+            // pgbouncer that really has that pid is signalled.
             for pidfile in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-                if pidfile.file_name().to_string_lossy().ends_with(".pid")
-                    && let Ok(pid) = std::fs::read_to_string(pidfile.path())
-                {
-                    let _ = Command::new("kill").arg(pid.trim()).status();
+                let name = pidfile.file_name().to_string_lossy().into_owned();
+                let Some(pid) = std::fs::read_to_string(pidfile.path())
+                    .ok()
+                    .filter(|_| name.starts_with("pgbouncer") && name.ends_with(".pid"))
+                    .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
+                    .filter(|pid| *pid > 1)
+                else {
+                    continue;
+                };
+                let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if command.trim() == "pgbouncer" {
+                    let _ = Command::new("kill").arg(pid.to_string()).status();
                 }
             }
         }

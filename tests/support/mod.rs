@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod fleet;
 
 use std::collections::hash_map::RandomState;
