@@ -260,6 +260,37 @@ fn a_write_from_a_stale_serial_is_refused_and_nothing_is_merged() {
 }
 
 #[test]
+fn a_writer_whose_session_was_lost_writes_nothing_and_the_lock_is_free() {
+    let db = StateDb::start();
+    let runtime = runtime();
+    runtime.block_on(async {
+        let store = db.store("acme");
+        let (mut writer, mut state) = Writer::lock(&store, &["prod".into()], "pgfleet apply", NO_WAIT).await.unwrap();
+        writer.save(&mut state).await.unwrap();
+        let stored = store.load().await.unwrap();
+        // The lock's session ends under it (an administrator, a restart, a
+        // network cut noticed by keepalives).
+        let terminated = db.sql(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{STATE_USER}' AND pid <> pg_backend_pid()"
+        ));
+        assert_ne!(terminated, "0");
+        assert!(!db.held("acme", "prod"), "its lock went with it");
+        let other = db.store("acme");
+        let (mut second, mut theirs) = Writer::lock(&other, &["prod".into()], "another", NO_WAIT).await.unwrap();
+        theirs.owned.insert(address("prod.cluster.primary"), Owned::at("db1", "/srv/pg/prod".into()));
+        second.save(&mut theirs).await.unwrap();
+
+        state.owned.insert(address("prod.replica.r9"), Owned::at("db9", "/srv/pg/r9".into()));
+        let error = writer.save(&mut state).await.unwrap_err();
+        assert!(matches!(error, StateError::LockLost { .. }), "{error:?}");
+        let now = store.load().await.unwrap();
+        assert!(!now.owns(&address("prod.replica.r9")), "nothing was written");
+        assert!(now.owns(&address("prod.cluster.primary")));
+        assert_eq!(now.environment_serials["prod"], stored.environment_serials["prod"] + 1);
+    });
+}
+
+#[test]
 fn a_url_with_a_wrong_password_fails_without_showing_it() {
     let db = StateDb::start();
     let wrong = "wr0ng-Pw-Kd93hs";
