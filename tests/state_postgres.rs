@@ -121,6 +121,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 const NO_WAIT: Duration = Duration::ZERO;
+/// Long enough for PostgreSQL to end a session whose client dropped it.
+const FREEING: Duration = Duration::from_secs(5);
 
 #[test]
 fn writers_of_two_environments_hold_their_locks_together_and_keep_each_others_records() {
@@ -223,26 +225,15 @@ fn a_write_from_a_stale_serial_is_refused_and_nothing_is_merged() {
 
         // Someone else writes prod since.
         let other = db.store("acme");
-        let (mut writer, mut fresh) = loop {
-            match Writer::lock(&other, &["prod".into()], "second", NO_WAIT).await {
-                Ok(locked) => break locked,
-                Err(StateError::Locked { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(error) => panic!("{error}"),
-            }
-        };
+        // Waits while the dropped session's lock is being freed.
+        let (mut writer, mut fresh) = Writer::lock(&other, &["prod".into()], "second", FREEING).await.unwrap();
         fresh.owned.insert(address("prod.replica.r1"), Owned::at("db2", "/srv/pg/r1".into()));
         writer.save(&mut fresh).await.unwrap();
         drop(writer);
         let stored = store.load().await.unwrap();
 
         // The first writer comes back with what it read before.
-        let lock = loop {
-            match store.lock(&["prod".into()], "first again", NO_WAIT).await {
-                Ok(lock) => break lock,
-                Err(StateError::Locked { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(error) => panic!("{error}"),
-            }
-        };
+        let lock = store.lock(&["prod".into()], "first again", FREEING).await.unwrap();
         stale.owned.remove(&address("prod.cluster.primary"));
         let before = stale.clone();
         let error = store.save(&mut stale, &read_at, &*lock).await.unwrap_err();

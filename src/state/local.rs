@@ -242,18 +242,8 @@ impl StateStore for LocalStore {
             if state.lineage.is_empty() {
                 return Err(StateError::ImportEmpty { source_state: "the state to import".into() });
             }
-            match self.read::<State>()? {
-                Some(stored) if !stored.lineage.is_empty() => {
-                    if stored.same_records(state) {
-                        return Ok(Imported::AlreadyThere);
-                    }
-                    return Err(StateError::ImportConflict {
-                        source_state: format!("lineage {}", state.lineage),
-                        target: self.location(),
-                        held: stored.describe(),
-                    });
-                }
-                _ => {}
+            if let Some(stored) = self.read::<State>()?.filter(|stored| !stored.lineage.is_empty()) {
+                return stored.imported_over(state, &self.location());
             }
             let mut local = state.clone();
             local.format_version = FORMAT_VERSION;

@@ -316,6 +316,19 @@ impl State {
             && journals(self) == journals(other)
     }
 
+    /// What importing `state` over this stored one (at `location`) comes
+    /// to: nothing to do when it holds the same records, else a refusal.
+    pub(crate) fn imported_over(&self, state: &State, location: &str) -> Result<Imported, StateError> {
+        if self.same_records(state) {
+            return Ok(Imported::AlreadyThere);
+        }
+        Err(StateError::ImportConflict {
+            source_state: format!("lineage {}", state.lineage),
+            target: location.to_owned(),
+            held: self.describe(),
+        })
+    }
+
     /// The environments the state holds records of.
     pub fn environments(&self) -> std::collections::BTreeSet<String> {
         self.owned

@@ -85,6 +85,7 @@ use super::local::random_lineage;
 use super::store::{HeldLock, Imported, LockScope, Pending, Serials, StateLock, StateStore, Unlocked};
 use super::{FORMAT_VERSION, JournalEntry, LockHolder, Owned, State, StateError};
 use crate::address::Address;
+use crate::observe::error_chain as chain;
 use crate::topology::StateSettings;
 
 /// The layout of the tables this pgfleet reads and writes.
@@ -283,21 +284,6 @@ impl PostgresLock {
     }
 }
 
-/// An error and its causes, one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 impl PostgresStore {
     /// The store `state:` names: the url read from its secret reference.
     ///
@@ -448,23 +434,29 @@ impl PostgresStore {
             return Ok(empty);
         };
         let rows = transaction.query(READ_PARTS, &[&self.name]).await.map_err(&read)?;
-        let mut parts = Vec::new();
-        for row in rows {
-            let environment: String = row.get(0);
-            let serial: i64 = row.get(1);
-            let text: String = row.get(2);
-            let part: Part = serde_json::from_str(&text).map_err(|source| StateError::Record {
-                what: format!("part of environment {environment}"),
-                state: self.location(),
-                source,
-            })?;
-            parts.push((environment, to_u64(serial), part));
-        }
+        let parts = self.parts(&rows)?;
         transaction.commit().await.map_err(&read)?;
         let lineage: String = head.get(0);
         let serial: i64 = head.get(1);
         let format_version: i32 = head.get(2);
         Ok(assemble(lineage, to_u64(serial), u32::try_from(format_version).unwrap_or(FORMAT_VERSION), parts))
+    }
+
+    /// The rows of `READ_PARTS`, parsed.
+    fn parts(&self, rows: &[tokio_postgres::Row]) -> Result<Vec<(String, u64, Part)>, StateError> {
+        rows.iter()
+            .map(|row| {
+                let environment: String = row.get(0);
+                let serial: i64 = row.get(1);
+                let text: String = row.get(2);
+                let part: Part = serde_json::from_str(&text).map_err(|source| StateError::Record {
+                    what: format!("part of environment {environment}"),
+                    state: self.location(),
+                    source,
+                })?;
+                Ok((environment, to_u64(serial), part))
+            })
+            .collect()
     }
 
     fn own<'a>(&self, lock: &'a dyn StateLock) -> Result<&'a PostgresLock, StateError> {
@@ -744,27 +736,10 @@ impl StateStore for PostgresStore {
                 transaction.query_one(LOCK_STATE_ROW, &[&self.name]).await.map_err(&write)?.get(0);
             let rows = transaction.query(READ_PARTS, &[&self.name]).await.map_err(&write)?;
             if !rows.is_empty() {
-                let mut parts = Vec::new();
-                for row in rows {
-                    let environment: String = row.get(0);
-                    let text: String = row.get(2);
-                    let part: Part = serde_json::from_str(&text).map_err(|source| StateError::Record {
-                        what: format!("part of environment {environment}"),
-                        state: self.location(),
-                        source,
-                    })?;
-                    parts.push((environment, to_u64(row.get(1)), part));
-                }
+                let parts = self.parts(&rows)?;
                 let serial: i64 = transaction.query_one(READ_STATE, &[&self.name]).await.map_err(&write)?.get(1);
                 let stored = assemble(stored_lineage, to_u64(serial), FORMAT_VERSION, parts);
-                if stored.same_records(state) {
-                    return Ok(Imported::AlreadyThere);
-                }
-                return Err(StateError::ImportConflict {
-                    source_state: format!("lineage {}", state.lineage),
-                    target: self.location(),
-                    held: stored.describe(),
-                });
+                return stored.imported_over(state, &self.location());
             }
             transaction
                 .execute(REPLACE_STATE, &[&self.name, &state.lineage, &to_i64(state.serial), &format])
