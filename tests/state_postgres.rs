@@ -600,13 +600,24 @@ fn state_migrate_into_an_empty_database_is_idempotent_and_needs_a_postgres_confi
 
     // A configuration still on the local backend has nowhere to move to.
     let local_config = environments.fleet.dir().join("local.yaml");
-    let text = std::fs::read_to_string(environments.fleet.dir().join(&config)).unwrap();
-    let kept = text.lines().filter(|line| !line.starts_with("state:")).collect::<Vec<_>>().join("\n");
+    let yaml = std::fs::read_to_string(environments.fleet.dir().join(&config)).unwrap();
+    let kept = yaml.lines().filter(|line| !line.starts_with("state:")).collect::<Vec<_>>().join("\n");
     std::fs::write(&local_config, kept).unwrap();
     let refused =
         environments.pgfleet(&["state", "migrate", "--to", "postgres", "-f", &local_config.display().to_string()]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(flat(&refused).contains("backend: local"), "{}", flat(&refused));
+
+    // A wrong password: said, and not shown.
+    let wrong = "wr0ng-Pw-Qe71bn";
+    let listed = environments
+        .command(&["state", "list", "-f", &config])
+        .env("PGFLEET_STATE_URL", environments.db.url_with(wrong))
+        .output()
+        .unwrap();
+    assert_eq!(listed.status.code(), Some(1));
+    assert!(flat(&listed).contains("password authentication failed"), "{}", flat(&listed));
+    assert!(!flat(&listed).contains(wrong) && !text(&listed.stderr).contains(wrong), "{}", flat(&listed));
 
     // Nothing to move.
     let empty =

@@ -312,12 +312,6 @@ impl PostgresStore {
     /// `url` is not a connection string.
     pub fn new(name: &str, url: &str, source_name: &str) -> Result<Self, StateError> {
         let mut secrets = vec![url.to_owned()];
-        let scrub = |text: String, secrets: &[String]| {
-            secrets
-                .iter()
-                .filter(|secret| !secret.is_empty())
-                .fold(text, |text, secret| text.replace(secret, "(redacted)"))
-        };
         let mut config = Config::from_str(url).map_err(|error| StateError::Url {
             source_name: source_name.to_owned(),
             reason: scrub(chain(&error), &secrets),
@@ -348,10 +342,7 @@ impl PostgresStore {
     }
 
     fn scrub(&self, text: String) -> String {
-        self.secrets
-            .iter()
-            .filter(|secret| !secret.is_empty())
-            .fold(text, |text, secret| text.replace(secret, "(redacted)"))
+        scrub(text, &self.secrets)
     }
 
     fn at(&self, environment: &str) -> String {
@@ -606,6 +597,11 @@ fn interleave(journals: Vec<(String, Vec<JournalEntry>)>) -> Vec<JournalEntry> {
             merged.push(entry);
         }
     }
+}
+
+/// `text` with every one of `secrets` in it replaced.
+fn scrub(text: String, secrets: &[String]) -> String {
+    secrets.iter().filter(|secret| !secret.is_empty()).fold(text, |text, secret| text.replace(secret, "(redacted)"))
 }
 
 /// `postgres://USER@HOST:PORT/DATABASE`, never the password.
