@@ -25,6 +25,10 @@ pub struct Topology {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StateSettings {
+    /// The state's name: the organisation's. A postgres state is one row of
+    /// the shared table among others, keyed by it, and its locks' keys are
+    /// derived from it.
+    pub name: String,
     pub backend: StateBackend,
     pub path: PathBuf,
     pub url: Option<SecretRef>,

@@ -246,6 +246,7 @@ fn owning(addresses: &[(&str, &str, &str)]) -> State {
             .collect(),
         last_applied_spec: None,
         journal: Vec::new(),
+        environment_serials: Default::default(),
     }
 }
 

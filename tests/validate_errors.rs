@@ -26,7 +26,8 @@ const CORPUS: &[(&str, &str, &str)] = &[
     ("plaintext-password.yaml", "9:17", "must not be written in the configuration file"),
     ("loopback-primary.yaml", "13:15", "connect: ssh_tunnel"),
     ("several-problems.yaml", "10:15", "5 problems"),
-    ("state-postgres.yaml", "3:12", "state.backend: postgres is not implemented yet"),
+    ("state-postgres.yaml", "5:3", "`path` belongs to the local state backend"),
+    ("state-url-generated.yaml", "4:3", "state.url must say where"),
     ("setting-newline.yaml", "10:19", "the value of setting `work_mem` contains a line break"),
     ("port-zero.yaml", "6:18", "`port: 0` is not a port"),
 ];

@@ -104,9 +104,11 @@ pub enum Command {
     /// Exit codes: 0, 1 error, 2 when anything is not healthy (with
     /// --detailed-exitcode).
     Status(StatusArgs),
-    /// Inspect pgfleet's state: what it owns, its journal, its lock.
+    /// Inspect pgfleet's state: what it owns, its journal, its locks; move
+    /// it to another backend.
     ///
-    /// Exit codes: 0, 1 error (unreadable state, lock held for unlock).
+    /// Exit codes: 0, 1 error (unreadable state, lock held for unlock, a
+    /// move refused).
     #[command(subcommand)]
     State(StateCommand),
     /// Print the resource dependency graph in Graphviz DOT.
@@ -225,6 +227,37 @@ pub enum StateCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Move a local state file into the backend the configuration names,
+    /// without losing a record.
+    ///
+    /// Locks both (the local file, and every environment at the target),
+    /// writes the state there with its lineage, and prints what moved. The
+    /// local file is left as it was. Refused, with nothing written, when
+    /// the target already holds another state (another lineage, or this
+    /// one changed since); a target that already holds exactly this state
+    /// is left alone.
+    Migrate {
+        #[command(flatten)]
+        file: FileArgs,
+        /// The backend to move to; `state:` in the configuration says where
+        /// it is.
+        #[arg(long, value_enum)]
+        to: MigrateTarget,
+        /// The local state file to move. Default: the local backend's
+        /// default, `state/<organization>.json`.
+        #[arg(long, value_name = "PATH")]
+        from: Option<PathBuf>,
+        /// How long to wait for a pgfleet holding either lock (e.g. 30s).
+        /// Default: fail at once.
+        #[arg(long, value_name = "DURATION", default_value = "0s")]
+        lock_timeout: crate::spec::Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MigrateTarget {
+    /// A table in the PostgreSQL database `state.url` names.
+    Postgres,
 }
 
 #[derive(Debug, Args)]
@@ -310,6 +343,16 @@ pub fn run() -> Exit {
         Command::State(StateCommand::List(args)) => ops::state::list(&printer, &args.file),
         Command::State(StateCommand::Show(args)) => ops::state::show(&printer, &args.file),
         Command::State(StateCommand::Unlock { file, force }) => ops::state::unlock(&printer, &file.file, *force),
+        Command::State(StateCommand::Migrate { file, to: MigrateTarget::Postgres, from, lock_timeout }) => {
+            ops::state::migrate(
+                &printer,
+                &ops::state::MigrateOptions {
+                    file: &file.file,
+                    from: from.as_deref(),
+                    lock_timeout: std::time::Duration::from_secs(lock_timeout.seconds()),
+                },
+            )
+        }
         Command::Apply(args) => ops::apply::run(
             &printer,
             &ops::apply::Options {

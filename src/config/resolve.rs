@@ -101,8 +101,8 @@ pub enum Rule {
     ThresholdOrder { level: &'static str, bytes: Size, seconds: u64 },
     #[error("filestore mirror names `{name}`, which is not a replica of environment `{environment}`")]
     UnknownMirrorReplica { name: String, environment: String, suggestion: Option<String> },
-    #[error("state.backend: {backend} is not implemented yet")]
-    StateBackendNotImplemented { backend: &'static str },
+    #[error("state.url must say where the database's connection string comes from")]
+    StateUrlGenerated,
     #[error("the postgres state backend needs `url`")]
     StateUrlMissing,
     #[error("`{key}` belongs to the {backend} state backend")]
@@ -173,8 +173,8 @@ impl Rule {
             Rule::ThresholdOrder { .. } => "warning thresholds must not exceed the critical ones".into(),
             Rule::UnknownMirrorReplica { suggestion: Some(name), .. } => format!("did you mean `{name}`?"),
             Rule::UnknownMirrorReplica { .. } => "list replica names from this environment".into(),
-            Rule::StateBackendNotImplemented { .. } => {
-                "use `backend: local` (the default) and remove `url`; state stays in a local file for now".into()
+            Rule::StateUrlGenerated => {
+                "write `url: {env: NAME}` or `url: {file: PATH}`, holding e.g. postgres://USER:PASSWORD@HOST:PORT/DATABASE".into()
             }
             Rule::StateUrlMissing => "add `url: {env: NAME}`".into(),
             Rule::StateKeyMismatch { .. } => "remove it, or change `backend`".into(),
@@ -222,7 +222,7 @@ impl Rule {
             Rule::ManagedSetting { .. } | Rule::ControlCharacterInSetting { .. } => "pgfleet::setting",
             Rule::UnsupportedMajor { .. } => "pgfleet::major",
             Rule::ThresholdOrder { .. } => "pgfleet::health",
-            Rule::StateBackendNotImplemented { .. }
+            Rule::StateUrlGenerated
             | Rule::StateUrlMissing
             | Rule::StateKeyMismatch { .. }
             | Rule::StateFileName { .. } => "pgfleet::state",
@@ -1127,14 +1127,13 @@ impl Resolver {
         let config =
             spec.state.clone().unwrap_or(spec::StateConfig { backend: StateBackend::Local, path: None, url: None });
         let path = YamlPath::root().key("state");
-        // Refused here, with its place in the file, rather than quietly
-        // served by the local file as it once was: a team that asked for a
-        // shared state must not get one lock per machine.
-        if config.backend == StateBackend::Postgres {
+        if config.backend == StateBackend::Postgres && matches!(config.url, Some(spec::SecretRef::Generate(_))) {
+            // The url names a database someone else runs: nothing pgfleet
+            // could generate.
             self.report(Violation::at(
-                Rule::StateBackendNotImplemented { backend: "postgres" },
-                path.key("backend"),
-                "not implemented yet",
+                Rule::StateUrlGenerated,
+                path.key("url"),
+                "a generated secret cannot name a database",
             ));
         }
         match config.backend {
@@ -1171,6 +1170,7 @@ impl Resolver {
             ));
         }
         crate::topology::StateSettings {
+            name: organization.to_owned(),
             backend: config.backend,
             path: self
                 .working_dir

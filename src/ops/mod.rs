@@ -98,9 +98,19 @@ pub enum Error {
     #[error("the state lock is held by {holder}")]
     #[diagnostic(
         code(pgfleet::state::held),
-        help("a local lock is released when its holder exits; wait for it, or stop that process")
+        help(
+            "a lock is released when its holder exits (a postgres one when its database session ends); wait for it, or stop that process"
+        )
     )]
     LockHeld { holder: String },
+    #[error(
+        "`state migrate --to postgres` moves the state into the postgres backend {file} configures, but it configures `backend: local`"
+    )]
+    #[diagnostic(
+        code(pgfleet::state::migrate_target),
+        help("set `state: {{ backend: postgres, url: {{ env: NAME }} }}` in {file}, then run the move again")
+    )]
+    MigrateTarget { file: String },
     #[error("unlock removes the lock record only with --force")]
     #[diagnostic(code(pgfleet::state::unlock), help("run `pgfleet state unlock --force` once no pgfleet is running"))]
     UnlockNeedsForce,

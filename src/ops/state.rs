@@ -1,13 +1,17 @@
-//! `pgfleet state list|show|unlock`: look at pgfleet's record and its locks,
-//! through the configured state store.
+//! `pgfleet state list|show|unlock|migrate`: look at pgfleet's record and
+//! its locks through the configured state store, and move a local state
+//! into it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use super::{Error, Outcome};
 use crate::config::load;
 use crate::exit::Exit;
 use crate::printer::Printer;
-use crate::state::{self, LockScope, StateStore, Unlocked};
+use crate::spec::StateBackend;
+use crate::state::{self, Imported, LocalStore, LockScope, State, StateError, StateStore, Unlocked};
 
 /// The configured store, and a runtime to drive it (the store is async).
 fn open(file: &Path) -> Result<(Box<dyn StateStore>, tokio::runtime::Runtime), Error> {
@@ -30,6 +34,9 @@ pub fn list(printer: &Printer, file: &Path) -> Outcome {
         state.serial,
         state.journal.len()
     );
+    for (environment, serial) in &state.environment_serials {
+        text.push_str(&format!("environment {environment}: serial {serial}\n"));
+    }
     let holders = runtime.block_on(store.holders())?;
     if holders.is_empty() {
         text.push_str("not locked\n");
@@ -72,4 +79,66 @@ pub fn unlock(printer: &Printer, file: &Path, force: bool) -> Outcome {
         Unlocked::Nothing => printer.note("No lock record to clear; the state is not locked."),
     }
     Ok(Exit::Ok)
+}
+
+pub struct MigrateOptions<'a> {
+    pub file: &'a Path,
+    /// The local state file; default: the local backend's default path.
+    pub from: Option<&'a Path>,
+    pub lock_timeout: Duration,
+}
+
+/// Moves a local state file into the configured postgres backend, holding
+/// both stores' locks so that no apply writes either meanwhile.
+pub fn migrate(printer: &Printer, options: &MigrateOptions<'_>) -> Outcome {
+    let topology = load::load(options.file)?.resolve()?;
+    if topology.state.backend != StateBackend::Postgres {
+        return Err(Error::MigrateTarget { file: options.file.display().to_string() });
+    }
+    let source = LocalStore::new(options.from.map_or_else(|| topology.state.path.clone(), Path::to_path_buf));
+    let target = state::open(&topology.state)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Runtime { source })?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let (moved, imported) = runtime.block_on(async {
+        let _source_lock = source.lock(&[], &command, options.lock_timeout).await?;
+        let moved = source.load().await?;
+        if moved.lineage.is_empty() {
+            return Err(StateError::ImportEmpty { source_state: source.location() });
+        }
+        let mut environments = moved.environments();
+        environments.extend(topology.environments.iter().map(|environment| environment.id.clone()));
+        let environments: Vec<String> = environments.into_iter().collect();
+        let target_lock = target.lock(&environments, &command, options.lock_timeout).await?;
+        let imported = target.import(&moved, &*target_lock).await?;
+        Ok::<_, StateError>((moved, imported))
+    })?;
+    printer.out(&migrated(&moved, &source.location(), &target.location(), &imported));
+    Ok(Exit::Ok)
+}
+
+/// What moved, environment by environment.
+fn migrated(state: &State, source: &str, target: &str, imported: &Imported) -> String {
+    if *imported == Imported::AlreadyThere {
+        return format!("{target} already holds this state (lineage {}); nothing moved.\n", state.lineage);
+    }
+    let mut counts: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for address in state.owned.keys() {
+        counts.entry(&address.environment).or_default().0 += 1;
+    }
+    for entry in &state.journal {
+        counts.entry(&entry.address.environment).or_default().1 += 1;
+    }
+    let mut text =
+        format!("Moved state of lineage {} (serial {}) from {source} to {target}:\n", state.lineage, state.serial);
+    for (environment, (owned, journal)) in &counts {
+        text.push_str(&format!("  {environment}: {owned} owned resource(s), {journal} journal entries\n"));
+    }
+    if let Some(spec) = &state.last_applied_spec {
+        text.push_str(&format!("  last applied spec: {spec}\n"));
+    }
+    text.push_str(&format!("{source} is left as it was; move it away once pgfleet works from the new backend.\n"));
+    text
 }

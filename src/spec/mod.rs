@@ -72,16 +72,20 @@ pub struct Quota {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
-    /// `local` (default): a JSON file locked exclusively while in use;
-    /// `postgres`: a table plus an advisory lock per environment (not
-    /// implemented yet: refused by `validate`).
+    /// `local` (default): a JSON file locked exclusively while in use, for
+    /// one machine; `postgres`: tables in a PostgreSQL database (schema
+    /// `pgfleet_state`, created on first use) with one advisory lock per
+    /// environment, for pipelines on many machines. Move a local state there
+    /// with `pgfleet state migrate --to postgres`.
     #[serde(default)]
     pub backend: StateBackend,
     /// Local backend: the state file. Default: `state/<organization>.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
-    /// Postgres backend: connection URL (a secret reference, it may hold a
-    /// password).
+    /// Postgres backend: where to read the connection string, a secret
+    /// reference (`{env: NAME}` or `{file: PATH}`: it may hold a password).
+    /// A `postgres://USER:PASSWORD@HOST:PORT/DATABASE` URL or a libpq
+    /// `key=value` string; plain TCP or a Unix socket (no TLS yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<SecretRef>,
 }

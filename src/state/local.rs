@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::store::{HeldLock, LockScope, Pending, StateLock, StateStore, Unlocked};
+use super::store::{HeldLock, Imported, LockScope, Pending, Serials, StateLock, StateStore, Unlocked};
 use super::{FORMAT_VERSION, LockHolder, State, StateError};
 
 /// How often a waiting `lock` tries again.
@@ -95,6 +95,13 @@ impl LocalStore {
         }
     }
 
+    fn check_lock(&self, lock: &dyn StateLock) -> Result<(), StateError> {
+        match lock.as_any().downcast_ref::<LocalLock>() {
+            Some(lock) if lock.state == self.path => Ok(()),
+            _ => Err(StateError::ForeignLock { state: self.location() }),
+        }
+    }
+
     /// Replaces the file with `state`, all or nothing, readable only by its
     /// owner.
     fn write(&self, state: &State) -> Result<(), StateError> {
@@ -132,7 +139,7 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn random_lineage(state: &str) -> Result<String, StateError> {
+pub(super) fn random_lineage(state: &str) -> Result<String, StateError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|source| StateError::Entropy { state: state.to_owned(), source })?;
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
@@ -193,11 +200,10 @@ impl StateStore for LocalStore {
         })
     }
 
-    fn save<'a>(&'a self, state: &'a mut State, expected_serial: u64, lock: &'a dyn StateLock) -> Pending<'a, ()> {
+    fn save<'a>(&'a self, state: &'a mut State, expected: &'a Serials, lock: &'a dyn StateLock) -> Pending<'a, ()> {
         Box::pin(async move {
-            if lock.as_any().downcast_ref::<LocalLock>().is_none_or(|lock| lock.state != self.path) {
-                return Err(StateError::ForeignLock { state: self.location() });
-            }
+            let expected_serial = expected.whole;
+            self.check_lock(lock)?;
             let stored = self.read::<Header>()?.unwrap_or(Header { lineage: String::new(), serial: 0 });
             if stored.serial != expected_serial {
                 return Err(StateError::StaleSerial {
@@ -225,6 +231,25 @@ impl StateStore for LocalStore {
                 (state.format_version, state.serial, state.lineage) = previous;
             }
             written
+        })
+    }
+
+    /// Written as it comes, serial included, over a file that is absent or
+    /// was never written.
+    fn import<'a>(&'a self, state: &'a State, lock: &'a dyn StateLock) -> Pending<'a, Imported> {
+        Box::pin(async move {
+            self.check_lock(lock)?;
+            if state.lineage.is_empty() {
+                return Err(StateError::ImportEmpty { source_state: "the state to import".into() });
+            }
+            if let Some(stored) = self.read::<State>()?.filter(|stored| !stored.lineage.is_empty()) {
+                return stored.imported_over(state, &self.location());
+            }
+            let mut local = state.clone();
+            local.format_version = FORMAT_VERSION;
+            local.environment_serials.clear();
+            self.write(&local)?;
+            Ok(Imported::Moved)
         })
     }
 
@@ -286,6 +311,10 @@ mod tests {
 
     const NO_WAIT: Duration = Duration::ZERO;
 
+    fn at(serial: u64) -> Serials {
+        Serials { whole: serial, environments: Default::default() }
+    }
+
     fn store(directory: &tempfile::TempDir) -> LocalStore {
         LocalStore::new(directory.path().join("state").join("fleet.json"))
     }
@@ -316,11 +345,11 @@ mod tests {
         let mut state = store.load().await.expect("an empty state");
         assert_eq!((state.serial, state.lineage.as_str()), (0, ""));
 
-        store.save(&mut state, 0, &*lock).await.expect("saved");
+        store.save(&mut state, &at(0), &*lock).await.expect("saved");
         assert_eq!(state.serial, 1);
         assert_eq!(state.lineage.len(), 32);
         let lineage = state.lineage.clone();
-        store.save(&mut state, 1, &*lock).await.expect("saved again");
+        store.save(&mut state, &at(1), &*lock).await.expect("saved again");
         assert_eq!((state.serial, state.lineage.as_str()), (2, lineage.as_str()));
         assert_eq!(store.load().await.expect("loads"), state);
     }
@@ -336,7 +365,7 @@ mod tests {
         std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o644)).expect("chmod");
 
         let mut state = store.load().await.expect("an empty state");
-        store.save(&mut state, 0, &*lock).await.expect("saved");
+        store.save(&mut state, &at(0), &*lock).await.expect("saved");
         let mode = std::fs::metadata(store.path()).expect("the state file").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(!temporary.exists(), "the temporary file was renamed into place");
@@ -349,7 +378,7 @@ mod tests {
         let before = std::fs::read(store.path()).expect("the state file");
         let mut next = state.clone();
         next.last_applied_spec = Some("abc".into());
-        let error = store.save(&mut next, 1, &*lock).await.expect_err("cannot write");
+        let error = store.save(&mut next, &at(1), &*lock).await.expect_err("cannot write");
         assert!(matches!(error, StateError::Write { .. }), "{error:?}");
         assert_eq!(next.serial, 1);
         assert_eq!(std::fs::read(store.path()).expect("the state file"), before);
@@ -361,13 +390,13 @@ mod tests {
         let store = store(&directory);
         let lock = store.lock(&[], "pgfleet apply", NO_WAIT).await.expect("locked");
         let mut state = with_owned(State::default(), "prod.cluster.primary", "/srv/pg/prod".into());
-        store.save(&mut state, 0, &*lock).await.expect("saved");
+        store.save(&mut state, &at(0), &*lock).await.expect("saved");
         let before = std::fs::read(store.path()).expect("the state file");
 
         // JSON holds only UTF-8; such a path used to become an empty file.
         let path = PathBuf::from(std::ffi::OsStr::from_bytes(b"/srv/pg/\xff"));
         let mut broken = with_owned(state.clone(), "prod.replica.r1", path);
-        let error = store.save(&mut broken, 1, &*lock).await.expect_err("not serialisable");
+        let error = store.save(&mut broken, &at(1), &*lock).await.expect_err("not serialisable");
         assert!(matches!(error, StateError::Serialise { what: "state", .. }), "{error:?}");
         assert_eq!(broken.serial, 1, "the caller's state is unchanged");
         assert_eq!(std::fs::read(store.path()).expect("the state file"), before);
@@ -380,12 +409,12 @@ mod tests {
         let lock = store.lock(&[], "pgfleet apply", NO_WAIT).await.expect("locked");
         let mut first = store.load().await.expect("an empty state");
         let mut second = first.clone();
-        store.save(&mut first, 0, &*lock).await.expect("saved");
-        store.save(&mut first, 1, &*lock).await.expect("saved");
+        store.save(&mut first, &at(0), &*lock).await.expect("saved");
+        store.save(&mut first, &at(1), &*lock).await.expect("saved");
         let before = std::fs::read(store.path()).expect("the state file");
 
         second.last_applied_spec = Some("from a stale reader".into());
-        let error = store.save(&mut second, 0, &*lock).await.expect_err("stale");
+        let error = store.save(&mut second, &at(0), &*lock).await.expect_err("stale");
         assert!(matches!(error, StateError::StaleSerial { expected: 0, stored: 2, .. }), "{error:?}");
         let message = error.to_string();
         assert!(message.contains("serial 2") && message.contains("serial 0"), "{message}");
@@ -399,13 +428,13 @@ mod tests {
         let store = store(&directory);
         let lock = store.lock(&[], "pgfleet apply", NO_WAIT).await.expect("locked");
         let mut ours = store.load().await.expect("an empty state");
-        store.save(&mut ours, 0, &*lock).await.expect("saved");
+        store.save(&mut ours, &at(0), &*lock).await.expect("saved");
 
         let mut theirs = State { lineage: "0123456789abcdef0123456789abcdef".into(), serial: 1, ..State::default() };
-        let error = store.save(&mut theirs, 1, &*lock).await.expect_err("another lineage");
+        let error = store.save(&mut theirs, &at(1), &*lock).await.expect_err("another lineage");
         assert!(matches!(&error, StateError::Lineage { stored, .. } if *stored == ours.lineage), "{error:?}");
         let mut fresh = State { serial: 1, ..State::default() };
-        let error = store.save(&mut fresh, 1, &*lock).await.expect_err("a new state over an existing one");
+        let error = store.save(&mut fresh, &at(1), &*lock).await.expect_err("a new state over an existing one");
         assert!(matches!(error, StateError::Lineage { .. }), "{error:?}");
         assert_eq!(store.load().await.expect("loads"), ours);
     }
@@ -417,7 +446,7 @@ mod tests {
         let other = LocalStore::new(directory.path().join("other.json"));
         let lock = other.lock(&[], "pgfleet apply", NO_WAIT).await.expect("locked");
         let mut state = store.load().await.expect("an empty state");
-        let error = store.save(&mut state, 0, &*lock).await.expect_err("not this store's lock");
+        let error = store.save(&mut state, &at(0), &*lock).await.expect_err("not this store's lock");
         assert!(matches!(error, StateError::ForeignLock { .. }), "{error:?}");
         assert!(!store.path().exists());
     }

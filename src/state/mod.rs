@@ -4,9 +4,11 @@
 //!
 //! This module owns the record's shape; where it is kept, how it is locked
 //! and how a stale writer is refused belong to a [`StateStore`] (`store`),
-//! whose first backend is a local file (`local`).
+//! with two backends: a local file (`local`) and a table in a PostgreSQL
+//! database a team shares (`postgres`).
 
 mod local;
+mod postgres;
 mod store;
 
 use std::collections::BTreeMap;
@@ -16,7 +18,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 pub use local::LocalStore;
-pub use store::{HeldLock, LockScope, Pending, StateLock, StateStore, Unlocked, Writer, open};
+pub use postgres::{PostgresStore, advisory_keys};
+pub use store::{HeldLock, Imported, LockScope, Pending, Serials, StateLock, StateStore, Unlocked, Writer, open};
 
 use crate::address::Address;
 use crate::topology::{Host, Transport};
@@ -31,6 +34,13 @@ pub struct State {
     pub lineage: String,
     /// Incremented on every write.
     pub serial: u64,
+    /// Where a store versions each environment's part of the state on its
+    /// own (postgres), each part's serial as read: a write of one
+    /// environment is refused when its part changed since, whatever
+    /// happened to the others. Empty in a local file, whose one `serial`
+    /// covers every environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment_serials: BTreeMap<String, u64>,
     /// Resources pgfleet created, with where they live, so that one removed
     /// from the configuration can still be found and pruned.
     pub owned: BTreeMap<Address, Owned>,
@@ -232,12 +242,113 @@ pub enum StateError {
     #[error("cannot draw a random lineage id for state {state}")]
     #[diagnostic(code(pgfleet::state::lineage_id), help("the system's random source failed; nothing was written"))]
     Entropy { state: String, source: getrandom::Error },
-    #[error("state.backend: {backend} is not implemented yet")]
-    #[diagnostic(code(pgfleet::state::backend), help("use `backend: local` (the default) and remove `url`"))]
-    BackendNotImplemented { backend: &'static str },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error("state.url (from {source_name}) is not a PostgreSQL connection string: {reason}")]
+    #[diagnostic(
+        code(pgfleet::state::url),
+        help(
+            "set it to postgres://USER:PASSWORD@HOST:PORT/DATABASE, or `host=HOST port=PORT user=USER password=PASSWORD dbname=DATABASE`"
+        )
+    )]
+    Url { source_name: String, reason: String },
+    #[error("cannot {action} state {state}: {reason}")]
+    #[diagnostic(
+        code(pgfleet::state::database),
+        help(
+            "check state.url: that the server is up and reachable, that pg_hba.conf admits its user, and that this user may create the schema pgfleet_state on first use (or that it exists)"
+        )
+    )]
+    Database { state: String, action: &'static str, reason: String },
+    #[error("the session holding the lock on state {state} was lost, and the lock with it: nothing was written")]
+    #[diagnostic(
+        code(pgfleet::state::lock_lost),
+        help("another pgfleet may have taken the lock since; run the command again once the database is reachable")
+    )]
+    LockLost { state: String },
+    #[error("state {state} was written by a newer pgfleet (schema version {found}; this one knows up to {known})")]
+    #[diagnostic(code(pgfleet::state::schema), help("upgrade pgfleet on this machine to the version your team runs"))]
+    SchemaVersion { state: String, found: i32, known: i32 },
+    #[error("the {what} of state {state} is not pgfleet state")]
+    #[diagnostic(
+        code(pgfleet::state::format),
+        help("someone edited the table by hand, or a newer pgfleet wrote it; restore it from a backup")
+    )]
+    Record {
+        what: String,
+        state: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("state {target} already holds {held}: {source_state} was not moved there")]
+    #[diagnostic(
+        code(pgfleet::state::migrate_conflict),
+        help(
+            "nothing was written; point state.url at another database, or remove that state there first if it is a leftover"
+        )
+    )]
+    ImportConflict { source_state: String, target: String, held: String },
+    #[error("there is no state to move at {source_state}: it was never written")]
+    #[diagnostic(
+        code(pgfleet::state::migrate_empty),
+        help("check --from, or state.path before the move; nothing was written")
+    )]
+    ImportEmpty { source_state: String },
 }
 
 impl State {
+    /// Whether `other` holds the same records: lineage, ownership, the last
+    /// applied spec and each environment's journal (the order of entries of
+    /// different environments aside, which a store that keeps environments
+    /// apart cannot keep).
+    pub fn same_records(&self, other: &State) -> bool {
+        let journals = |state: &State| {
+            let mut by_environment: BTreeMap<String, Vec<JournalEntry>> = BTreeMap::new();
+            for entry in &state.journal {
+                by_environment.entry(entry.address.environment.clone()).or_default().push(entry.clone());
+            }
+            by_environment
+        };
+        self.lineage == other.lineage
+            && self.owned == other.owned
+            && self.last_applied_spec == other.last_applied_spec
+            && journals(self) == journals(other)
+    }
+
+    /// What importing `state` over this stored one (at `location`) comes
+    /// to: nothing to do when it holds the same records, else a refusal.
+    pub(crate) fn imported_over(&self, state: &State, location: &str) -> Result<Imported, StateError> {
+        if self.same_records(state) {
+            return Ok(Imported::AlreadyThere);
+        }
+        Err(StateError::ImportConflict {
+            source_state: format!("lineage {}", state.lineage),
+            target: location.to_owned(),
+            held: self.describe(),
+        })
+    }
+
+    /// The environments the state holds records of.
+    pub fn environments(&self) -> std::collections::BTreeSet<String> {
+        self.owned
+            .keys()
+            .map(|address| address.environment.clone())
+            .chain(self.journal.iter().map(|entry| entry.address.environment.clone()))
+            .collect()
+    }
+
+    /// One line for messages: lineage, serial, how much it holds.
+    pub fn describe(&self) -> String {
+        format!(
+            "a state of lineage {} at serial {} ({} owned resources, {} journal entries)",
+            if self.lineage.is_empty() { "none" } else { &self.lineage },
+            self.serial,
+            self.owned.len(),
+            self.journal.len()
+        )
+    }
+
     pub fn owns(&self, address: &Address) -> bool {
         self.owned.contains_key(address)
     }

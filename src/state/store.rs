@@ -10,6 +10,7 @@
 //! scheduler, where blocking on a nested runtime is not allowed.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::local::LocalStore;
+use super::postgres::PostgresStore;
 use super::{LockHolder, State, StateError};
 use crate::spec::StateBackend;
 use crate::topology::StateSettings;
@@ -30,8 +32,11 @@ pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, StateError>> + S
 ///
 /// - `save` writes all or nothing: a reader sees the previous state or the
 ///   new one, never a mix, and a writer killed mid-save leaves the previous.
-/// - A write is refused, never merged, when the stored serial is not the
-///   one the writer expects, or the stored lineage is not the writer's.
+/// - A write is refused, never merged, when a stored serial is not the one
+///   the writer expects, or the stored lineage is not the writer's. A
+///   backend that versions environments apart checks the serial of each
+///   environment it writes; one with one serial checks that one.
+/// - A write changes only what the writer's lock covers.
 /// - A lock dies with its holder (the process, or its database session), so
 ///   a killed apply never leaves a lock that must be broken by hand.
 ///
@@ -68,17 +73,29 @@ pub trait StateStore: Send + Sync {
         timeout: Duration,
     ) -> Pending<'a, Box<dyn StateLock>>;
 
-    /// Writes `state` if the stored serial is still `expected_serial` and
-    /// the stored lineage (if any) is the state's. On success the state
-    /// carries its new serial (`expected_serial + 1`), its lineage (drawn on
-    /// the first write) and the current format version; on failure it is
-    /// unchanged.
+    /// Writes what `lock` covers of `state` if the stored serials are still
+    /// the `expected` ones and the stored lineage (if any) is the state's.
+    /// On success the state carries its new serials (each part written one
+    /// more than expected), its lineage (drawn on the first write) and the
+    /// current format version; on failure it is unchanged.
     ///
     /// # Errors
     ///
     /// A stale serial or another lineage (nothing written), a lock that is
-    /// not this store's, the state cannot be serialised or written.
-    fn save<'a>(&'a self, state: &'a mut State, expected_serial: u64, lock: &'a dyn StateLock) -> Pending<'a, ()>;
+    /// not this store's or is lost, the state cannot be serialised or
+    /// written.
+    fn save<'a>(&'a self, state: &'a mut State, expected: &'a Serials, lock: &'a dyn StateLock) -> Pending<'a, ()>;
+
+    /// Takes `state`, read from another store, as this store's whole state,
+    /// with its lineage: the move of a state from one backend to another.
+    /// `lock` must cover every environment the state holds.
+    ///
+    /// # Errors
+    ///
+    /// This store already holds a state of another lineage, or this lineage
+    /// with other contents (nothing written); `state` was never written; as
+    /// [`StateStore::save`].
+    fn import<'a>(&'a self, state: &'a State, lock: &'a dyn StateLock) -> Pending<'a, Imported>;
 
     /// The locks held now, with their holders, for `pgfleet state list`.
     fn holders(&self) -> Pending<'_, Vec<HeldLock>>;
@@ -150,6 +167,35 @@ impl HeldLock {
     }
 }
 
+/// The serials a writer read, to be found unchanged when it writes: the
+/// whole state's, and each environment's where the store keeps them apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Serials {
+    pub whole: u64,
+    pub environments: BTreeMap<String, u64>,
+}
+
+impl Serials {
+    /// The serials `state` was read (or last written) at.
+    pub fn of(state: &State) -> Self {
+        Serials { whole: state.serial, environments: state.environment_serials.clone() }
+    }
+
+    /// The serial of `environment`'s part: 0 for a part never written.
+    pub fn environment(&self, environment: &str) -> u64 {
+        self.environments.get(environment).copied().unwrap_or(0)
+    }
+}
+
+/// What [`StateStore::import`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Imported {
+    /// The state was written here.
+    Moved,
+    /// This store already held exactly this state.
+    AlreadyThere,
+}
+
 /// What [`StateStore::force_unlock`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unlocked {
@@ -161,15 +207,17 @@ pub enum Unlocked {
 
 /// The store named by the configuration's `state:` settings.
 ///
+/// Opening connects to nothing: a store reaches its database when first
+/// used.
+///
 /// # Errors
 ///
-/// A backend that is not implemented yet. `resolve` refuses it first, with
-/// its place in the file; this is the backstop for topologies built some
-/// other way.
+/// The postgres backend's url cannot be read from its secret, or is not a
+/// connection string.
 pub fn open(settings: &StateSettings) -> Result<Box<dyn StateStore>, StateError> {
     match settings.backend {
         StateBackend::Local => Ok(Box::new(LocalStore::new(settings.path.clone()))),
-        StateBackend::Postgres => Err(StateError::BackendNotImplemented { backend: "postgres" }),
+        StateBackend::Postgres => Ok(Box::new(PostgresStore::from_settings(settings)?)),
     }
 }
 
@@ -179,7 +227,7 @@ pub fn open(settings: &StateSettings) -> Result<Box<dyn StateStore>, StateError>
 pub struct Writer<'a> {
     store: &'a dyn StateStore,
     lock: Box<dyn StateLock>,
-    serial: u64,
+    serials: Serials,
 }
 
 impl<'a> Writer<'a> {
@@ -198,18 +246,18 @@ impl<'a> Writer<'a> {
     ) -> Result<(Writer<'a>, State), StateError> {
         let lock = store.lock(environments, command, timeout).await?;
         let state = store.load().await?;
-        let serial = state.serial;
-        Ok((Writer { store, lock, serial }, state))
+        let serials = Serials::of(&state);
+        Ok((Writer { store, lock, serials }, state))
     }
 
-    /// Saves `state` over the serial this writer last saw.
+    /// Saves `state` over the serials this writer last saw.
     ///
     /// # Errors
     ///
     /// As [`StateStore::save`].
     pub async fn save(&mut self, state: &mut State) -> Result<(), StateError> {
-        self.store.save(state, self.serial, &*self.lock).await?;
-        self.serial = state.serial;
+        self.store.save(state, &self.serials, &*self.lock).await?;
+        self.serials = Serials::of(state);
         Ok(())
     }
 
