@@ -117,6 +117,49 @@ fn removing_a_replica_stops_it_removes_its_data_and_drops_its_slot() {
     fleet.check_data(&["r1"], 2002);
 }
 
+/// Removing replica r2 and its host from the YAML in one edit: pgfleet
+/// reaches the host through what state recorded, stops and removes r2,
+/// drops its slot and converges. A resource on a host state cannot reach
+/// is refused up front, naming `pgfleet state forget`, which clears it.
+#[test]
+fn a_replica_and_its_host_leave_the_configuration_in_one_edit() {
+    let fleet = Fleet::ssh();
+    fleet.write_config(&["r1", "r2"]);
+    fleet.apply();
+    let without_host: String = fleet
+        .config(&["r1"])
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("db3:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(!without_host.contains("db3"), "{without_host}");
+    std::fs::write(fleet.dir().join("pgfleet.yaml"), &without_host).unwrap();
+    let output = fleet.apply();
+    assert!(text(&output.stdout).contains("shop.replica.r2"), "{}", text(&output.stdout));
+    assert!(!fleet.data_dir("r2").exists(), "r2's data directory is gone");
+    assert!(!fleet.home("r2").exists(), "and pgfleet's files beside it");
+    assert_eq!(fleet.superuser_sql("SELECT string_agg(slot_name, ',') FROM pg_replication_slots"), "r1");
+    assert_eq!(fleet.plan_exit_code(), 0, "the next plan is empty");
+    let owned = fleet.state()["owned"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert!(!owned.iter().any(|address| address.ends_with(".r2")), "{owned:?}");
+    fleet.check_data(&["r1"], 3003);
+
+    // A record of a host pgfleet never learned how to reach (state from
+    // before it recorded that): refused up front; forgetting it clears it.
+    let state_path = fleet.dir().join("state.json");
+    let mut state = fleet.state();
+    state["owned"]["shop.replica.r9"] = serde_json::json!({ "host": "gone", "path": "/srv/gone/r9" });
+    std::fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    let refused = fleet.pgfleet(&["plan"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("pgfleet state forget"), "{}", text(&refused.stderr));
+    let forgot = fleet.pgfleet(&["state", "forget", "shop.replica.r9"]);
+    assert_eq!(forgot.status.code(), Some(0), "{}", text(&forgot.stderr));
+    assert_eq!(fleet.plan_exit_code(), 0, "nothing left to remove");
+    let unknown = fleet.pgfleet(&["state", "forget", "shop.replica.r9"]);
+    assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown.stderr));
+}
+
 /// Starts apply in the background and kills it (SIGKILL) as soon as the
 /// journal shows `action` started.
 fn kill_apply_during(fleet: &Fleet, action: &str) {

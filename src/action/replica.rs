@@ -52,7 +52,7 @@ pub async fn base_backup(context: &Context<'_>, member: &str, slot: &str) -> Res
     Ok(())
 }
 
-/// standby.signal, the passfile, and the replica's settings (its address,
+/// standby.signal, the passfile, pgfleet's hba block, and the replica's settings (its address,
 /// `primary_conninfo` with `passfile=`, slot, `hot_standby_feedback`) in
 /// postgresql.auto.conf; the primary's superuser password beside it when
 /// pgfleet keeps one (a cluster it created), so pgfleet can log in to
@@ -69,6 +69,11 @@ pub async fn write_standby_config(context: &Context<'_>, member: &str) -> Result
         context.write(&cluster.host, &cluster.layout.superuser_password_file(), &superuser, 0o600).await?;
     }
     context.write(&cluster.host, &cluster.data_dir().join("standby.signal"), b"", 0o600).await?;
+    // The primary's block came with the base backup where pg_hba.conf lives
+    // in the data directory; where the runtime keeps it elsewhere (Debian's
+    // /etc/postgresql) it did not. Either way the replica holds pgfleet's
+    // block, ready to serve as a primary.
+    super::cluster::write_hba(context, member).await?;
     write_settings_offline(context, &cluster, &desired::replica_settings(context.environment, replica)).await
 }
 

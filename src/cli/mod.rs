@@ -252,6 +252,22 @@ pub enum StateCommand {
         #[arg(long, value_name = "DURATION", default_value = "0s")]
         lock_timeout: crate::spec::Duration,
     },
+    /// Stop owning a resource: pgfleet forgets it and never touches it
+    /// again (it is not removed from its host).
+    ///
+    /// For a resource on a host that is gone, after removing what was there
+    /// by hand: plan refuses to delete what it cannot reach, naming this
+    /// command.
+    Forget {
+        #[command(flatten)]
+        file: FileArgs,
+        /// The resource (ENV.KIND.NAME), as `pgfleet state list` shows it.
+        #[arg(value_name = "ADDRESS")]
+        address: crate::address::Address,
+        /// How long to wait for a pgfleet holding the environment's lock.
+        #[arg(long, value_name = "DURATION", default_value = "0s")]
+        lock_timeout: crate::spec::Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -343,6 +359,9 @@ pub fn run() -> Exit {
         Command::State(StateCommand::List(args)) => ops::state::list(&printer, &args.file),
         Command::State(StateCommand::Show(args)) => ops::state::show(&printer, &args.file),
         Command::State(StateCommand::Unlock { file, force }) => ops::state::unlock(&printer, &file.file, *force),
+        Command::State(StateCommand::Forget { file, address, lock_timeout }) => {
+            ops::state::forget(&printer, &file.file, address, std::time::Duration::from_secs(lock_timeout.seconds()))
+        }
         Command::State(StateCommand::Migrate { file, to: MigrateTarget::Postgres, from, lock_timeout }) => {
             ops::state::migrate(
                 &printer,

@@ -94,7 +94,11 @@ impl Journal for Recorder<'_, '_> {
 
 /// One connection per host for the whole apply: its observation, its
 /// actions and its final observation share them.
-async fn connect_all(topology: &Topology) -> Result<BTreeMap<String, Arc<dyn Remote>>, Error> {
+async fn connect_all(
+    topology: &Topology,
+    state: &State,
+    departed: &[String],
+) -> Result<BTreeMap<String, Arc<dyn Remote>>, Error> {
     let mut tasks = tokio::task::JoinSet::new();
     for host in topology.hosts.values().cloned() {
         tasks.spawn(async move { (host.name.clone(), observe::connect(&host).await) });
@@ -102,7 +106,15 @@ async fn connect_all(topology: &Topology) -> Result<BTreeMap<String, Arc<dyn Rem
     let mut hosts = BTreeMap::new();
     while let Some(joined) = tasks.join_next().await {
         let Ok((name, connected)) = joined else { continue };
-        hosts.insert(name, Arc::from(connected.map_err(Error::Connect)?));
+        let remote = match connected {
+            Ok(remote) => remote,
+            Err(source) if departed.contains(&name) => {
+                let source = Box::new(source);
+                return Err(Error::DepartedHostUnreachable { what: super::owned_on(state, &name), host: name, source });
+            }
+            Err(source) => return Err(Error::Connect(source)),
+        };
+        hosts.insert(name, Arc::from(remote));
     }
     Ok(hosts)
 }
@@ -126,7 +138,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         }
         None => (load::load(options.file)?, None),
     };
-    let topology = document.resolve()?;
+    let mut topology = document.resolve()?;
     check_addresses(&topology, options.targets, options.replace)?;
     plan::check_static(&topology).map_err(Error::refused)?;
     let config_hash = sha256_hex(document.source.text().as_bytes());
@@ -137,7 +149,8 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let (mut writer, mut state) =
         runtime.block_on(Writer::lock(&*store, &environments, &command, options.lock_timeout))?;
 
-    let connections = runtime.block_on(connect_all(&topology))?;
+    let departed = super::with_departed_hosts(&mut topology, &state);
+    let connections = runtime.block_on(connect_all(&topology, &state, &departed))?;
     let reuse = observe::Options { passwords: true, connector: Arc::new(observe::Reuse(connections.clone())) };
     let observed = runtime.block_on(observe::observe_with(&topology, &reuse));
     if let Some((host, reason, _)) = observed.unreachable().first() {

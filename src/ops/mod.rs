@@ -20,6 +20,44 @@ use crate::config::load;
 use crate::exit::Exit;
 use crate::topology::Topology;
 
+/// Adds to the topology the hosts that left `hosts:` but still hold what
+/// pgfleet owns, as state recorded them, so that plan and apply can reach
+/// them to remove it. Returns their names.
+pub fn with_departed_hosts(topology: &mut Topology, state: &crate::state::State) -> Vec<String> {
+    let mut added = Vec::new();
+    for (name, host) in state.departed_hosts(topology) {
+        if let Some(host) = host {
+            topology.hosts.insert(name.clone(), host);
+            added.push(name);
+        }
+    }
+    added
+}
+
+/// What pgfleet owns on `host`, for messages.
+pub fn owned_on(state: &crate::state::State, host: &str) -> String {
+    let addresses: Vec<String> =
+        state.owned.iter().filter(|(_, owned)| owned.host == host).map(|(address, _)| address.to_string()).collect();
+    addresses.join(", ")
+}
+
+/// Opens the hosts that left the configuration, to say up front when one
+/// cannot be reached.
+pub async fn check_departed_hosts(
+    topology: &Topology,
+    state: &crate::state::State,
+    departed: &[String],
+) -> Result<(), Error> {
+    for name in departed {
+        let Some(host) = topology.hosts.get(name) else { continue };
+        if let Err(source) = crate::observe::connect(host).await {
+            let source = Box::new(source);
+            return Err(Error::DepartedHostUnreachable { host: name.clone(), what: owned_on(state, name), source });
+        }
+    }
+    Ok(())
+}
+
 /// Why a command failed; every variant is a diagnostic the CLI shows.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum Error {
@@ -35,6 +73,23 @@ pub enum Error {
     #[error("`{address}` is not a resource of this configuration")]
     #[diagnostic(code(pgfleet::target), help("list the resources with `pgfleet graph`"))]
     UnknownTarget { address: String },
+    #[error("cannot reach host `{host}`, which left the configuration but still holds {what}")]
+    #[diagnostic(
+        code(pgfleet::departed_host),
+        help(
+            "pgfleet reaches it with the record state keeps; if the host is gone for good, remove what it held by \
+             hand, then run `pgfleet state forget ADDRESS` for each"
+        )
+    )]
+    DepartedHostUnreachable {
+        host: String,
+        what: String,
+        #[source]
+        source: Box<crate::transport::TransportError>,
+    },
+    #[error("`{address}` is not a resource pgfleet owns in this state")]
+    #[diagnostic(code(pgfleet::state::forget), help("list what pgfleet owns with `pgfleet state list`"))]
+    NotOwned { address: String },
     #[error("there is no environment `{id}` in the configuration")]
     #[diagnostic(code(pgfleet::environment), help("name one of: {known}"))]
     UnknownEnvironment { id: String, known: String },

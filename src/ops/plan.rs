@@ -50,12 +50,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let document = load::load(options.file)?;
-    let topology = document.resolve()?;
+    let mut topology = document.resolve()?;
     super::apply::check_addresses(&topology, options.targets, options.replace)?;
     plan::check_static(&topology).map_err(Error::refused)?;
     let store = state::open(&topology.state)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
     let state = runtime.block_on(store.load())?;
+    let departed = super::with_departed_hosts(&mut topology, &state);
+    runtime.block_on(super::check_departed_hosts(&topology, &state, &departed))?;
     let observed = runtime.block_on(observe(&topology));
     let request =
         plan::Request { targets: options.targets.to_vec(), replace: options.replace.to_vec(), force: options.force };

@@ -1,4 +1,4 @@
-//! `pgfleet state list|show|unlock|migrate`: look at pgfleet's record and
+//! `pgfleet state list|show|unlock|migrate|forget`: look at pgfleet's record and
 //! its locks through the configured state store, and move a local state
 //! into it.
 
@@ -78,6 +78,30 @@ pub fn unlock(printer: &Printer, file: &Path, force: bool) -> Outcome {
         Unlocked::Cleared { record } => printer.note(&format!("Cleared the lock record {record}.")),
         Unlocked::Nothing => printer.note("No lock record to clear; the state is not locked."),
     }
+    Ok(Exit::Ok)
+}
+
+/// Removes `address` from what pgfleet owns, under its environment's lock.
+pub fn forget(printer: &Printer, file: &Path, address: &crate::address::Address, lock_timeout: Duration) -> Outcome {
+    let topology = load::load(file)?.resolve()?;
+    let store = state::open(&topology.state)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Runtime { source })?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let environments = [address.environment.clone()];
+    let (mut writer, mut state) =
+        runtime.block_on(state::Writer::lock(&*store, &environments, &command, lock_timeout))?;
+    let Some(owned) = state.owned.remove(address) else {
+        return Err(Error::NotOwned { address: address.to_string() });
+    };
+    runtime.block_on(writer.save(&mut state))?;
+    let place = owned.path.as_ref().map(|path| format!(" at {}", path.display())).unwrap_or_default();
+    printer.note(&format!(
+        "Forgot {address} (on host `{}`{place}): pgfleet no longer owns it and will not touch it.",
+        owned.host
+    ));
     Ok(Exit::Ok)
 }
 

@@ -179,6 +179,10 @@ pub enum Refusal {
     #[error("`{name}` is not a setting of PostgreSQL on {address}")]
     UnknownSetting { address: String, name: String },
     #[error(
+        "{address} left the configuration with host `{host}`, and state does not record how pgfleet reached that host"
+    )]
+    DepartedHostUnknown { address: String, host: String },
+    #[error(
         "{address}: pgfleet does not edit the pg_hba.conf of a server it does not run, and it lacks:\n{}",
         lines.iter().map(|line| format!("    {line}")).collect::<Vec<_>>().join("\n")
     )]
@@ -207,6 +211,9 @@ impl Refusal {
                 "give the primary an address the replica's host can reach and use `connect: direct`"
             }
             Refusal::NotReplaceable { .. } => "name a replica: ENV.replica.NAME (see `pgfleet graph`)",
+            Refusal::DepartedHostUnknown { .. } => {
+                "put the host back under `hosts:` for one apply, or remove the resource by hand and run `pgfleet state forget ADDRESS`"
+            }
             Refusal::HbaByHand { .. } => {
                 "add these lines to the server's pg_hba.conf where it is run, reload it, then plan again"
             }
@@ -476,6 +483,14 @@ pub fn plan_with(
     };
     for environment in &topology.environments {
         planner.environment(environment);
+    }
+    // What pgfleet owns on a host no longer configured is removed through
+    // the record of how it reached that host (ops adds recorded hosts to
+    // the topology); without one, pgfleet cannot reach it at all.
+    for (address, owned) in &state.owned {
+        if topology.environment(&address.environment).is_some() && !topology.hosts.contains_key(&owned.host) {
+            planner.refuse(Refusal::DepartedHostUnknown { address: address.to_string(), host: owned.host.clone() });
+        }
     }
     let notes = replica::replace_requested(&mut planner, &request.replace, request.force);
     if !planner.refusals.is_empty() {

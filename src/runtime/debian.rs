@@ -13,8 +13,11 @@
 //! path (`/srv/pg/prod` → `srv-pg-prod`), so two data directories never
 //! share a name.
 //!
-//! PgBouncer runs as the `pg_ctl` runtime runs it (its own ini and pid file
-//! beside the cluster), not yet under the service manager.
+//! PgBouncer runs from its own ini beside the cluster: where systemd runs
+//! and the service user may ask it, as a unit pgfleet writes
+//! (`pgfleet-pgbouncer-VERSION-NAME-PORT.service`, enabled, so it starts at
+//! boot); elsewhere as a daemon with its pid file, as the `pg_ctl` runtime
+//! runs it.
 
 use std::path::{Path, PathBuf};
 
@@ -68,11 +71,44 @@ fn unit(layout: &ClusterLayout) -> String {
     shell_quote(&format!("postgresql@{}-{name}", layout.version))
 }
 
+/// True where systemd runs and the service user may ask it.
+const SYSTEMD: &str = "[ -d /run/systemd/system ] && sudo -n -l systemctl >/dev/null 2>&1";
+
+/// The unit of the pooler whose files are in `layout`, named by its ini's
+/// path (which names the cluster's home and the port), so no two share one.
+fn pooler_unit(layout: &PoolerLayout) -> String {
+    let path = layout.ini.with_extension("");
+    let name: String = path
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| {
+            if c == '/' {
+                '-'
+            } else if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("pgfleet-{name}.service")
+}
+
+fn pooler_unit_text(layout: &PoolerLayout) -> String {
+    format!(
+        "[Unit]\nDescription=PgBouncer (pgfleet) {ini}\nAfter=network.target postgresql.service\n\n\
+         [Service]\nType=simple\nUser=postgres\nExecStart=/usr/sbin/pgbouncer {ini}\n\
+         ExecReload=/bin/kill -HUP $MAINPID\nRestart=on-failure\n\n[Install]\nWantedBy=multi-user.target\n",
+        ini = layout.ini.display(),
+    )
+}
+
 /// Runs `action` through systemd where it runs and the service user may
 /// ask it, else through `pg_ctlcluster` (which waits for the server).
 fn control(layout: &ClusterLayout, action: &str, mode: &str) -> String {
     format!(
-        "if [ -d /run/systemd/system ] && sudo -n -l systemctl >/dev/null 2>&1; then \
+        "if {SYSTEMD}; then \
          sudo -n systemctl {action} {unit}; else pg_ctlcluster {mode}{cluster} {action}; fi",
         unit = unit(layout),
         cluster = cluster(layout),
@@ -218,7 +254,17 @@ impl Runtime for Debian {
     }
 
     fn pooler_start(&self, layout: &PoolerLayout) -> String {
-        PgCtl.pooler_start(layout)
+        let unit = pooler_unit(layout);
+        format!(
+            "if {systemd}; then\n\
+             printf %s {text} | sudo -n tee /etc/systemd/system/{unit} >/dev/null\n\
+             sudo -n systemctl daemon-reload && sudo -n systemctl enable --now {unit}\n\
+             else {daemon}; fi",
+            systemd = SYSTEMD,
+            text = shell_quote(&pooler_unit_text(layout)),
+            unit = shell_quote(&unit),
+            daemon = PgCtl.pooler_start(layout),
+        )
     }
 
     fn pooler_reload(&self, layout: &PoolerLayout) -> String {
@@ -226,7 +272,13 @@ impl Runtime for Debian {
     }
 
     fn pooler_stop(&self, layout: &PoolerLayout) -> String {
-        PgCtl.pooler_stop(layout)
+        let unit = shell_quote(&pooler_unit(layout));
+        format!(
+            "if [ -f /etc/systemd/system/{unit} ] && {systemd}; then sudo -n systemctl disable --now {unit}; \
+             else {daemon}; fi",
+            systemd = SYSTEMD,
+            daemon = PgCtl.pooler_stop(layout),
+        )
     }
 }
 
@@ -246,5 +298,13 @@ mod tests {
         assert_eq!(layout.log_file, Path::new("/var/log/postgresql/postgresql-15-main.log"));
         assert!(Debian.start(&layout).contains("pg_ctlcluster 15 main start"));
         assert!(Debian.start(&layout).contains("systemctl start postgresql@15-main"));
+        let pooler = Debian.pooler_layout(member, &layout.home, 6432);
+        assert_eq!(pooler_unit(&pooler), "pgfleet-var-lib-postgresql-15-main.pgfleet-pgbouncer-6432.service");
+        assert!(
+            pooler_unit_text(&pooler)
+                .contains("ExecStart=/usr/sbin/pgbouncer /var/lib/postgresql/15/main.pgfleet/pgbouncer-6432.ini")
+        );
+        let start = Debian.pooler_start(&pooler);
+        assert!(start.contains("systemctl daemon-reload") && start.contains("pgbouncer -q -d"), "{start}");
     }
 }
