@@ -24,7 +24,6 @@ const CORPUS: &[(&str, &str, &str)] = &[
     ("port-collision.yaml", "7:39", "already used by prod.cluster.primary"),
     ("undefined-host.yaml", "10:15", "host `db3` is not defined"),
     ("plaintext-password.yaml", "9:17", "must not be written in the configuration file"),
-    ("loopback-primary.yaml", "13:15", "connect: ssh_tunnel"),
     ("several-problems.yaml", "10:15", "5 problems"),
     ("state-postgres.yaml", "5:3", "`path` belongs to the local state backend"),
     ("state-url-generated.yaml", "4:3", "state.url must say where"),

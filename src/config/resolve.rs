@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::path::{Anchor, YamlPath};
 use crate::spec::tuning::{self, Tier};
-use crate::spec::{self, Connect, PoolMode, PoolSize, Size, Spec, StateBackend, Storage, Tuning};
+use crate::spec::{self, PoolMode, PoolSize, Size, Spec, StateBackend, Storage, Tuning};
 use crate::suggest::did_you_mean;
 use crate::topology::{
     Backups, Cluster, Database, Environment, Filestore, HealthThresholds, Host, Pooler, QuotaResource, QuotaRow,
@@ -77,10 +77,6 @@ pub enum Rule {
     DataDirCollision { host: String, dir: PathBuf, relation: &'static str, first: String, second: String },
     #[error("data directory {} is relative, which only a `transport: local` host allows", dir.display())]
     RelativeDataDir { dir: PathBuf },
-    #[error(
-        "replica `{replica}` on host `{replica_host}` cannot connect directly to the primary: it listens on {address} (loopback) on host `{primary_host}`"
-    )]
-    LoopbackPrimary { replica: String, replica_host: String, primary_host: String, address: String },
     #[error("`{address}` is not an IP address or `localhost`")]
     InvalidListenAddress { address: String },
     #[error("host `{host}` uses SSH but has no `address`")]
@@ -154,10 +150,6 @@ impl Rule {
             Rule::EndpointCollision { .. } => "use another port, or another loopback address (127.0.0.x)".into(),
             Rule::DataDirCollision { .. } => "give each cluster its own data directory".into(),
             Rule::RelativeDataDir { .. } => "write the full path, starting with /".into(),
-            Rule::LoopbackPrimary { .. } => {
-                "set `connect: ssh_tunnel` on the replica, or give the primary an `address` the replica's host can reach"
-                    .into()
-            }
             Rule::InvalidListenAddress { .. } => "write an IPv4 or IPv6 address, e.g. 127.0.0.1".into(),
             Rule::MissingHostAddress { .. } => "add `address:`, or `transport: local` for this machine".into(),
             Rule::LocalHostWithSsh { key, .. } => format!("remove `{key}`, or drop `transport: local`"),
@@ -216,7 +208,7 @@ impl Rule {
             Rule::ControlCharacterInPath { .. } => "pgfleet::data_dir",
             Rule::InvalidHostAddress { .. } => "pgfleet::host",
             Rule::DataDirCollision { .. } | Rule::RelativeDataDir { .. } => "pgfleet::data_dir",
-            Rule::LoopbackPrimary { .. } | Rule::InvalidListenAddress { .. } => "pgfleet::address",
+            Rule::InvalidListenAddress { .. } => "pgfleet::address",
             Rule::MissingHostAddress { .. } | Rule::LocalHostWithSsh { .. } => "pgfleet::host",
             Rule::AutoNeedsResources { .. } => "pgfleet::resources",
             Rule::ManagedSetting { .. } | Rule::ControlCharacterInSetting { .. } => "pgfleet::setting",
@@ -723,26 +715,9 @@ impl Resolver {
                 hosts.get(&replica.host),
             );
 
-            if replica.connect == Connect::Direct && is_loopback(&primary.address) {
-                let machine = |name: &str| hosts.get(name).map(Host::machine);
-                if let (Some(replica_machine), Some(primary_machine)) = (machine(&replica.host), machine(&primary.host))
-                    && replica_machine != primary_machine
-                {
-                    self.report(
-                        Violation::at(
-                            Rule::LoopbackPrimary {
-                                replica: replica.name.clone(),
-                                replica_host: replica.host.clone(),
-                                primary_host: primary.host.clone(),
-                                address: primary.address.clone(),
-                            },
-                            replica_path.key("host"),
-                            "on another host",
-                        )
-                        .with(path.key("primary").key("host"), "the primary listens only on this host's loopback"),
-                    );
-                }
-            }
+            // Whether the replica's host can reach a primary on loopback is a
+            // fact about machines, not addresses: plan decides it from what
+            // the hosts report (their machine ids).
 
             let runtime = match (replica.runtime, primary.runtime) {
                 (Some(spec::Runtime::External), _) => {
@@ -1219,10 +1194,6 @@ fn is_host_address(address: &str) -> bool {
 /// `[a-z0-9_]` replaced by `_`.
 pub fn slot_name(replica: &str) -> String {
     replica.chars().map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '_' }).collect()
-}
-
-fn is_loopback(address: &str) -> bool {
-    address == "localhost" || address.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn is_wildcard(address: &str) -> bool {

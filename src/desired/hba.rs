@@ -9,19 +9,22 @@ use std::net::IpAddr;
 use crate::spec::Connect;
 use crate::topology::{Environment, Host, Replica};
 
-fn is_loopback(address: &str) -> bool {
+/// Whether `address` is a loopback address (or `localhost`).
+pub fn is_loopback(address: &str) -> bool {
     address == "localhost" || address.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The address a replica's connection arrives from, as the primary sees it.
 /// On one machine, or through a tunnel that ends on the primary's host, the
 /// kernel picks the source: 127.0.0.1 for a loopback primary, else the
-/// primary's own address. Across machines it is the replica's address.
+/// primary's own address. Across machines it is the replica's address. A
+/// primary on loopback is reached only from its own machine (plan refuses
+/// anything else), whatever the hosts' addresses say.
 pub fn replication_source(environment: &Environment, replica: &Replica, hosts: &BTreeMap<String, Host>) -> String {
     let primary = &environment.primary;
     let machine = |name: &str| hosts.get(name).map(Host::machine);
     let same_machine = machine(&primary.host) == machine(&replica.host);
-    if same_machine || replica.connect == Connect::SshTunnel {
+    if same_machine || replica.connect == Connect::SshTunnel || is_loopback(&primary.address) {
         local_source(&primary.address)
     } else {
         replica.address.clone()

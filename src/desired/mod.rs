@@ -10,7 +10,7 @@ mod passfile;
 mod pgbouncer;
 mod settings;
 
-pub use hba::{HBA_BEGIN, HBA_END, HbaLine, hba_block, hba_lines, replication_source};
+pub use hba::{HBA_BEGIN, HBA_END, HbaLine, hba_block, hba_lines, is_loopback, replication_source};
 pub use merge::{merge_auto_conf, replace_hba_block};
 pub use passfile::passfile;
 pub use pgbouncer::{POOLER_RESTART_KEYS, SESSION_POOL_SIZE, pgbouncer_ini, userlist, userlist_roles};

@@ -160,6 +160,10 @@ pub enum Refusal {
         "replica `{replica}`: `connect: ssh_tunnel` between two machines (hosts `{primary_host}` and `{replica_host}`) is not built yet"
     )]
     TunnelAcrossMachines { replica: String, primary_host: String, replica_host: String },
+    #[error(
+        "replica `{replica}` on host `{replica_host}` cannot connect directly to the primary: it listens on {address} (loopback) on host `{primary_host}`, another machine"
+    )]
+    LoopbackPrimary { replica: String, replica_host: String, primary_host: String, address: String },
     #[error("`--replace {address}`: only a replica of the configuration can be rebuilt")]
     NotReplaceable { address: String },
     #[error(
@@ -211,6 +215,9 @@ impl Refusal {
                 "give the primary an address the replica's host can reach and use `connect: direct`"
             }
             Refusal::NotReplaceable { .. } => "name a replica: ENV.replica.NAME (see `pgfleet graph`)",
+            Refusal::LoopbackPrimary { .. } => {
+                "set `connect: ssh_tunnel` on the replica, or give the primary an `address` the replica's host can reach"
+            }
             Refusal::DepartedHostUnknown { .. } => {
                 "put the host back under `hosts:` for one apply, or remove the resource by hand and run `pgfleet state forget ADDRESS`"
             }
@@ -676,6 +683,30 @@ mod tests {
             "{refused:?}"
         );
         assert!(plan(&topology, &observed("m1", "m1"), &State::default()).is_ok());
+    }
+
+    /// A primary on loopback is reachable directly only from its own
+    /// machine: decided from the machine ids the hosts report, not from
+    /// their addresses (10.0.0.1 and 10.0.0.2 here may be one machine).
+    #[test]
+    fn a_direct_replica_of_a_loopback_primary_is_refused_only_across_machines() {
+        let topology = topology("", "direct");
+        let refused = plan(&topology, &observed("m1", "m2"), &State::default()).unwrap_err();
+        assert!(
+            refused
+                .refusals
+                .iter()
+                .any(|refusal| matches!(refusal, Refusal::LoopbackPrimary { replica, .. } if replica == "r1")),
+            "{refused:?}"
+        );
+        let same = plan(&topology, &observed("m1", "m1"), &State::default());
+        assert!(
+            !same.as_ref().is_err_and(|error| error
+                .refusals
+                .iter()
+                .any(|refusal| matches!(refusal, Refusal::LoopbackPrimary { .. }))),
+            "{same:?}"
+        );
     }
 
     /// Keys the YAML accepts but nothing builds yet are refused from the

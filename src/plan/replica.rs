@@ -103,6 +103,21 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
         });
     }
 
+    // Hosts are one machine when they report the same machine id, whatever
+    // their addresses: only then does a primary on loopback reach a replica.
+    let primary_address = &environment.primary.address;
+    if replica.connect == Connect::Direct
+        && crate::desired::is_loopback(primary_address)
+        && !same_machine(planner, &environment.primary.host, &replica.host)
+    {
+        return planner.refuse(Refusal::LoopbackPrimary {
+            replica: replica.name.clone(),
+            replica_host: replica.host.clone(),
+            primary_host: environment.primary.host.clone(),
+            address: primary_address.clone(),
+        });
+    }
+
     if replica.connect == Connect::SshTunnel && !same_machine(planner, &environment.primary.host, &replica.host) {
         return planner.refuse(Refusal::TunnelAcrossMachines {
             replica: replica.name.clone(),
