@@ -117,6 +117,30 @@ fn removing_a_replica_stops_it_removes_its_data_and_drops_its_slot() {
     fleet.check_data(&["r1"], 2002);
 }
 
+/// A replica promoted by hand may hold writes its primary lacks: plan
+/// refuses, naming both writable servers, and apply changes nothing
+/// (rebuilding it would throw those writes away).
+#[test]
+fn a_replica_promoted_outside_pgfleet_stops_plan_and_apply_and_is_left_alone() {
+    let fleet = Fleet::local();
+    fleet.write_config(&["r1"]);
+    fleet.apply();
+    let password = fleet.secret("superuser.password");
+    let on_r1 = |sql: &str| fleet.psql(fleet.addresses[1], fleet.ports[1], "postgres", &password, "postgres", sql);
+    on_r1("SELECT pg_promote(wait => true)").unwrap();
+    on_r1("CREATE TABLE written_on_r1 (id int); INSERT INTO written_on_r1 VALUES (1)").unwrap();
+    for args in [&["plan"][..], &["apply", "--auto-approve"][..]] {
+        let output = fleet.pgfleet(args);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("shop.replica.r1"), "{stderr}");
+        assert!(stderr.contains("two writable primaries"), "{stderr}");
+        assert!(stderr.contains("--replace"), "says what resolves it: {stderr}");
+    }
+    assert_eq!(on_r1("SELECT count(*) FROM written_on_r1").unwrap(), "1", "r1 and its writes are untouched");
+    assert_eq!(on_r1("SELECT pg_is_in_recovery()").unwrap(), "f");
+}
+
 /// Removing replica r2 and its host from the YAML in one edit: pgfleet
 /// reaches the host through what state recorded, stops and removes r2,
 /// drops its slot and converges. A resource on a host state cannot reach

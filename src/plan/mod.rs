@@ -164,6 +164,11 @@ pub enum Refusal {
         "replica `{replica}` on host `{replica_host}` cannot connect directly to the primary: it listens on {address} (loopback) on host `{primary_host}`, another machine"
     )]
     LoopbackPrimary { replica: String, replica_host: String, primary_host: String, address: String },
+    #[error(
+        "{replica} on host `{host}` was promoted outside pgfleet ({seen}){}",
+        if *primary_writable { "; the primary is writable too: two writable primaries" } else { "; the declared primary is not running as one" }
+    )]
+    PromotedOutsidePgfleet { replica: String, host: String, seen: String, primary_writable: bool },
     #[error("`--replace {address}`: only a replica of the configuration can be rebuilt")]
     NotReplaceable { address: String },
     #[error(
@@ -215,6 +220,11 @@ impl Refusal {
                 "give the primary an address the replica's host can reach and use `connect: direct`"
             }
             Refusal::NotReplaceable { .. } => "name a replica: ENV.replica.NAME (see `pgfleet graph`)",
+            Refusal::PromotedOutsidePgfleet { .. } => {
+                "pgfleet changes nothing until one primary is left: decide which server's writes to keep, stop the \
+                 other by hand, then rebuild it as a replica with `pgfleet apply --replace ENV.replica.NAME` \
+                 (or make the YAML's `primary:` name the server you keep)"
+            }
             Refusal::LoopbackPrimary { .. } => {
                 "set `connect: ssh_tunnel` on the replica, or give the primary an `address` the replica's host can reach"
             }

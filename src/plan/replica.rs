@@ -42,8 +42,13 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, primary
         let slot_lost = primary_probe.is_some_and(|probe| {
             probe.slots.iter().any(|slot| slot.name == replica.slot && slot.wal_status.as_deref() == Some("lost"))
         });
-        let primary =
-            PrimaryView { identifier: primary_identifier.as_deref(), locale: primary_locale.as_deref(), slot_lost };
+        let primary = PrimaryView {
+            identifier: primary_identifier.as_deref(),
+            locale: primary_locale.as_deref(),
+            slot_lost,
+            timeline: primary_probe.map(|probe| probe.timeline),
+            writable: primary_probe.is_some(),
+        };
         plan_replica(planner, environment, replica, primary);
     }
     remove_departed(planner, environment);
@@ -55,6 +60,10 @@ struct PrimaryView<'a> {
     locale: Option<&'a str>,
     /// The replica's slot lost WAL it needs: it can only be rebuilt.
     slot_lost: bool,
+    /// The primary's timeline, when it runs as a primary.
+    timeline: Option<u32>,
+    /// It runs and accepts writes.
+    writable: bool,
 }
 
 /// Stop, remove and build a replica again.
@@ -74,7 +83,7 @@ fn replace(planner: &mut Planner<'_>, address: Address, why: String, actions: Ve
 }
 
 fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &Replica, primary: PrimaryView<'_>) {
-    let PrimaryView { identifier: primary_identifier, locale: primary_locale, slot_lost } = primary;
+    let PrimaryView { identifier: primary_identifier, locale: primary_locale, slot_lost, timeline, writable } = primary;
     let Some(facts) = planner.observed.host_facts(&replica.host) else { return };
     let wanted = environment.primary.version;
     match facts.pg_major {
@@ -129,6 +138,26 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
     let address = Address::new(&environment.id, Kind::Replica, &replica.name);
     let owned = planner.state.owns(&address);
     let directory = facts.data_dir(&replica.data_dir).cloned().unwrap_or_default();
+
+    // A replica promoted outside pgfleet may hold writes its primary lacks:
+    // rebuilding it (or anything else) would guess which data to keep.
+    let promoted = match planner.observed.cluster(&address.to_string()) {
+        Some(crate::observe::ClusterObservation::Running { probe }) if !probe.in_recovery => {
+            Some(format!("it runs as a primary on timeline {}", probe.timeline))
+        }
+        _ => timeline
+            .zip(directory.timeline)
+            .filter(|(primary, found)| found > primary && !directory.standby_signal)
+            .map(|(primary, found)| format!("its data is on timeline {found}, past the primary's {primary}")),
+    };
+    if let Some(seen) = promoted {
+        return planner.refuse(Refusal::PromotedOutsidePgfleet {
+            replica: address.to_string(),
+            host: replica.host.clone(),
+            seen,
+            primary_writable: writable,
+        });
+    }
     let path = replica.data_dir.display().to_string();
     let rebuild = |why: String| -> Result<(String, Vec<Action>), Refusal> {
         if !owned {
