@@ -273,6 +273,8 @@ fn cases() -> Vec<(&'static str, Mutation)> {
                 poolers: BTreeMap::new(),
                 userlists: BTreeMap::new(),
                 passfiles: BTreeMap::new(),
+                tunnels: BTreeMap::new(),
+                filestores: BTreeMap::new(),
             };
             None
         }),

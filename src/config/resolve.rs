@@ -388,7 +388,8 @@ impl Resolver {
                     })
                 }
             };
-            hosts.insert(name.clone(), Host { name: name.clone(), transport });
+            let authorized_keys = host.ssh.as_ref().and_then(|ssh| ssh.authorized_keys.clone());
+            hosts.insert(name.clone(), Host { name: name.clone(), transport, authorized_keys });
         }
         hosts
     }
@@ -766,16 +767,23 @@ impl Resolver {
                 }
                 (None, runtime) => runtime,
             };
+            let port = self.port(replica.port, DEFAULT_PORT, "port", &replica_path.key("port"));
             replicas.push(Replica {
                 runtime,
                 name: replica.name.clone(),
                 slot: slot_name(&replica.name),
                 host: replica.host.clone(),
                 address,
-                port: self.port(replica.port, DEFAULT_PORT, "port", &replica_path.key("port")),
+                port,
                 data_dir,
                 purpose: replica.purpose,
                 connect: replica.connect,
+                tunnel_port: self.port(
+                    replica.tunnel_port,
+                    if port > 55535 { port - 10000 } else { port + 10000 },
+                    "tunnel_port",
+                    &replica_path.key("tunnel_port"),
+                ),
             });
         }
         replicas
@@ -884,7 +892,9 @@ impl Resolver {
         Some(Filestore {
             path: filestore.path.clone(),
             mirror_to: filestore.mirror_to.clone(),
+            mirror_path: filestore.mirror_path.clone().unwrap_or_else(|| filestore.path.clone()),
             every: filestore.every.unwrap_or(spec::Duration::from_seconds(300)),
+            delete: filestore.delete,
         })
     }
 

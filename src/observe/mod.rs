@@ -5,6 +5,7 @@
 //! and says what it could not see.
 
 pub mod cluster;
+pub mod helpers;
 pub mod host;
 pub mod pooler;
 
@@ -47,6 +48,12 @@ pub struct Observed {
     /// replication password (absent when that could not be told).
     #[serde(default)]
     pub passfiles: BTreeMap<String, bool>,
+    /// Replicas' SSH tunnels, by address (`prod.tunnel.r1`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tunnels: BTreeMap<String, helpers::TunnelObservation>,
+    /// Filestore mirrors, by address (`prod.filestore.r1`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filestores: BTreeMap<String, helpers::FilestoreObservation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +164,7 @@ fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
             | Item::Hba
             | Item::Database { .. }
             | Item::Slot { .. }
+            | Item::Tunnel { .. }
             | Item::Filestore { .. }
             | Item::Backup => {}
         }
@@ -255,6 +263,10 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
             observe_host(&host, &expected, &settings, &options).await
         });
     }
+    // Tunnels and mirrors are looked at alongside, over their own channels.
+    let connector = options.connector.clone();
+    let helper_topology = topology.clone();
+    let helpers = tokio::spawn(async move { helpers::observe(&helper_topology, connector.as_ref()).await });
     let mut observed = Observed::default();
     while let Some(result) = tasks.join_next().await {
         let Ok(report) = result else { continue };
@@ -265,6 +277,10 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
         userlists.extend(report.userlists);
         passfiles.extend(report.passfiles);
         replication_passwords.extend(report.replication_passwords);
+    }
+    if let Ok(found) = helpers.await {
+        observed.tunnels = found.tunnels;
+        observed.filestores = found.filestores;
     }
     // A pooler's userlist is current when it holds, byte for byte, the
     // verifiers its environment's primary has now.
@@ -287,8 +303,10 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
                 SecretRef::Generate(_) => replication_passwords.get(&environment.id).cloned(),
                 other => crate::secrets::read(other, &environment.replication.user).ok().flatten(),
             };
+            let name = replica.rsplit('.').next().unwrap_or_default();
+            let Some(member) = environment.replicas.iter().find(|candidate| candidate.name == name) else { continue };
             if let Some(password) = password {
-                let current = passfile.as_deref() == Some(desired::passfile(environment, &password).as_str());
+                let current = passfile.as_deref() == Some(desired::passfile(environment, member, &password).as_str());
                 observed.passfiles.insert(replica, current);
             }
         }
@@ -532,6 +550,12 @@ impl Observed {
             if let PoolerObservation::Running { admin } = pooler {
                 admin.pools.clear();
             }
+        }
+        for tunnel in view.tunnels.values_mut() {
+            tunnel.answering = false;
+        }
+        for mirror in view.filestores.values_mut() {
+            (mirror.last_run, mirror.last_success, mirror.now, mirror.behind) = (None, None, None, None);
         }
         view
     }

@@ -7,7 +7,6 @@ use super::{ChangeKind, DriftClass, Planner, Presence, Refusal, password_rotates
 use crate::action::Action;
 use crate::address::{Address, Kind};
 use crate::desired;
-use crate::spec::Connect;
 use crate::topology::{Environment, Replica};
 
 /// Configure and start a replica whose data directory is in place.
@@ -100,14 +99,6 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
             replica: replica.name.clone(),
             host: replica.host.clone(),
             locale: locale.to_owned(),
-        });
-    }
-
-    if replica.connect == Connect::SshTunnel && !same_machine(planner, &environment.primary.host, &replica.host) {
-        return planner.refuse(Refusal::TunnelAcrossMachines {
-            replica: replica.name.clone(),
-            primary_host: environment.primary.host.clone(),
-            replica_host: replica.host.clone(),
         });
     }
 
@@ -208,19 +199,6 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
                     }
                 }
             }
-        }
-    }
-}
-
-/// Whether two hosts are one machine: by the machine ids observed, or, when
-/// a host did not report one, by their configured addresses.
-fn same_machine(planner: &Planner<'_>, first: &str, second: &str) -> bool {
-    let observed = |host: &str| planner.observed.host_facts(host).and_then(|facts| facts.machine_id.clone());
-    match (observed(first), observed(second)) {
-        (Some(first), Some(second)) => first == second,
-        _ => {
-            let machine = |host: &str| planner.topology.hosts.get(host).map(|host| host.machine().to_owned());
-            machine(first) == machine(second)
         }
     }
 }

@@ -385,7 +385,10 @@ mod tests {
                 depends_on: Vec::new(),
             },
         );
-        let hosts = BTreeMap::from([("here".to_owned(), Host { name: "here".into(), transport: Transport::Local })]);
+        let hosts = BTreeMap::from([(
+            "here".to_owned(),
+            Host { name: "here".into(), transport: Transport::Local, authorized_keys: None },
+        )]);
         state.record_reach(&hosts);
         assert_eq!(state.owned[&here].reach, Some(Reach::Local));
         assert_eq!(state.owned[&gone].reach, old, "a host that left the configuration keeps its last record");
