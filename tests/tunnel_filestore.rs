@@ -143,9 +143,30 @@ fn replica_streams_through_a_supervised_ssh_tunnel_that_survives_an_sshd_restart
     assert!(keys.contains("command=\"/bin/false\""), "{keys}");
     assert!(!keys.contains("PRIVATE KEY"));
 
+    // The primary's hba admits where the stream arrives from, as observed.
+    let arrives =
+        fleet.superuser_sql("SELECT host(client_addr) FROM pg_stat_replication WHERE application_name = 'r1'");
+    let admitted = fleet.superuser_sql(
+        "SELECT string_agg(address, ',') FROM pg_hba_file_rules WHERE 'replication' = ANY(database) AND error IS NULL",
+    );
+    assert!(admitted.split(',').any(|address| address == arrives), "{arrives} not in {admitted}");
+
     let status = status_json(&fleet);
-    assert_eq!(status["environments"][0]["tunnels"][0]["address"], "shop.tunnel.r1", "{status:#}");
-    assert_eq!(status["environments"][0]["tunnels"][0]["status"], "up", "{status:#}");
+    let entry = &status["environments"][0]["tunnels"][0];
+    assert_eq!(entry["address"], "shop.tunnel.r1", "{status:#}");
+    assert_eq!(entry["status"], "up", "{status:#}");
+    assert!(entry["arrives_from"].as_str().unwrap().starts_with(&arrives), "{status:#}");
+    let shown = text(&fleet.pgfleet(&["status"]).stdout);
+    assert!(shown.contains("tunnel   shop.tunnel.r1") && shown.contains(" up "), "{shown}");
+
+    // The private key stays on the replica's host: never in output or state.
+    let private_key = std::fs::read_to_string(tunnel_dir(&fleet).join("id_ed25519")).unwrap();
+    let body: String = private_key.lines().filter(|line| !line.starts_with("-----")).collect();
+    let mut seen = format!("{}{}{shown}", text(&first.stdout), text(&first.stderr));
+    seen.push_str(&std::fs::read_to_string(fleet.dir().join("state.json")).unwrap());
+    seen.push_str(&text(&fleet.pgfleet(&["plan", "--format", "json"]).stdout));
+    assert!(!body.is_empty() && !seen.contains(&body[..40]), "the tunnel's private key leaked");
+    assert!(!seen.contains(support::fleet::REPLICATION_PASSWORD), "a secret leaked");
 
     // The tunnel is really used: stopping it cuts the stream.
     let pid = std::fs::read_to_string(tunnel_dir(&fleet).join("supervise.pid")).unwrap();
@@ -159,7 +180,11 @@ fn replica_streams_through_a_supervised_ssh_tunnel_that_survives_an_sshd_restart
 
     // db1's sshd restarted, sessions cut: the supervisor brings the tunnel
     // back and the replica streams again, without pgfleet.
+    let log = tunnel_dir(&fleet).join("supervise.log");
+    let exits = || std::fs::read_to_string(&log).unwrap_or_default().matches("exited").count();
+    let exits_before = exits();
     fleet.ssh[0].restart();
+    wait_for("the tunnel to be cut by the sshd restart", Duration::from_secs(15), || exits() > exits_before);
     let took = wait_for("streaming again after the sshd restart", Duration::from_secs(30), || {
         streaming(&fleet)
             && replica_sql(&fleet, "SELECT status FROM pg_stat_wal_receiver").ok().as_deref() == Some("streaming")

@@ -61,6 +61,9 @@ pub struct TunnelStatus {
     /// end does not answer), `stopped`, `absent` or `unknown` (host
     /// unreachable).
     pub status: String,
+    /// Where the replica's stream arrives from on the primary
+    /// (pg_stat_replication.client_addr): the primary host's sshd.
+    pub arrives_from: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -236,7 +239,20 @@ pub fn tunnels(environment: &crate::topology::Environment, observed: &Observed) 
                 Some(found) if !found.answering => "down",
                 Some(_) => "up",
             };
-            TunnelStatus { address, local_end: format!("{local_address}:{local_port}"), status: status.into() }
+            let arrives_from = match observed.cluster(&format!("{}.cluster.primary", environment.id)) {
+                Some(ClusterObservation::Running { probe }) => probe
+                    .senders
+                    .iter()
+                    .find(|sender| sender.application_name == replica.name)
+                    .and_then(|sender| sender.client_address.clone()),
+                _ => None,
+            };
+            TunnelStatus {
+                address,
+                local_end: format!("{local_address}:{local_port}"),
+                status: status.into(),
+                arrives_from,
+            }
         })
         .collect()
 }
