@@ -148,3 +148,55 @@ pub fn read_authorizations(host: &Host, addresses: &[String]) -> String {
     }
     script
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(replica_address: &str) -> crate::topology::Topology {
+        let yaml = format!(
+            "version: 1\nhosts:\n  a: {{ address: 10.0.0.1, ssh: {{ user: ubuntu, become: postgres, port: 2222 }} }}\n  b: {{ address: 10.0.0.2 }}\nenvironments:\n  - id: e\n    primary: {{ host: a, address: 127.0.0.1, port: 5433, data_dir: /p, tuning: none }}\n    replicas:\n      - {{ name: r1, host: b, address: {replica_address}, data_dir: /r1, connect: ssh_tunnel }}\n"
+        );
+        crate::config::load::parse("t.yaml", yaml).unwrap().resolve_in(Path::new("/")).unwrap()
+    }
+
+    /// The local end never listens where the network reaches it, and the
+    /// program forwards to the primary's loopback as the service user,
+    /// with only its own key and the pinned host key.
+    #[test]
+    fn the_tunnel_listens_on_loopback_and_forwards_to_the_primary_only() {
+        let topology = topology("10.0.0.2");
+        let environment = &topology.environments[0];
+        let replica = &environment.replicas[0];
+        assert_eq!(local_end(replica), ("127.0.0.1".to_owned(), 15432));
+        let program = tunnel_program("e.tunnel.r1", environment, replica, &topology.hosts["a"]).unwrap();
+        assert!(program.contains("-L 127.0.0.1:15432:127.0.0.1:5433 postgres@10.0.0.1"), "{program}");
+        assert!(program.contains("-p 2222") && program.contains("StrictHostKeyChecking=yes"), "{program}");
+        assert!(program.contains("ExitOnForwardFailure=yes -o ServerAliveInterval=5 -o ServerAliveCountMax=2"));
+        assert_eq!(
+            tunnel_authorization(environment, "ssh-ed25519 AAAA pgfleet\n"),
+            "restrict,port-forwarding,permitopen=\"127.0.0.1:5433\",command=\"/bin/false\" ssh-ed25519 AAAA pgfleet"
+        );
+        let loopback = topology_with_loopback();
+        assert_eq!(local_end(&loopback.environments[0].replicas[0]).0, "127.0.0.9");
+        assert!(tunnel_program("e.tunnel.r1", environment, replica, &topology.hosts["b"]).is_some());
+    }
+
+    fn topology_with_loopback() -> crate::topology::Topology {
+        topology("127.0.0.9")
+    }
+
+    #[test]
+    fn known_hosts_names_the_port_only_when_it_is_not_22() {
+        let target = |port| SshTarget {
+            address: "10.0.0.1".into(),
+            port,
+            user: "postgres".into(),
+            identity_file: None,
+            known_hosts: "/k".into(),
+            become_user: None,
+        };
+        assert_eq!(known_hosts(&target(22), &["ssh-ed25519 AAAA".into()]), "10.0.0.1 ssh-ed25519 AAAA\n");
+        assert_eq!(known_hosts(&target(2222), &["ssh-ed25519 AAAA".into()]), "[10.0.0.1]:2222 ssh-ed25519 AAAA\n");
+    }
+}

@@ -197,3 +197,70 @@ fn remove_departed(planner: &mut Planner<'_>, environment: &Environment, kind: K
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::Observed;
+    use crate::observe::helpers::FilestoreObservation;
+    use crate::state::State;
+
+    fn topology(primary_host: &str) -> crate::topology::Topology {
+        let yaml = format!(
+            "version: 1\nhosts:\n  a: {{ address: 10.0.0.1 }}\n  b: {{ address: 10.0.0.2 }}\n  here: {{ transport: local }}\nenvironments:\n  - id: e\n    primary: {{ host: {primary_host}, address: 127.0.0.1, data_dir: /p, tuning: none }}\n    replicas:\n      - {{ name: r1, host: b, address: 127.0.0.1, data_dir: /r1, connect: ssh_tunnel }}\n    filestore: {{ path: /srv/filestore, mirror_to: [r1] }}\n"
+        );
+        crate::config::load::parse("t.yaml", yaml).unwrap().resolve_in(std::path::Path::new("/")).unwrap()
+    }
+
+    fn observed(owner: &str) -> Observed {
+        let facts = crate::observe::HostObservation::Reachable {
+            facts: crate::observe::host::HostFacts { pg_major: Some(15), ..Default::default() },
+        };
+        let mut observed = Observed::default();
+        for host in ["a", "b", "here"] {
+            observed.hosts.insert(host.into(), facts.clone());
+        }
+        observed.tunnels.insert("e.tunnel.r1".into(), Default::default());
+        observed.filestores.insert(
+            "e.filestore.r1".into(),
+            FilestoreObservation { source_owner: Some(owner.into()), ..Default::default() },
+        );
+        observed
+    }
+
+    fn mirror_actions(owner: &str) -> Vec<Action> {
+        let plan = super::super::plan(&topology("a"), &observed(owner), &State::default()).unwrap();
+        let change = plan.resource_changes.iter().find(|change| change.address.to_string() == "e.filestore.r1");
+        change.unwrap().actions.clone()
+    }
+
+    /// A root-owned filestore is read with sudo on the primary's host; the
+    /// service user's own is not; the seed runs before the schedule.
+    #[test]
+    fn a_mirror_reads_a_filestore_the_service_user_does_not_own_with_sudo() {
+        assert_eq!(
+            mirror_actions("root"),
+            [
+                Action::WriteMirror { replica: "r1".into(), sudo_rsync: true },
+                Action::SeedMirror { replica: "r1".into() },
+                Action::ScheduleMirror { replica: "r1".into() },
+            ]
+        );
+        assert_eq!(mirror_actions("postgres")[0], Action::WriteMirror { replica: "r1".into(), sudo_rsync: false });
+    }
+
+    /// Tunnels and mirrors go through the primary host's sshd.
+    #[test]
+    fn a_tunnel_or_mirror_to_a_primary_host_without_ssh_is_refused() {
+        let refused = super::super::plan(&topology("here"), &observed("postgres"), &State::default()).unwrap_err();
+        let addresses: Vec<&str> = refused
+            .refusals
+            .iter()
+            .filter_map(|refusal| match refusal {
+                Refusal::NeedsSsh { address, .. } => Some(address.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(addresses, ["e.tunnel.r1", "e.filestore.r1"]);
+    }
+}
