@@ -915,7 +915,8 @@ impl Resolver {
         }
     }
 
-    /// (host, address, port) unique across every PostgreSQL and PgBouncer,
+    /// (host, address, port) unique across every PostgreSQL, PgBouncer and
+    /// tunnel's local end,
     /// and data directories unique (and not nested) per host.
     fn endpoints_and_data_dirs(&mut self, environments: &[Environment], hosts: &BTreeMap<String, Host>) {
         let machine = |host: &str| hosts.get(host).map(|host| host.machine().to_owned());
@@ -969,6 +970,17 @@ impl Resolver {
                     owner: format!("{id}.replica.{}", replica.name),
                     path: replica_path.key("data_dir"),
                 });
+                if replica.connect == Connect::SshTunnel {
+                    let (address, port) = crate::desired::tunnel::local_end(replica);
+                    endpoints.push(Endpoint {
+                        machine: replica_machine.clone(),
+                        host: replica.host.clone(),
+                        address,
+                        port,
+                        owner: format!("{id}.tunnel.{}", replica.name),
+                        path: replica_path.key("tunnel_port"),
+                    });
+                }
                 if let Some(pooler) = &environment.pooler {
                     endpoints.push(Endpoint {
                         machine: replica_machine,
@@ -1231,6 +1243,22 @@ mod tests {
 
     fn resolve(yaml: &str) -> Topology {
         load::parse("test.yaml", yaml.to_owned()).unwrap().resolve().unwrap()
+    }
+
+    /// A tunnel's local end takes its port on the replica's host: another
+    /// server there may not take it too, and it defaults apart from the
+    /// replica's own port.
+    #[test]
+    fn a_tunnel_end_is_a_port_on_its_host() {
+        let yaml = |tunnel_port: &str| {
+            format!(
+                "version: 1\nhosts:\n  a: {{ address: 10.0.0.1 }}\n  b: {{ address: 10.0.0.2 }}\nenvironments:\n  - id: e\n    primary: {{ host: a, data_dir: /p }}\n    replicas:\n      - {{ name: r1, host: b, data_dir: /r1, connect: ssh_tunnel{tunnel_port} }}\n      - {{ name: r2, host: b, port: 6000, data_dir: /r2, connect: ssh_tunnel, tunnel_port: 7000 }}\n"
+            )
+        };
+        let topology = resolve(&yaml(""));
+        assert_eq!(topology.environments[0].replicas[0].tunnel_port, 15432);
+        let errors = load::parse("test.yaml", yaml(", tunnel_port: 6000")).unwrap().resolve().unwrap_err();
+        assert!(format!("{errors:?}").contains("EndpointCollision"), "{errors:?}");
     }
 
     #[test]

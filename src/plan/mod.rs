@@ -159,6 +159,8 @@ pub enum Refusal {
     Unimplemented { path: String, what: &'static str },
     #[error("{address} goes through the sshd of host `{host}`, which pgfleet does not reach over SSH")]
     NeedsSsh { address: String, host: String },
+    #[error("{address} runs rsync on host `{host}`, which has none")]
+    MissingRsync { address: String, host: String },
     #[error("`--replace {address}`: only a replica of the configuration can be rebuilt")]
     NotReplaceable { address: String },
     #[error(
@@ -202,6 +204,7 @@ impl Refusal {
             Refusal::Unimplemented { .. } => {
                 "remove the key for now: a key that does nothing would only look like it works"
             }
+            Refusal::MissingRsync { .. } => "install rsync on the host (apt-get install rsync)",
             Refusal::NeedsSsh { .. } => {
                 "give the primary's host an `address` and `ssh:` settings, or use `connect: direct` (and no filestore mirror)"
             }

@@ -116,6 +116,11 @@ pub(super) fn plan_filestore(planner: &mut Planner<'_>, environment: &Environmen
                 continue;
             }
             let Some(found) = planner.observed.filestores.get(&address.to_string()).cloned() else { continue };
+            for host in [&environment.primary.host, &replica.host] {
+                if planner.observed.host_facts(host).is_some_and(|facts| facts.rsync.is_none()) {
+                    planner.refuse(Refusal::MissingRsync { address: address.to_string(), host: host.clone() });
+                }
+            }
             // A source the service user does not own (root's, as Odoo's
             // packages leave it) is read with sudo on the primary's host.
             let sudo_rsync = found.source_owner.as_deref().is_some_and(|owner| Some(owner) != service_user.as_deref());
@@ -214,7 +219,11 @@ mod tests {
 
     fn observed(owner: &str) -> Observed {
         let facts = crate::observe::HostObservation::Reachable {
-            facts: crate::observe::host::HostFacts { pg_major: Some(15), ..Default::default() },
+            facts: crate::observe::host::HostFacts {
+                pg_major: Some(15),
+                rsync: Some("/usr/bin/rsync".into()),
+                ..Default::default()
+            },
         };
         let mut observed = Observed::default();
         for host in ["a", "b", "here"] {
