@@ -184,15 +184,17 @@ pub async fn write_mirror(context: &Context<'_>, name: &str, sudo_rsync: bool) -
     context.write(&replica.host, &filestore::job_file(&dir), job.as_bytes(), 0o700).await
 }
 
-/// Runs the job once (the seed), holding the same lock as the recurring
-/// runs; waits for one already running rather than failing.
+/// Runs the job once (the seed), which takes the same lock as the
+/// recurring runs; waits for one already running rather than failing.
 pub async fn seed_mirror(context: &Context<'_>, name: &str) -> Result<(), ActionError> {
     let replica = context.replica(name)?;
     let dir = filestore::dir(context.environment, replica);
     let job = shell_quote(&filestore::job_file(&dir).to_string_lossy());
-    let lock = shell_quote(&dir.join("lock").to_string_lossy());
-    // Waiting here for a running job, then letting the job take the lock.
-    let command = format!("touch {lock}; flock {lock} true; /bin/sh {job}");
+    // A run already going holds the lock: wait for it, then run.
+    let command = format!(
+        "while :; do /bin/sh {job}; rc=$?; [ $rc -eq {locked} ] || exit $rc; sleep 1; done",
+        locked = filestore::LOCKED
+    );
     context.run(&replica.host, "seed the filestore mirror", &command, LONG_STEP).await?;
     Ok(())
 }

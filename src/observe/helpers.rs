@@ -2,14 +2,13 @@
 //! (its program, key, supervisor, whether its local end answers) and each
 //! filestore mirror (its job, schedule, last run, files behind by an rsync
 //! dry run), plus their keys' authorizations on the primary's host and the
-//! filestore source's owner. Read-only: one command per host that has any,
-//! and one dry run per mirror.
+//! filestore source's owner. Read-only: one more command on the session of
+//! each host that has any, and one dry run per mirror.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinSet;
 
 use crate::address::{Address, Kind};
 use crate::desired::{filestore, tunnel};
@@ -142,137 +141,153 @@ echo "$k.now=$(date +%s)"
     )
 }
 
-/// Observes every tunnel and mirror of the topology.
-pub async fn observe(topology: &Topology, connector: &dyn super::Connector) -> Helpers {
-    let probes = probes(topology);
-    let mut helpers = Helpers::default();
-    if probes.is_empty() {
-        return helpers;
-    }
-    let mut by_host: BTreeMap<&str, String> = BTreeMap::new();
-    let mut authorizations: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (index, probe) in probes.iter().enumerate() {
-        by_host.entry(&probe.replica_host).or_default().push_str(&replica_side(probe, index));
-        authorizations.entry(&probe.primary_host).or_default().push(probe.address.to_string());
-        if let Some(source) = &probe.source {
-            by_host.entry(&probe.primary_host).or_default().push_str(&format!(
-                "echo \"h{index}.owner=$(stat -c %U {} 2>/dev/null)\"\n",
-                shell_quote(&source.to_string_lossy())
-            ));
-        }
-    }
-    for (host, addresses) in &authorizations {
-        if let Some(found) = topology.hosts.get(*host) {
-            by_host.entry(host).or_default().push_str(&tunnel::read_authorizations(found, addresses));
-        }
-    }
-    let mut tasks = JoinSet::new();
-    for (host, script) in by_host {
-        let Some(host) = topology.hosts.get(host).cloned() else { continue };
-        let script = format!("{script}exit 0\n");
-        let remote = connector.connect(&host).await;
-        tasks.spawn(async move {
-            let Ok(remote) = remote else { return (host.name, None, Vec::new()) };
-            let output = remote.exec(&script, b"", COMMAND_TIMEOUT).await.ok().filter(|output| output.success());
-            // Local ends answering, on this host.
-            (host.name, output.map(|output| output.stdout_text()), vec![remote])
-        });
-    }
-    let mut texts: BTreeMap<String, String> = BTreeMap::new();
-    let mut remotes: BTreeMap<String, Box<dyn Remote>> = BTreeMap::new();
-    while let Some(Ok((host, text, remote))) = tasks.join_next().await {
-        if let Some(text) = text {
-            texts.insert(host.clone(), text);
-        }
-        if let Some(remote) = remote.into_iter().next() {
-            remotes.insert(host, remote);
-        }
-    }
-    let fields = |host: &str, key: &str| -> BTreeMap<String, String> {
-        let prefix = format!("{key}.");
-        texts
-            .get(host)
-            .map(|text| {
-                text.lines()
-                    .filter_map(|line| line.split_once('='))
-                    .filter_map(|(name, value)| Some((name.strip_prefix(&prefix)?.to_owned(), value.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    for (index, probe) in probes.iter().enumerate() {
-        if !texts.contains_key(&probe.replica_host) {
-            continue;
-        }
-        let key = format!("h{index}");
-        let here = fields(&probe.replica_host, &key);
-        let decoded = |name: &str| here.get(name).and_then(|value| decode(value));
-        let primary = fields(&probe.primary_host, &key);
-        let position = authorizations
-            .get(probe.primary_host.as_str())
-            .and_then(|addresses| addresses.iter().position(|address| *address == probe.address.to_string()));
-        let authorized = position
-            .and_then(|at| fields(&probe.primary_host, "auth").get(&at.to_string()).cloned())
-            .and_then(|value| decode(&value))
-            .map(|text| text.trim().to_owned())
-            .filter(|text| !text.is_empty());
-        let running = here.contains_key("running");
-        if probe.address.kind == Kind::Tunnel {
-            let environment = topology.environment(&probe.address.environment);
-            let replica = environment
-                .and_then(|environment| environment.replicas.iter().find(|replica| replica.name == probe.address.name));
-            let mut answering = false;
-            if let (Some(replica), Some(remote)) = (replica, remotes.get(&probe.replica_host)) {
-                let (address, port) = tunnel::local_end(replica);
-                answering = running
-                    && tokio::time::timeout(Duration::from_secs(5), remote.connect_tcp(&address, port))
-                        .await
-                        .is_ok_and(|connected| connected.is_ok());
+/// What to look at for the topology's tunnels and mirrors: the probes, and
+/// the command each host runs for them (on the same session as its facts).
+#[derive(Debug, Clone, Default)]
+pub struct Work {
+    probes: Vec<Probe>,
+    scripts: BTreeMap<String, String>,
+}
+
+impl Work {
+    pub fn of(topology: &Topology) -> Self {
+        let probes = probes(topology);
+        let mut scripts: BTreeMap<String, String> = BTreeMap::new();
+        let mut authorizations: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (index, probe) in probes.iter().enumerate() {
+            scripts.entry(probe.replica_host.clone()).or_default().push_str(&replica_side(probe, index));
+            authorizations.entry(&probe.primary_host).or_default().push(probe.address.to_string());
+            if let Some(source) = &probe.source {
+                scripts.entry(probe.primary_host.clone()).or_default().push_str(&format!(
+                    "echo \"h{index}.owner=$(stat -c %U {} 2>/dev/null)\"\n",
+                    shell_quote(&source.to_string_lossy())
+                ));
             }
-            helpers.tunnels.insert(
-                probe.address.to_string(),
-                TunnelObservation {
-                    program: decoded("program"),
-                    public_key: decoded("public_key").map(|key| key.trim().to_owned()),
-                    known_hosts: decoded("known_hosts"),
-                    running,
-                    answering,
-                    authorized,
-                },
-            );
-        } else {
-            let mut observation = FilestoreObservation {
-                job: decoded("program"),
-                public_key: decoded("public_key").map(|key| key.trim().to_owned()),
-                known_hosts: decoded("known_hosts"),
-                scheduled: running,
-                authorized,
-                source_owner: primary.get("owner").filter(|owner| !owner.is_empty()).cloned(),
-                last_run: here.get("last_run").and_then(|value| {
-                    let (at, rc) = value.split_once(' ')?;
-                    Some((at.trim().parse().ok()?, rc.trim().parse().ok()?))
-                }),
-                last_success: here.get("last_success").and_then(|value| value.trim().parse().ok()),
-                now: here.get("now").and_then(|value| value.trim().parse().ok()),
-                behind: None,
-            };
-            if observation.job.is_some()
-                && let Some(remote) = remotes.get(&probe.replica_host)
-            {
+        }
+        for (host, addresses) in &authorizations {
+            if let Some(found) = topology.hosts.get(*host) {
+                scripts.entry((*host).to_owned()).or_default().push_str(&tunnel::read_authorizations(found, addresses));
+            }
+        }
+        Work { probes, scripts }
+    }
+
+    /// Runs this host's part on its session: the command, then for its
+    /// tunnels whether their local ends answer and for its mirrors the dry
+    /// run. `None` when the host has nothing to look at or the command fails.
+    pub async fn observe_host(&self, topology: &Topology, host: &str, remote: &dyn Remote) -> Option<HostPart> {
+        let script = self.scripts.get(host)?;
+        let output = remote.exec(&format!("{script}exit 0\n"), b"", COMMAND_TIMEOUT).await.ok()?;
+        if !output.success() {
+            return None;
+        }
+        let mut part = HostPart { text: output.stdout_text(), ..HostPart::default() };
+        for (index, probe) in self.probes.iter().enumerate().filter(|(_, probe)| probe.replica_host == host) {
+            let here = fields(&part.text, &format!("h{index}"));
+            if probe.address.kind == Kind::Tunnel {
+                let replica = topology.environment(&probe.address.environment).and_then(|environment| {
+                    environment.replicas.iter().find(|replica| replica.name == probe.address.name)
+                });
+                let Some(replica) = replica.filter(|_| here.contains_key("running")) else { continue };
+                let (address, port) = tunnel::local_end(replica);
+                let answering = tokio::time::timeout(Duration::from_secs(5), remote.connect_tcp(&address, port))
+                    .await
+                    .is_ok_and(|connected| connected.is_ok());
+                part.answering.insert(probe.address.to_string(), answering);
+            } else if here.contains_key("program") {
                 let command =
                     format!("/bin/sh {} --dry-run", shell_quote(&filestore::job_file(&probe.dir).to_string_lossy()));
-                if let Ok(output) = remote.exec(&command, b"", DRY_RUN_TIMEOUT).await {
-                    observation.behind = output
+                if let Ok(output) = remote.exec(&command, b"", DRY_RUN_TIMEOUT).await
+                    && let Some(behind) = output
                         .stdout_text()
                         .lines()
                         .find_map(|line| line.strip_prefix("behind="))
-                        .and_then(|count| count.trim().parse().ok());
+                        .and_then(|count| count.trim().parse().ok())
+                {
+                    part.behind.insert(probe.address.to_string(), behind);
                 }
             }
-            helpers.filestores.insert(probe.address.to_string(), observation);
         }
+        Some(part)
     }
-    helpers
+
+    /// The observations, from every host's part (by host name).
+    pub fn combine(&self, parts: &BTreeMap<String, HostPart>) -> Helpers {
+        let mut helpers = Helpers::default();
+        let mut authorized_at: BTreeMap<&str, usize> = BTreeMap::new();
+        for (index, probe) in self.probes.iter().enumerate() {
+            // The n-th authorization read on the primary's host is this
+            // probe's when it is the n-th probe with that primary host.
+            let position = authorized_at.entry(&probe.primary_host).or_insert(0);
+            let at = *position;
+            *position += 1;
+            let Some(part) = parts.get(&probe.replica_host) else { continue };
+            let address = probe.address.to_string();
+            let here = fields(&part.text, &format!("h{index}"));
+            let decoded = |name: &str| here.get(name).and_then(|value| decode(value));
+            let primary = parts.get(&probe.primary_host);
+            let primary_fields = primary.map(|part| fields(&part.text, &format!("h{index}"))).unwrap_or_default();
+            let authorized = primary
+                .and_then(|part| fields(&part.text, "auth").get(&at.to_string()).cloned())
+                .and_then(|value| decode(&value))
+                .map(|text| text.trim().to_owned())
+                .filter(|text| !text.is_empty());
+            let running = here.contains_key("running");
+            let public_key = decoded("public_key").map(|key| key.trim().to_owned());
+            if probe.address.kind == Kind::Tunnel {
+                helpers.tunnels.insert(
+                    address.clone(),
+                    TunnelObservation {
+                        program: decoded("program"),
+                        public_key,
+                        known_hosts: decoded("known_hosts"),
+                        running,
+                        answering: part.answering.get(&address).copied().unwrap_or(false),
+                        authorized,
+                    },
+                );
+            } else {
+                helpers.filestores.insert(
+                    address.clone(),
+                    FilestoreObservation {
+                        job: decoded("program"),
+                        public_key,
+                        known_hosts: decoded("known_hosts"),
+                        scheduled: running,
+                        authorized,
+                        source_owner: primary_fields.get("owner").filter(|owner| !owner.is_empty()).cloned(),
+                        last_run: here.get("last_run").and_then(|value| {
+                            let (at, rc) = value.split_once(' ')?;
+                            Some((at.trim().parse().ok()?, rc.trim().parse().ok()?))
+                        }),
+                        last_success: here.get("last_success").and_then(|value| value.trim().parse().ok()),
+                        now: here.get("now").and_then(|value| value.trim().parse().ok()),
+                        behind: part.behind.get(&address).copied(),
+                    },
+                );
+            }
+        }
+        helpers
+    }
+}
+
+/// What one host's part of the helpers' observation printed and found.
+#[derive(Debug, Clone, Default)]
+pub struct HostPart {
+    text: String,
+    /// Tunnel address → its local end answers.
+    answering: BTreeMap<String, bool>,
+    /// Mirror address → files behind.
+    behind: BTreeMap<String, u64>,
+}
+
+/// The `KEY.FIELD=VALUE` lines of `key`, as FIELD → VALUE.
+fn fields(text: &str, key: &str) -> BTreeMap<String, String> {
+    let prefix = format!("{key}.");
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .filter_map(|(name, value)| Some((name.strip_prefix(&prefix)?.to_owned(), value.to_owned())))
+        .collect()
 }
 
 fn decode(text: &str) -> Option<String> {

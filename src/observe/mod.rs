@@ -254,22 +254,26 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
     let mut userlists = Vec::new();
     let mut passfiles = Vec::new();
     let mut replication_passwords: BTreeMap<String, crate::secrets::Secret> = BTreeMap::new();
+    let helper_work = Arc::new(helpers::Work::of(topology));
+    let shared_topology = Arc::new(topology.clone());
     let mut tasks = JoinSet::new();
     for (host_name, expected) in expected_by_host(topology) {
         let Some(host) = topology.hosts.get(&host_name).cloned() else { continue };
         let (limit, settings, options) = (limit.clone(), settings.clone(), options.clone());
+        let (helper_work, shared_topology) = (helper_work.clone(), shared_topology.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            observe_host(&host, &expected, &settings, &options).await
+            let helpers = HelperWork { work: &helper_work, topology: &shared_topology };
+            observe_host(&host, &expected, &settings, &options, helpers).await
         });
     }
-    // Tunnels and mirrors are looked at alongside, over their own channels.
-    let connector = options.connector.clone();
-    let helper_topology = topology.clone();
-    let helpers = tokio::spawn(async move { helpers::observe(&helper_topology, connector.as_ref()).await });
     let mut observed = Observed::default();
+    let mut helper_parts = BTreeMap::new();
     while let Some(result) = tasks.join_next().await {
         let Ok(report) = result else { continue };
+        if let Some(part) = report.helpers {
+            helper_parts.insert(report.host.clone(), part);
+        }
         observed.hosts.insert(report.host, report.observation);
         observed.clusters.extend(report.clusters);
         observed.poolers.extend(report.poolers);
@@ -278,10 +282,9 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
         passfiles.extend(report.passfiles);
         replication_passwords.extend(report.replication_passwords);
     }
-    if let Ok(found) = helpers.await {
-        observed.tunnels = found.tunnels;
-        observed.filestores = found.filestores;
-    }
+    let found = helper_work.combine(&helper_parts);
+    observed.tunnels = found.tunnels;
+    observed.filestores = found.filestores;
     // A pooler's userlist is current when it holds, byte for byte, the
     // verifiers its environment's primary has now.
     for (pooler, environment, userlist) in userlists {
@@ -331,9 +334,23 @@ struct HostReport {
     /// Environment id → the generated replication password kept on its
     /// primary's host.
     replication_passwords: Vec<(String, crate::secrets::Secret)>,
+    /// The host's part of the tunnels' and mirrors' observation.
+    helpers: Option<helpers::HostPart>,
 }
 
-async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], options: &Options) -> HostReport {
+/// The tunnels' and mirrors' observation, shared by the hosts' tasks.
+struct HelperWork<'a> {
+    work: &'a helpers::Work,
+    topology: &'a Topology,
+}
+
+async fn observe_host(
+    host: &Host,
+    expected: &HostWork,
+    settings: &[String],
+    options: &Options,
+    helpers: HelperWork<'_>,
+) -> HostReport {
     let mut report = HostReport {
         host: host.name.clone(),
         observation: HostObservation::Unreachable { reason: String::new(), help: None },
@@ -343,6 +360,7 @@ async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], opt
         userlists: Vec::new(),
         passfiles: Vec::new(),
         replication_passwords: Vec::new(),
+        helpers: None,
     };
     let unreachable = |mut report: HostReport, error: &crate::transport::TransportError| {
         let help = miette::Diagnostic::help(error).map(|help| help.to_string());
@@ -393,6 +411,7 @@ async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], opt
             report.poolers.push((pooler.address.to_string(), observation));
         }
     }
+    report.helpers = helpers.work.observe_host(helpers.topology, &host.name, remote.as_ref()).await;
     report.observation = HostObservation::Reachable { facts };
     report
 }
