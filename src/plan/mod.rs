@@ -340,6 +340,17 @@ impl Planner<'_> {
         self.warnings.push(Warning { address, message: message.into() });
     }
 
+    /// Resources of `kind` pgfleet created in `environment` (recorded in
+    /// state) that the configuration no longer `wanted`, by name.
+    pub fn departed(&self, environment: &Environment, kind: Kind, wanted: impl Fn(&str) -> bool) -> Vec<Address> {
+        self.state
+            .owned
+            .keys()
+            .filter(|address| address.environment == environment.id && address.kind == kind && !wanted(&address.name))
+            .cloned()
+            .collect()
+    }
+
     pub fn refuse(&mut self, refusal: Refusal) {
         if !self.refusals.contains(&refusal) {
             self.refusals.push(refusal);

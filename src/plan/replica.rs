@@ -205,18 +205,8 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
 
 /// Replicas pgfleet created that are no longer in the configuration.
 fn remove_departed(planner: &mut Planner<'_>, environment: &Environment) {
-    let departed: Vec<Address> = planner
-        .state
-        .owned
-        .keys()
-        .filter(|address| {
-            address.environment == environment.id
-                && address.kind == Kind::Replica
-                && !environment.replicas.iter().any(|replica| replica.name == address.name)
-        })
-        .cloned()
-        .collect();
-    for address in departed {
+    let configured = |name: &str| environment.replicas.iter().any(|replica| replica.name == name);
+    for address in planner.departed(environment, Kind::Replica, configured) {
         let member = address.name.clone();
         planner.change(
             DriftClass::Topology,

@@ -183,14 +183,7 @@ pub(super) fn plan_filestore(planner: &mut Planner<'_>, environment: &Environmen
 /// Helpers pgfleet created whose replica (or mirror) left the
 /// configuration.
 fn remove_departed(planner: &mut Planner<'_>, environment: &Environment, kind: Kind, wanted: impl Fn(&str) -> bool) {
-    let departed: Vec<Address> = planner
-        .state
-        .owned
-        .keys()
-        .filter(|address| address.environment == environment.id && address.kind == kind && !wanted(&address.name))
-        .cloned()
-        .collect();
-    for address in departed {
+    for address in planner.departed(environment, kind, wanted) {
         let replica = address.name.clone();
         planner.change(
             DriftClass::Topology,
