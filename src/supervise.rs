@@ -13,14 +13,16 @@ use std::path::Path;
 
 use crate::transport::shell_quote;
 
-/// The restart loop: `sh supervise.sh PIDFILE PROGRAM DELAY`. A TERM stops
-/// the program, then the loop. `wait` returns early on a signal, so the
-/// trap runs at once even while the program or the pause runs.
+/// The restart loop: `sh supervise.sh PIDFILE PROGRAM DELAY`, started in a
+/// session of its own (`setsid`). A TERM stops its whole process group —
+/// the program and whatever it started (a pause, an rsync) — then the loop.
+/// `wait` returns early on a signal, so the trap runs at once even while
+/// the program or the pause runs.
 const LOOP: &str = r#"#!/bin/sh
 # pgfleet: keeps a helper running; stop it with `kill $(cat PIDFILE)`.
 pidfile=$1 program=$2 delay=$3
 child=
-trap 'trap - TERM INT; [ -n "$child" ] && kill "$child" 2>/dev/null; rm -f "$pidfile"; exit 0' TERM INT
+trap 'trap - TERM INT; rm -f "$pidfile"; kill -TERM 0' TERM INT
 echo $$ > "$pidfile"
 while :; do
   /bin/sh "$program" &

@@ -104,6 +104,18 @@ fn status_json(fleet: &Fleet) -> serde_json::Value {
         .unwrap_or_else(|_| panic!("status: {}{}", text(&output.stdout), text(&output.stderr)))
 }
 
+/// The supervisor in `dir` and everything it started.
+fn helper_processes(dir: &Path) -> Vec<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join("supervise.pid")).unwrap().trim().parse().unwrap();
+    let mut pids = support::descendants(pid);
+    pids.push(pid);
+    pids
+}
+
+fn alive(pids: &[u32]) -> Vec<u32> {
+    pids.iter().copied().filter(|pid| Path::new(&format!("/proc/{pid}")).exists()).collect()
+}
+
 fn authorized_keys(fleet: &Fleet) -> String {
     std::fs::read_to_string(fleet.ssh[0].dir().join("authorized_keys")).unwrap()
 }
@@ -193,8 +205,11 @@ fn replica_streams_through_a_supervised_ssh_tunnel_that_survives_an_sshd_restart
     check_data(&fleet, 2);
 
     // The replica leaves: with it its tunnel, its key's authorization, its slot.
+    let processes = helper_processes(&tunnel_dir(&fleet));
+    assert!(processes.len() >= 2, "the supervisor and ssh: {processes:?}");
     write(&fleet, &config(&fleet, None, tunnel_port, ""));
     let removed = fleet.apply();
+    assert_eq!(alive(&processes), Vec::<u32>::new(), "the tunnel's processes outlived it");
     assert!(text(&removed.stdout).contains("shop.tunnel.r1"), "{}", text(&removed.stdout));
     assert!(!tunnel_dir(&fleet).exists());
     assert!(!authorized_keys(&fleet).contains("shop.tunnel.r1"));
@@ -289,8 +304,10 @@ fn filestore_is_seeded_then_mirrored_by_a_locked_job_that_never_deletes() {
     assert!(status.contains("mirror   shop.filestore.r1") && status.contains("STALE"), "{status}");
 
     // The mirror leaves the configuration: its job and key go, the copy stays.
+    let processes = helper_processes(&dir);
     write(&fleet, &config(&fleet, Some("direct"), port, ""));
     fleet.apply();
+    assert_eq!(alive(&processes), Vec::<u32>::new(), "the schedule's processes outlived it");
     assert!(!dir.exists());
     assert!(!authorized_keys(&fleet).contains("shop.filestore.r1"));
     assert!(mirror.join("after.bin").exists());
