@@ -26,8 +26,12 @@ pub struct TunnelObservation {
     pub program: Option<String>,
     /// The tunnel key's public half.
     pub public_key: Option<String>,
-    /// The pinned known_hosts.
+    /// The pinned known_hosts on the replica's host.
     pub known_hosts: Option<String>,
+    /// What pgfleet's own known_hosts records for the primary's host now
+    /// (read on this machine when observing): what should be pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_known_hosts: Option<String>,
     /// Its supervisor runs.
     pub running: bool,
     /// Its local end accepts a TCP connection.
@@ -41,6 +45,9 @@ pub struct FilestoreObservation {
     pub job: Option<String>,
     pub public_key: Option<String>,
     pub known_hosts: Option<String>,
+    /// As for a tunnel: what pgfleet's own known_hosts records now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_known_hosts: Option<String>,
     /// The recurring job is installed.
     pub scheduled: bool,
     pub authorized: Option<String>,
@@ -147,6 +154,8 @@ echo "$k.now=$(date +%s)"
 pub struct Work {
     probes: Vec<Probe>,
     scripts: BTreeMap<String, String>,
+    /// Primary host → the known_hosts text pgfleet trusts for it.
+    trusted: BTreeMap<String, String>,
 }
 
 impl Work {
@@ -169,7 +178,15 @@ impl Work {
                 scripts.entry((*host).to_owned()).or_default().push_str(&tunnel::read_authorizations(found, addresses));
             }
         }
-        Work { probes, scripts }
+        let trusted = authorizations
+            .keys()
+            .filter_map(|host| {
+                let (target, _) = tunnel::ssh_login(topology.hosts.get(*host)?)?;
+                let keys = crate::transport::ssh::pinned_host_keys(host, target).ok()?;
+                Some(((*host).to_owned(), tunnel::known_hosts(target, &keys)))
+            })
+            .collect();
+        Work { probes, scripts, trusted }
     }
 
     /// Runs this host's part on its session: the command, then for its
@@ -241,6 +258,7 @@ impl Work {
                         program: decoded("program"),
                         public_key,
                         known_hosts: decoded("known_hosts"),
+                        trusted_known_hosts: self.trusted.get(&probe.primary_host).cloned(),
                         running,
                         answering: part.answering.get(&address).copied().unwrap_or(false),
                         authorized,
@@ -253,6 +271,7 @@ impl Work {
                         job: decoded("program"),
                         public_key,
                         known_hosts: decoded("known_hosts"),
+                        trusted_known_hosts: self.trusted.get(&probe.primary_host).cloned(),
                         scheduled: running,
                         authorized,
                         source_owner: primary_fields.get("owner").filter(|owner| !owner.is_empty()).cloned(),

@@ -54,11 +54,13 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment) {
                     Action::StartTunnel { replica: name, restart: false },
                 ],
             );
-        } else if found.program != program || !authorized || found.known_hosts.is_none() {
+        } else if found.program != program || !authorized || !pinned(&found.known_hosts, &found.trusted_known_hosts) {
             let why = if found.program != program {
                 "the tunnel's program differs"
-            } else {
+            } else if !authorized {
                 "the tunnel's key is not authorized on the primary's host"
+            } else {
+                "the tunnel does not pin the host key pgfleet trusts for the primary's host"
             };
             planner.change(
                 DriftClass::Config,
@@ -180,6 +182,16 @@ pub(super) fn plan_filestore(planner: &mut Planner<'_>, environment: &Environmen
     remove_departed(planner, environment, Kind::Filestore, mirrored);
 }
 
+/// Whether a helper pins the host key pgfleet trusts (when pgfleet's
+/// known_hosts could be read; else whether it pins any).
+fn pinned(found: &Option<String>, trusted: &Option<String>) -> bool {
+    match (found, trusted) {
+        (Some(found), Some(trusted)) => found == trusted,
+        (found, None) => found.is_some(),
+        (None, Some(_)) => false,
+    }
+}
+
 /// Helpers pgfleet created whose replica (or mirror) left the
 /// configuration.
 fn remove_departed(planner: &mut Planner<'_>, environment: &Environment, kind: Kind, wanted: impl Fn(&str) -> bool) {
@@ -264,5 +276,70 @@ mod tests {
             })
             .collect();
         assert_eq!(addresses, ["e.tunnel.r1", "e.filestore.r1"]);
+    }
+
+    fn tunnel_change(observed: &Observed, state: &State) -> Option<crate::plan::ResourceChange> {
+        let plan = super::super::plan(&topology("a"), observed, state).unwrap();
+        plan.resource_changes.into_iter().find(|change| change.address.to_string() == "e.tunnel.r1")
+    }
+
+    /// A tunnel as pgfleet left it is a no-op; one whose program changed is
+    /// rewritten and restarted; one whose supervisor died is started.
+    #[test]
+    fn a_built_tunnel_is_left_alone_and_a_changed_or_dead_one_is_repaired() {
+        let topology = topology("a");
+        let environment = &topology.environments[0];
+        let replica = &environment.replicas[0];
+        let key = "ssh-ed25519 AAAA pgfleet e.tunnel.r1";
+        let built = crate::observe::helpers::TunnelObservation {
+            program: tunnel::tunnel_program("e.tunnel.r1", environment, replica, &topology.hosts["a"]),
+            public_key: Some(key.into()),
+            known_hosts: Some("10.0.0.1 ssh-ed25519 BBBB\n".into()),
+            trusted_known_hosts: Some("10.0.0.1 ssh-ed25519 BBBB\n".into()),
+            running: true,
+            answering: true,
+            authorized: Some(tunnel::tunnel_authorization(environment, key)),
+        };
+        let with = |tunnel: crate::observe::helpers::TunnelObservation| {
+            let mut observed = observed("postgres");
+            observed.tunnels.insert("e.tunnel.r1".into(), tunnel);
+            observed
+        };
+        let state = State::default();
+        assert_eq!(tunnel_change(&with(built.clone()), &state).unwrap().action, ChangeKind::NoOp);
+
+        let changed = crate::observe::helpers::TunnelObservation { program: Some("old".into()), ..built.clone() };
+        let change = tunnel_change(&with(changed), &state).unwrap();
+        assert_eq!(change.action, ChangeKind::Update);
+        assert_eq!(change.actions[1], Action::StartTunnel { replica: "r1".into(), restart: true });
+        assert_eq!(change.disruption, crate::action::Disruption::Restart);
+
+        let rekeyed = crate::observe::helpers::TunnelObservation {
+            trusted_known_hosts: Some("10.0.0.1 ssh-ed25519 CCCC\n".into()),
+            ..built.clone()
+        };
+        let change = tunnel_change(&with(rekeyed), &state).unwrap();
+        assert!(change.reason.contains("pin"), "{}", change.reason);
+
+        let dead = crate::observe::helpers::TunnelObservation { running: false, answering: false, ..built };
+        let change = tunnel_change(&with(dead), &state).unwrap();
+        assert_eq!(change.actions, [Action::StartTunnel { replica: "r1".into(), restart: false }]);
+        assert_eq!(change.drift, DriftClass::Health);
+    }
+
+    /// A tunnel pgfleet created whose replica went direct is removed.
+    #[test]
+    fn a_tunnel_no_longer_wanted_is_removed() {
+        let yaml = "version: 1\nhosts:\n  a: { address: 10.0.0.1 }\n  b: { address: 10.0.0.1 }\nenvironments:\n  - id: e\n    primary: { host: a, address: 127.0.0.1, data_dir: /p, tuning: none }\n    replicas:\n      - { name: r1, host: b, address: 127.0.0.2, data_dir: /r1 }\n";
+        let topology = crate::config::load::parse("t.yaml", yaml.to_owned())
+            .unwrap()
+            .resolve_in(std::path::Path::new("/"))
+            .unwrap();
+        let mut state = State::default();
+        state.owned.insert("e.tunnel.r1".parse().unwrap(), crate::state::Owned::at("b", "/r1.pgfleet-tunnel".into()));
+        let plan = super::super::plan(&topology, &observed("postgres"), &state).unwrap();
+        let change = plan.resource_changes.iter().find(|change| change.address.to_string() == "e.tunnel.r1").unwrap();
+        assert_eq!(change.action, ChangeKind::Delete);
+        assert_eq!(change.actions, [Action::RemoveHelper { replica: "r1".into() }]);
     }
 }
