@@ -282,4 +282,31 @@ mod tests {
         assert_eq!(every(7200), "0 */2 * * *");
         assert_eq!(every(86400 * 2), "0 0 * * *");
     }
+
+    /// Every script, the systemd branches included (which this sandbox has
+    /// no systemd to run), parses as POSIX shell.
+    #[test]
+    fn every_generated_script_parses_as_shell() {
+        let helper =
+            Helper { name: "pgfleet-tunnel-e-r1", dir: Path::new("/srv/a b"), program: Path::new("/srv/a b/t.sh") };
+        let every = Recurring {
+            name: "pgfleet-filestore-e-r1",
+            dir: Path::new("/d"),
+            program: Path::new("/d/m.sh"),
+            every_seconds: 300,
+        };
+        for script in [
+            helper.start(false),
+            helper.start(true),
+            helper.stop(),
+            helper.is_running(),
+            every.install(),
+            every.is_installed(),
+            every.remove(),
+            LOOP.to_owned(),
+        ] {
+            let status = std::process::Command::new("sh").args(["-n", "-c", &script]).status().unwrap();
+            assert!(status.success(), "{script}");
+        }
+    }
 }

@@ -184,6 +184,9 @@ fn replica_streams_through_a_supervised_ssh_tunnel_that_survives_an_sshd_restart
     let pid = std::fs::read_to_string(tunnel_dir(&fleet).join("supervise.pid")).unwrap();
     assert!(Command::new("kill").arg(pid.trim()).status().unwrap().success());
     wait_for("the receiver to disconnect", Duration::from_secs(20), || !streaming(&fleet));
+    let drift = fleet.pgfleet(&["drift"]);
+    assert_eq!(drift.status.code(), Some(2), "{}{}", text(&drift.stdout), text(&drift.stderr));
+    assert!(text(&drift.stdout).contains("shop.tunnel.r1: the tunnel is stopped"), "{}", text(&drift.stdout));
     let plan = fleet.plan_json();
     assert_eq!(support::change_of(&plan, "shop.tunnel.r1")["action"], "update", "{plan:#}");
     fleet.apply();

@@ -199,4 +199,39 @@ mod tests {
         assert_eq!(known_hosts(&target(22), &["ssh-ed25519 AAAA".into()]), "10.0.0.1 ssh-ed25519 AAAA\n");
         assert_eq!(known_hosts(&target(2222), &["ssh-ed25519 AAAA".into()]), "[10.0.0.1]:2222 ssh-ed25519 AAAA\n");
     }
+
+    /// The authorized_keys edit, its read-back and the mirror's job parse
+    /// as POSIX shell.
+    #[test]
+    fn the_scripts_parse_as_shell() {
+        let topology = topology("10.0.0.2");
+        let environment = &topology.environments[0];
+        let filestore = crate::topology::Filestore {
+            path: "/srv/odoo filestore".into(),
+            mirror_to: vec!["r1".into()],
+            mirror_path: "/srv/mirror".into(),
+            every: crate::spec::Duration::from_seconds(300),
+            delete: true,
+        };
+        let host = &topology.hosts["a"];
+        let job = crate::desired::filestore::job(
+            "e.filestore.r1",
+            environment,
+            &filestore,
+            &environment.replicas[0],
+            host,
+            true,
+        )
+        .unwrap();
+        assert!(job.contains("--delete") && job.contains("--rsync-path='sudo -n rsync'"), "{job}");
+        for script in [
+            edit_authorization(host, "e.tunnel.r1", "restrict ssh-ed25519 AAAA"),
+            edit_authorization(host, "e.tunnel.r1", ""),
+            read_authorizations(host, &["e.tunnel.r1".into()]),
+            job,
+        ] {
+            let status = std::process::Command::new("sh").args(["-n", "-c", &script]).status().unwrap();
+            assert!(status.success(), "{script}");
+        }
+    }
 }
