@@ -15,6 +15,7 @@ pub enum Kind {
     Hba,
     Database,
     Slot,
+    Tunnel,
     Replica,
     Pooler,
     Filestore,
@@ -22,12 +23,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Cluster,
         Kind::Role,
         Kind::Hba,
         Kind::Database,
         Kind::Slot,
+        Kind::Tunnel,
         Kind::Replica,
         Kind::Pooler,
         Kind::Filestore,
@@ -41,6 +43,7 @@ impl Kind {
             Kind::Hba => "hba",
             Kind::Database => "database",
             Kind::Slot => "slot",
+            Kind::Tunnel => "tunnel",
             Kind::Replica => "replica",
             Kind::Pooler => "pooler",
             Kind::Filestore => "filestore",
@@ -76,7 +79,7 @@ impl fmt::Display for Address {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{text}` is not a resource address: write ENV.KIND.NAME, KIND one of cluster, role, hba, database, slot, replica, pooler, filestore, backup"
+    "`{text}` is not a resource address: write ENV.KIND.NAME, KIND one of cluster, role, hba, database, slot, tunnel, replica, pooler, filestore, backup"
 )]
 pub struct AddressError {
     text: String,

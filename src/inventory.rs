@@ -7,6 +7,7 @@
 
 use crate::address::{Address, Kind};
 use crate::placement::{self, ClusterPlacement, PRIMARY, PoolerPlacement};
+use crate::spec::Connect;
 use crate::topology::{Environment, Replica, Topology};
 
 /// One resource of the topology.
@@ -46,6 +47,11 @@ pub enum Item<'a> {
         replica: &'a Replica,
     },
     Pooler(PoolerPlacement),
+    /// The SSH tunnel a replica with `connect: ssh_tunnel` reaches its
+    /// primary through, kept running on the replica's host.
+    Tunnel {
+        replica: &'a Replica,
+    },
     /// The Odoo filestore mirrored to a replica's host.
     Filestore {
         replica: &'a str,
@@ -65,6 +71,7 @@ impl Item<'_> {
             Item::Database { .. } => Kind::Database,
             Item::Slot { .. } => Kind::Slot,
             Item::Pooler(_) => Kind::Pooler,
+            Item::Tunnel { .. } => Kind::Tunnel,
             Item::Filestore { .. } => Kind::Filestore,
             Item::Backup => Kind::Backup,
         }
@@ -157,6 +164,11 @@ impl<'a> Inventory<'a> {
         for replica in &environment.replicas {
             let slot = at(Kind::Slot, &replica.name);
             self.push(environment, &replica.name, Item::Slot { name: &replica.slot, replica }, vec![cluster.clone()]);
+            let mut needs = vec![slot, replicator.clone(), hba.clone(), database.clone()];
+            if replica.connect == Connect::SshTunnel {
+                self.push(environment, &replica.name, Item::Tunnel { replica }, vec![cluster.clone()]);
+                needs.push(at(Kind::Tunnel, &replica.name));
+            }
             self.push(
                 environment,
                 &replica.name,
@@ -165,8 +177,9 @@ impl<'a> Inventory<'a> {
                     replica: Some(replica),
                     placement: placement::replica(environment, replica),
                 },
-                // The database must exist before the base backup copies it.
-                vec![slot, replicator.clone(), hba.clone(), database.clone()],
+                // The database must exist before the base backup copies it,
+                // and the tunnel must carry it.
+                needs,
             );
         }
         for pooler in placement::poolers(environment) {

@@ -32,6 +32,7 @@ pub mod spec;
 pub mod sql;
 pub mod state;
 pub mod suggest;
+pub mod supervise;
 pub mod topology;
 pub mod transport;
 

@@ -38,6 +38,9 @@ pub struct StateSettings {
 pub struct Host {
     pub name: String,
     pub transport: Transport,
+    /// Where tunnels' and mirrors' keys are authorized on this host
+    /// (`None`: the service user's `~/.ssh/authorized_keys`).
+    pub authorized_keys: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -154,6 +157,8 @@ pub struct Replica {
     pub data_dir: PathBuf,
     pub purpose: Purpose,
     pub connect: Connect,
+    /// With `connect: ssh_tunnel`, the port of the tunnel's local end.
+    pub tunnel_port: u16,
     /// How it runs on its host (the primary's runtime unless set).
     pub runtime: crate::spec::Runtime,
 }
@@ -176,7 +181,11 @@ pub struct Backups {
 pub struct Filestore {
     pub path: PathBuf,
     pub mirror_to: Vec<String>,
+    /// On each replica's host (the primary's `path` unless set).
+    pub mirror_path: PathBuf,
     pub every: Duration,
+    /// `rsync --delete`; off unless asked.
+    pub delete: bool,
 }
 
 /// Organisation quota: used and total per resource.

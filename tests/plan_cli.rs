@@ -88,6 +88,8 @@ fn plan_against_empty_hosts_creates_everything_and_exits_2() {
         "prod.database.prod",
         "prod.slot.r1",
         "prod.slot.r2",
+        "prod.tunnel.r1",
+        "prod.tunnel.r2",
         "prod.replica.r1",
         "prod.replica.r2",
         "prod.pooler.primary",
@@ -105,6 +107,7 @@ fn plan_against_empty_hosts_creates_everything_and_exits_2() {
     let position = |address: &str| addresses.iter().position(|candidate| *candidate == address).unwrap();
     assert_eq!(position("prod.cluster.primary"), 0);
     assert!(position("prod.slot.r1") < position("prod.replica.r1"));
+    assert!(position("prod.tunnel.r1") < position("prod.replica.r1"));
     assert!(position("prod.replica.r2") < position("prod.pooler.r2"));
     assert_eq!(plan["quota"], serde_json::Value::Null);
     assert_eq!(plan["unreachable"].as_array().unwrap().len(), 0);
@@ -115,7 +118,7 @@ fn plan_against_empty_hosts_creates_everything_and_exits_2() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(stdout.contains("+ prod.replica.r1 (create; disruption: none)"), "{stdout}");
-    assert!(stdout.contains("Plan: 12 to add, 0 to change, 0 to replace, 0 to destroy."), "{stdout}");
+    assert!(stdout.contains("Plan: 14 to add, 0 to change, 0 to replace, 0 to destroy."), "{stdout}");
 
     // Observation wrote nothing on any host.
     let after: Vec<_> = [&db1, &db2, &db3].iter().map(|server| listing(server.dir())).collect();

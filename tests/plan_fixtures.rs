@@ -106,7 +106,7 @@ fn converged(topology: &Topology) -> Observed {
     for environment in &topology.environments {
         let primary = &environment.primary;
         let block: Vec<String> =
-            desired::hba_lines(environment, &topology.hosts).iter().map(|line| line.to_string()).collect();
+            desired::hba_lines(environment, &topology.hosts, None).iter().map(|line| line.to_string()).collect();
         let directory = |standby: bool| DataDirFacts {
             hba_block: Some(block.clone()),
             exists: true,
@@ -120,12 +120,13 @@ fn converged(topology: &Topology) -> Observed {
             free_bytes: Some(50 << 30),
         };
         facts.get_mut(&primary.host).unwrap().data_dirs.insert(primary.data_dir.clone(), directory(false));
-        let hba: Vec<HbaRule> = desired::hba_lines(environment, &topology.hosts)
+        let hba: Vec<HbaRule> = desired::hba_lines(environment, &topology.hosts, None)
             .iter()
             .enumerate()
             .map(|(at, line)| hba_rule(line, at as i32 + 2))
             .collect();
         let probe = ClusterProbe {
+            session_source: None,
             in_recovery: false,
             system_identifier: PRIMARY_ID.into(),
             timeline: 1,
@@ -274,6 +275,8 @@ fn cases() -> Vec<(&'static str, Mutation)> {
                 poolers: BTreeMap::new(),
                 userlists: BTreeMap::new(),
                 passfiles: BTreeMap::new(),
+                tunnels: BTreeMap::new(),
+                filestores: BTreeMap::new(),
             };
             None
         }),

@@ -79,9 +79,23 @@ pub async fn write_hba(context: &Context<'_>, member: &str) -> Result<(), Action
     let cluster = context.member(member)?;
     let path = &cluster.layout.hba_file;
     let existing = context.read(&cluster.host, path).await?.unwrap_or_default();
-    let lines = desired::hba_lines(context.environment, &context.topology.hosts);
+    // Where the primary host's sshd connects from, as plan observed it.
+    let tunnel_source = tunnel_source(context, &cluster).await;
+    let lines = desired::hba_lines(context.environment, &context.topology.hosts, tunnel_source.as_deref());
     let text = desired::replace_hba_block(&String::from_utf8_lossy(&existing), &desired::hba_block(&lines));
     context.write(&cluster.host, path, text.as_bytes(), 0o600).await
+}
+
+/// Where a session through the member's host transport arrives from, when
+/// the environment has tunnels and the member answers: the source its
+/// tunnels' connections arrive from too (see `desired::replication_source`).
+async fn tunnel_source(context: &Context<'_>, cluster: &ClusterPlacement) -> Option<String> {
+    let tunnels = context.environment.replicas.iter().any(|replica| replica.connect == crate::spec::Connect::SshTunnel);
+    if !tunnels || !context.running(cluster).await.ok()? {
+        return None;
+    }
+    let client = context.superuser(cluster).await.ok()?;
+    client.query_one("SELECT host(inet_client_addr())", &[]).await.ok()?.get(0)
 }
 
 /// How many lines of the server log a failed start carries.

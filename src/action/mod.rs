@@ -4,6 +4,7 @@
 
 mod cluster;
 pub mod context;
+mod helper;
 mod pooler;
 mod replica;
 mod role;
@@ -132,6 +133,38 @@ pub enum Action {
         #[serde(default)]
         and_config: bool,
     },
+    /// The tunnel's key (generated on the replica's host), its pinned host
+    /// key, its authorization on the primary's host, and its program.
+    WriteTunnel {
+        replica: String,
+    },
+    /// Starts the tunnel's supervisor (restarts it with `restart`) and
+    /// waits until its local end answers.
+    StartTunnel {
+        replica: String,
+        #[serde(default)]
+        restart: bool,
+    },
+    /// Stops a tunnel or a mirror's schedule, removes its files on the
+    /// replica's host and its key's authorization on the primary's host.
+    RemoveHelper {
+        replica: String,
+    },
+    /// The mirror's key, pinned host key, authorization and job script.
+    WriteMirror {
+        replica: String,
+        /// `--rsync-path='sudo -n rsync'`: the source is root's.
+        #[serde(default)]
+        sudo_rsync: bool,
+    },
+    /// Runs the mirror job once, under its lock.
+    SeedMirror {
+        replica: String,
+    },
+    /// Installs the recurring mirror job.
+    ScheduleMirror {
+        replica: String,
+    },
 }
 
 impl Action {
@@ -166,6 +199,18 @@ impl Action {
             Action::ReloadPooler { .. } => "reload PgBouncer (RELOAD)".into(),
             Action::RestartPooler { .. } => "restart PgBouncer".into(),
             Action::StopPooler { .. } => "stop PgBouncer".into(),
+            Action::WriteTunnel { .. } => {
+                "write the tunnel's key, pinned host key, program and its authorization on the primary's host".into()
+            }
+            Action::StartTunnel { restart: false, .. } => "start the tunnel and wait for its local end".into(),
+            Action::StartTunnel { restart: true, .. } => "restart the tunnel and wait for its local end".into(),
+            Action::RemoveHelper { .. } => "stop and remove it, and its key's authorization".into(),
+            Action::WriteMirror { sudo_rsync, .. } => format!(
+                "write the mirror's key, pinned host key, job (rsync{}) and its authorization",
+                if *sudo_rsync { " with sudo on the primary's host" } else { "" }
+            ),
+            Action::SeedMirror { .. } => "copy the filestore once (the seed, under the job's lock)".into(),
+            Action::ScheduleMirror { .. } => "install the recurring mirror job".into(),
         }
     }
 
@@ -178,6 +223,8 @@ impl Action {
                 Disruption::Restart
             }
             Action::RemoveDataDir { .. } | Action::DropSlot { .. } => Disruption::Destructive,
+            // A restarted or removed tunnel cuts its replica's stream.
+            Action::StartTunnel { restart: true, .. } | Action::RemoveHelper { .. } => Disruption::Restart,
             Action::InitCluster { .. }
             | Action::Configure { .. }
             | Action::WriteHba { .. }
@@ -190,7 +237,12 @@ impl Action {
             | Action::WriteStandbyConfig { .. }
             | Action::WaitStreaming { .. }
             | Action::WritePoolerConfig { .. }
-            | Action::StartPooler { .. } => Disruption::None,
+            | Action::StartPooler { .. }
+            | Action::WriteTunnel { .. }
+            | Action::StartTunnel { restart: false, .. }
+            | Action::WriteMirror { .. }
+            | Action::SeedMirror { .. }
+            | Action::ScheduleMirror { .. } => Disruption::None,
         }
     }
 
@@ -219,6 +271,12 @@ impl Action {
             Action::ReloadPooler { .. } => "reload_pooler",
             Action::RestartPooler { .. } => "restart_pooler",
             Action::StopPooler { .. } => "stop_pooler",
+            Action::WriteTunnel { .. } => "write_tunnel",
+            Action::StartTunnel { .. } => "start_tunnel",
+            Action::RemoveHelper { .. } => "remove_helper",
+            Action::WriteMirror { .. } => "write_mirror",
+            Action::SeedMirror { .. } => "seed_mirror",
+            Action::ScheduleMirror { .. } => "schedule_mirror",
         }
     }
 }
@@ -249,6 +307,12 @@ impl Action {
             Action::ReloadPooler { pooler } => pooler::reload(context, pooler).await,
             Action::RestartPooler { pooler } => pooler::restart(context, pooler).await,
             Action::StopPooler { pooler, and_config } => pooler::stop(context, pooler, *and_config).await,
+            Action::WriteTunnel { replica } => helper::write_tunnel(context, replica).await,
+            Action::StartTunnel { replica, restart } => helper::start_tunnel(context, replica, *restart).await,
+            Action::RemoveHelper { replica } => helper::remove_helper(context, replica).await,
+            Action::WriteMirror { replica, sudo_rsync } => helper::write_mirror(context, replica, *sudo_rsync).await,
+            Action::SeedMirror { replica } => helper::seed_mirror(context, replica).await,
+            Action::ScheduleMirror { replica } => helper::schedule_mirror(context, replica).await,
         }
     }
 }

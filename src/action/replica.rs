@@ -13,17 +13,20 @@ use crate::topology::Replica;
 /// How long a new replica may take to reach `streaming`.
 pub const STREAMING_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The replica `member` of the configuration (plan has refused a tunnel
-/// between machines, which apply cannot build yet).
+/// The replica `member` of the configuration.
 fn replica<'a>(context: &'a Context<'_>, member: &str) -> Result<&'a Replica, ActionError> {
     context.replica(member)
 }
 
 /// Writes the replica's passfile (0600): the replication password for the
 /// primary, and nothing else.
-async fn write_passfile(context: &Context<'_>, cluster: &ClusterPlacement) -> Result<(), ActionError> {
+async fn write_passfile(
+    context: &Context<'_>,
+    replica: &Replica,
+    cluster: &ClusterPlacement,
+) -> Result<(), ActionError> {
     let password = context.role_password(&context.environment.replication.user).await?;
-    let line = desired::passfile(context.environment, &password);
+    let line = desired::passfile(context.environment, replica, &password);
     context.ensure_dir(&cluster.host, &cluster.layout.home).await?;
     context.write(&cluster.host, &cluster.layout.passfile(), line.as_bytes(), 0o600).await
 }
@@ -37,16 +40,11 @@ async fn write_passfile(context: &Context<'_>, cluster: &ClusterPlacement) -> Re
 /// killed half-way leaves no half-copied data directory. The password
 /// reaches pg_basebackup through the passfile, never a command line.
 pub async fn base_backup(context: &Context<'_>, member: &str, slot: &str) -> Result<(), ActionError> {
-    replica(context, member)?;
+    let replica = replica(context, member)?;
     let cluster = context.member(member)?;
-    write_passfile(context, &cluster).await?;
-    let primary = &context.environment.primary;
-    let source = BackupSource {
-        address: &primary.address,
-        port: primary.port,
-        user: &context.environment.replication.user,
-        slot,
-    };
+    write_passfile(context, replica, &cluster).await?;
+    let (address, port) = desired::upstream(context.environment, replica);
+    let source = BackupSource { address: &address, port, user: &context.environment.replication.user, slot };
     let script = cluster.runtime().base_backup(&cluster.layout, cluster.port, source);
     context.run(&cluster.host, "pg_basebackup", &script, LONG_STEP).await?;
     Ok(())
@@ -63,7 +61,7 @@ pub async fn base_backup(context: &Context<'_>, member: &str, slot: &str) -> Res
 pub async fn write_standby_config(context: &Context<'_>, member: &str) -> Result<(), ActionError> {
     let replica = replica(context, member)?;
     let cluster = context.member(member)?;
-    write_passfile(context, &cluster).await?;
+    write_passfile(context, replica, &cluster).await?;
     let primary = context.primary();
     if let Some(superuser) = context.read(&primary.host, &primary.layout.superuser_password_file()).await? {
         context.write(&cluster.host, &cluster.layout.superuser_password_file(), &superuser, 0o600).await?;

@@ -69,12 +69,20 @@ pub fn ownership(topology: &Topology, address: &Address) -> Option<Owned> {
         Item::Pooler(placement) => {
             owned(placement.host, Some(placement.layout.ini), Some((placement.address, placement.port)))
         }
-        Item::Role { .. }
-        | Item::Hba
-        | Item::Database { .. }
-        | Item::Slot { .. }
-        | Item::Filestore { .. }
-        | Item::Backup => owned(environment.primary.host.clone(), None, None),
+        Item::Tunnel { replica } => owned(
+            replica.host.clone(),
+            Some(crate::desired::tunnel::helper_dir(environment, replica, "tunnel")),
+            Some(crate::desired::tunnel::local_end(replica)),
+        ),
+        Item::Filestore { replica } => match environment.replicas.iter().find(|found| found.name == replica) {
+            Some(replica) => {
+                owned(replica.host.clone(), Some(crate::desired::filestore::dir(environment, replica)), None)
+            }
+            None => owned(environment.primary.host.clone(), None, None),
+        },
+        Item::Role { .. } | Item::Hba | Item::Database { .. } | Item::Slot { .. } | Item::Backup => {
+            owned(environment.primary.host.clone(), None, None)
+        }
     })
 }
 

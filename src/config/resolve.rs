@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::path::{Anchor, YamlPath};
 use crate::spec::tuning::{self, Tier};
-use crate::spec::{self, PoolMode, PoolSize, Size, Spec, StateBackend, Storage, Tuning};
+use crate::spec::{self, Connect, PoolMode, PoolSize, Size, Spec, StateBackend, Storage, Tuning};
 use crate::suggest::did_you_mean;
 use crate::topology::{
     Backups, Cluster, Database, Environment, Filestore, HealthThresholds, Host, Pooler, QuotaResource, QuotaRow,
@@ -380,7 +380,8 @@ impl Resolver {
                     })
                 }
             };
-            hosts.insert(name.clone(), Host { name: name.clone(), transport });
+            let authorized_keys = host.ssh.as_ref().and_then(|ssh| ssh.authorized_keys.clone());
+            hosts.insert(name.clone(), Host { name: name.clone(), transport, authorized_keys });
         }
         hosts
     }
@@ -742,16 +743,23 @@ impl Resolver {
                 }
                 (None, runtime) => runtime,
             };
+            let port = self.port(replica.port, DEFAULT_PORT, "port", &replica_path.key("port"));
             replicas.push(Replica {
                 runtime,
                 name: replica.name.clone(),
                 slot: slot_name(&replica.name),
                 host: replica.host.clone(),
                 address,
-                port: self.port(replica.port, DEFAULT_PORT, "port", &replica_path.key("port")),
+                port,
                 data_dir,
                 purpose: replica.purpose,
                 connect: replica.connect,
+                tunnel_port: self.port(
+                    replica.tunnel_port,
+                    if port > 55535 { port - 10000 } else { port + 10000 },
+                    "tunnel_port",
+                    &replica_path.key("tunnel_port"),
+                ),
             });
         }
         replicas
@@ -889,7 +897,9 @@ impl Resolver {
         Some(Filestore {
             path: filestore.path.clone(),
             mirror_to: filestore.mirror_to.clone(),
+            mirror_path: filestore.mirror_path.clone().unwrap_or_else(|| filestore.path.clone()),
             every: filestore.every.unwrap_or(spec::Duration::from_seconds(300)),
+            delete: filestore.delete,
         })
     }
 
@@ -910,7 +920,8 @@ impl Resolver {
         }
     }
 
-    /// (host, address, port) unique across every PostgreSQL and PgBouncer,
+    /// (host, address, port) unique across every PostgreSQL, PgBouncer and
+    /// tunnel's local end,
     /// and data directories unique (and not nested) per host.
     fn endpoints_and_data_dirs(&mut self, environments: &[Environment], hosts: &BTreeMap<String, Host>) {
         let machine = |host: &str| hosts.get(host).map(|host| host.machine().to_owned());
@@ -964,6 +975,17 @@ impl Resolver {
                     owner: format!("{id}.replica.{}", replica.name),
                     path: replica_path.key("data_dir"),
                 });
+                if replica.connect == Connect::SshTunnel {
+                    let (address, port) = crate::desired::tunnel::local_end(replica);
+                    endpoints.push(Endpoint {
+                        machine: replica_machine.clone(),
+                        host: replica.host.clone(),
+                        address,
+                        port,
+                        owner: format!("{id}.tunnel.{}", replica.name),
+                        path: replica_path.key("tunnel_port"),
+                    });
+                }
                 if let Some(pooler) = &environment.pooler {
                     endpoints.push(Endpoint {
                         machine: replica_machine,
@@ -1222,6 +1244,22 @@ mod tests {
 
     fn resolve(yaml: &str) -> Topology {
         load::parse("test.yaml", yaml.to_owned()).unwrap().resolve().unwrap()
+    }
+
+    /// A tunnel's local end takes its port on the replica's host: another
+    /// server there may not take it too, and it defaults apart from the
+    /// replica's own port.
+    #[test]
+    fn a_tunnel_end_is_a_port_on_its_host() {
+        let yaml = |tunnel_port: &str| {
+            format!(
+                "version: 1\nhosts:\n  a: {{ address: 10.0.0.1 }}\n  b: {{ address: 10.0.0.2 }}\nenvironments:\n  - id: e\n    primary: {{ host: a, data_dir: /p }}\n    replicas:\n      - {{ name: r1, host: b, data_dir: /r1, connect: ssh_tunnel{tunnel_port} }}\n      - {{ name: r2, host: b, port: 6000, data_dir: /r2, connect: ssh_tunnel, tunnel_port: 7000 }}\n"
+            )
+        };
+        let topology = resolve(&yaml(""));
+        assert_eq!(topology.environments[0].replicas[0].tunnel_port, 15432);
+        let errors = load::parse("test.yaml", yaml(", tunnel_port: 6000")).unwrap().resolve().unwrap_err();
+        assert!(format!("{errors:?}").contains("EndpointCollision"), "{errors:?}");
     }
 
     #[test]

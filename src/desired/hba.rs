@@ -15,19 +15,30 @@ pub fn is_loopback(address: &str) -> bool {
 }
 
 /// The address a replica's connection arrives from, as the primary sees it.
-/// On one machine, or through a tunnel that ends on the primary's host, the
-/// kernel picks the source: 127.0.0.1 for a loopback primary, else the
-/// primary's own address. Across machines it is the replica's address. A
-/// primary on loopback is reached only from its own machine (plan refuses
-/// anything else), whatever the hosts' addresses say.
-pub fn replication_source(environment: &Environment, replica: &Replica, hosts: &BTreeMap<String, Host>) -> String {
+/// Through a tunnel, the primary host's sshd makes the connection: it
+/// arrives from where pgfleet's own session through that sshd was observed
+/// to arrive (`tunnel_source`, from `inet_client_addr()`), and before
+/// anything could be observed from where the kernel picks for a connection
+/// made on that host. On one machine the kernel picks the source: 127.0.0.1
+/// for a loopback primary, else the primary's own address. Across machines
+/// it is the replica's address. A primary on loopback is reached directly
+/// only from its own machine (plan refuses anything else), whatever the
+/// hosts' addresses say.
+pub fn replication_source(
+    environment: &Environment,
+    replica: &Replica,
+    hosts: &BTreeMap<String, Host>,
+    tunnel_source: Option<&str>,
+) -> String {
     let primary = &environment.primary;
     let machine = |name: &str| hosts.get(name).map(Host::machine);
     let same_machine = machine(&primary.host) == machine(&replica.host);
-    if same_machine || replica.connect == Connect::SshTunnel || is_loopback(&primary.address) {
-        local_source(&primary.address)
-    } else {
-        replica.address.clone()
+    match tunnel_source {
+        Some(source) if replica.connect == Connect::SshTunnel => source.to_owned(),
+        _ if same_machine || replica.connect == Connect::SshTunnel || is_loopback(&primary.address) => {
+            local_source(&primary.address)
+        }
+        _ => replica.address.clone(),
     }
 }
 
@@ -65,7 +76,11 @@ fn local_source(address: &str) -> String {
 /// copied by the base backup, on every replica): SCRAM logins from where
 /// each cluster's own host connects to it (pgfleet, the poolers), and
 /// replication from each replica's source address only.
-pub fn hba_lines(environment: &Environment, hosts: &BTreeMap<String, Host>) -> Vec<HbaLine> {
+pub fn hba_lines(
+    environment: &Environment,
+    hosts: &BTreeMap<String, Host>,
+    tunnel_source: Option<&str>,
+) -> Vec<HbaLine> {
     let line = |database: &str, user: &str, source: &str| HbaLine {
         kind: "host".into(),
         database: database.into(),
@@ -79,8 +94,11 @@ pub fn hba_lines(environment: &Environment, hosts: &BTreeMap<String, Host>) -> V
         .collect();
     local.sort();
     local.dedup();
-    let mut replication: Vec<String> =
-        environment.replicas.iter().map(|replica| replication_source(environment, replica, hosts)).collect();
+    let mut replication: Vec<String> = environment
+        .replicas
+        .iter()
+        .map(|replica| replication_source(environment, replica, hosts, tunnel_source))
+        .collect();
     replication.sort();
     replication.dedup();
     local

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::placement;
-use crate::spec::Purpose;
+use crate::spec::{Connect, Purpose};
 use crate::topology::{Environment, Replica};
 
 /// Settings pgfleet manages on the primary, as postgresql.conf text: the
@@ -54,12 +54,22 @@ pub fn replica_settings(environment: &Environment, replica: &Replica) -> BTreeMa
     settings
 }
 
+/// Where a replica connects to reach its primary: the primary's address,
+/// or with `connect: ssh_tunnel` the tunnel's local end on its own host.
+pub fn upstream(environment: &Environment, replica: &Replica) -> (String, u16) {
+    match replica.connect {
+        Connect::Direct => (environment.primary.address.clone(), environment.primary.port),
+        Connect::SshTunnel => super::tunnel::local_end(replica),
+    }
+}
+
 /// libpq connection string of a standby: a passfile, never a password.
 pub fn primary_conninfo(environment: &Environment, replica: &Replica) -> String {
+    let (host, port) = upstream(environment, replica);
     format!(
         "host={} port={} user={} passfile={} application_name={} sslmode=prefer",
-        conninfo_value(&environment.primary.address),
-        environment.primary.port,
+        conninfo_value(&host),
+        port,
         conninfo_value(&environment.replication.user),
         conninfo_value(&placement::replica(environment, replica).layout.passfile().display().to_string()),
         conninfo_value(&replica.name)

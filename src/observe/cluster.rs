@@ -53,7 +53,8 @@ select json_build_object(
         'receive_lsn', pg_last_wal_receive_lsn()::text, 'replay_lsn', pg_last_wal_replay_lsn()::text,
         'replay_age_seconds', extract(epoch from now() - pg_last_xact_replay_timestamp())::float8,
         'replay_paused', pg_is_wal_replay_paused()) end,
-  'connections', (select count(*) from pg_stat_activity where backend_type = 'client backend')
+  'connections', (select count(*) from pg_stat_activity where backend_type = 'client backend'),
+  'session_source', host(inet_client_addr())
 )::text
 "#;
 
@@ -94,6 +95,12 @@ pub struct ClusterProbe {
     /// Client connections now.
     #[serde(default)]
     pub connections: i64,
+    /// Where pgfleet's own session arrived from (`inet_client_addr()`):
+    /// over SSH, the address the host's sshd connects from — where an SSH
+    /// tunnel's connections through that sshd arrive from too. `None` over
+    /// a Unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

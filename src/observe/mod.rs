@@ -5,6 +5,7 @@
 //! and says what it could not see.
 
 pub mod cluster;
+pub mod helpers;
 pub mod host;
 pub mod pooler;
 
@@ -47,6 +48,12 @@ pub struct Observed {
     /// replication password (absent when that could not be told).
     #[serde(default)]
     pub passfiles: BTreeMap<String, bool>,
+    /// Replicas' SSH tunnels, by address (`prod.tunnel.r1`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tunnels: BTreeMap<String, helpers::TunnelObservation>,
+    /// Filestore mirrors, by address (`prod.filestore.r1`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filestores: BTreeMap<String, helpers::FilestoreObservation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +164,7 @@ fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
             | Item::Hba
             | Item::Database { .. }
             | Item::Slot { .. }
+            | Item::Tunnel { .. }
             | Item::Filestore { .. }
             | Item::Backup => {}
         }
@@ -246,18 +254,26 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
     let mut userlists = Vec::new();
     let mut passfiles = Vec::new();
     let mut replication_passwords: BTreeMap<String, crate::secrets::Secret> = BTreeMap::new();
+    let helper_work = Arc::new(helpers::Work::of(topology));
+    let shared_topology = Arc::new(topology.clone());
     let mut tasks = JoinSet::new();
     for (host_name, expected) in expected_by_host(topology) {
         let Some(host) = topology.hosts.get(&host_name).cloned() else { continue };
         let (limit, settings, options) = (limit.clone(), settings.clone(), options.clone());
+        let (helper_work, shared_topology) = (helper_work.clone(), shared_topology.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            observe_host(&host, &expected, &settings, &options).await
+            let helpers = HelperWork { work: &helper_work, topology: &shared_topology };
+            observe_host(&host, &expected, &settings, &options, helpers).await
         });
     }
     let mut observed = Observed::default();
+    let mut helper_parts = BTreeMap::new();
     while let Some(result) = tasks.join_next().await {
         let Ok(report) = result else { continue };
+        if let Some(part) = report.helpers {
+            helper_parts.insert(report.host.clone(), part);
+        }
         observed.hosts.insert(report.host, report.observation);
         observed.clusters.extend(report.clusters);
         observed.poolers.extend(report.poolers);
@@ -266,6 +282,9 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
         passfiles.extend(report.passfiles);
         replication_passwords.extend(report.replication_passwords);
     }
+    let found = helper_work.combine(&helper_parts);
+    observed.tunnels = found.tunnels;
+    observed.filestores = found.filestores;
     // A pooler's userlist is current when it holds, byte for byte, the
     // verifiers its environment's primary has now.
     for (pooler, environment, userlist) in userlists {
@@ -287,8 +306,10 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
                 SecretRef::Generate(_) => replication_passwords.get(&environment.id).cloned(),
                 other => crate::secrets::read(other, &environment.replication.user).ok().flatten(),
             };
+            let name = replica.rsplit('.').next().unwrap_or_default();
+            let Some(member) = environment.replicas.iter().find(|candidate| candidate.name == name) else { continue };
             if let Some(password) = password {
-                let current = passfile.as_deref() == Some(desired::passfile(environment, &password).as_str());
+                let current = passfile.as_deref() == Some(desired::passfile(environment, member, &password).as_str());
                 observed.passfiles.insert(replica, current);
             }
         }
@@ -313,9 +334,23 @@ struct HostReport {
     /// Environment id → the generated replication password kept on its
     /// primary's host.
     replication_passwords: Vec<(String, crate::secrets::Secret)>,
+    /// The host's part of the tunnels' and mirrors' observation.
+    helpers: Option<helpers::HostPart>,
 }
 
-async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], options: &Options) -> HostReport {
+/// The tunnels' and mirrors' observation, shared by the hosts' tasks.
+struct HelperWork<'a> {
+    work: &'a helpers::Work,
+    topology: &'a Topology,
+}
+
+async fn observe_host(
+    host: &Host,
+    expected: &HostWork,
+    settings: &[String],
+    options: &Options,
+    helpers: HelperWork<'_>,
+) -> HostReport {
     let mut report = HostReport {
         host: host.name.clone(),
         observation: HostObservation::Unreachable { reason: String::new(), help: None },
@@ -325,6 +360,7 @@ async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], opt
         userlists: Vec::new(),
         passfiles: Vec::new(),
         replication_passwords: Vec::new(),
+        helpers: None,
     };
     let unreachable = |mut report: HostReport, error: &crate::transport::TransportError| {
         let help = miette::Diagnostic::help(error).map(|help| help.to_string());
@@ -375,6 +411,7 @@ async fn observe_host(host: &Host, expected: &HostWork, settings: &[String], opt
             report.poolers.push((pooler.address.to_string(), observation));
         }
     }
+    report.helpers = helpers.work.observe_host(helpers.topology, &host.name, remote.as_ref()).await;
     report.observation = HostObservation::Reachable { facts };
     report
 }
@@ -532,6 +569,12 @@ impl Observed {
             if let PoolerObservation::Running { admin } = pooler {
                 admin.pools.clear();
             }
+        }
+        for tunnel in view.tunnels.values_mut() {
+            tunnel.answering = false;
+        }
+        for mirror in view.filestores.values_mut() {
+            (mirror.last_run, mirror.last_success, mirror.now, mirror.behind) = (None, None, None, None);
         }
         view
     }

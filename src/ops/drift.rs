@@ -157,20 +157,59 @@ pub fn classify(
                         items.push(item(Class::PendingRestart, &address, format!("{name} waits for a restart")));
                     }
                 }
-                if address.kind == Kind::Replica
+                // A replica follows its upstream: the primary's address,
+                // or its tunnel's local end.
+                let upstream = environment
+                    .replicas
+                    .iter()
+                    .find(|replica| address.kind == Kind::Replica && replica.name == address.name)
+                    .map(|replica| crate::desired::upstream(environment, replica));
+                if let Some((upstream_host, upstream_port)) = upstream
                     && let Some(receiver) = &probe.receiver
                     && let (Some(host), Some(port)) = (&receiver.sender_host, receiver.sender_port)
-                    && (host != &environment.primary.address || port != i32::from(environment.primary.port))
+                    && (host != &upstream_host || port != i32::from(upstream_port))
                 {
                     items.push(item(
                         Class::Topology,
                         &address,
-                        format!(
-                            "follows {host}:{port}, not the primary {}:{}",
-                            environment.primary.address, environment.primary.port
-                        ),
+                        format!("follows {host}:{port}, not the primary (through {upstream_host}:{upstream_port})"),
                     ));
                 }
+            }
+        }
+    }
+
+    for environment in &topology.environments {
+        for tunnel in super::status::tunnels(environment, observed) {
+            if tunnel.status != "up" && tunnel.status != "absent" && tunnel.status != "unknown" {
+                let Ok(address) = tunnel.address.parse::<Address>() else { continue };
+                items.push(item(
+                    Class::Health,
+                    &address,
+                    format!("the tunnel is {} (local end {})", tunnel.status, tunnel.local_end),
+                ));
+            }
+        }
+        let every = environment.filestore.as_ref().map(|mirror| mirror.every.seconds()).unwrap_or(0);
+        for mirror in super::status::filestores(environment, observed) {
+            let Ok(address) = mirror.address.parse::<Address>() else { continue };
+            // A mirror not yet built is the plan's (topology) to report.
+            if observed.filestores.get(&mirror.address).is_none_or(|found| found.job.is_none()) {
+                continue;
+            }
+            if mirror.stale {
+                let age = mirror
+                    .last_success_age_seconds
+                    .map_or_else(|| "never synced".into(), |age| format!("last synced {age} s ago"));
+                let mut rc = mirror.last_rc.map(|rc| format!(", last run exited {rc}")).unwrap_or_default();
+                if let Some(behind) = mirror.files_behind {
+                    let _ = write!(rc, ", {behind} file(s) behind");
+                }
+                items.push(item(
+                    Class::Health,
+                    &address,
+                    format!("the filestore mirror is stale: {age} (interval {every} s){rc}"),
+                ));
             }
         }
     }

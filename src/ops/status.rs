@@ -43,6 +43,43 @@ pub struct EnvironmentStatus {
     pub replicas: Vec<ReplicaHealth>,
     pub poolers: Vec<PoolerStatus>,
     pub slots: Vec<SlotStatus>,
+    /// Replicas' SSH tunnels (`connect: ssh_tunnel`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tunnels: Vec<TunnelStatus>,
+    /// Filestore mirrors, one per replica host.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filestores: Vec<FilestoreStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TunnelStatus {
+    /// `prod.tunnel.r1`.
+    pub address: String,
+    /// The local end on the replica's host, `ADDRESS:PORT`.
+    pub local_end: String,
+    /// `up` (its local end answers), `down` (its supervisor runs, the
+    /// end does not answer), `stopped`, `absent` or `unknown` (host
+    /// unreachable).
+    pub status: String,
+    /// Where the replica's stream arrives from on the primary
+    /// (pg_stat_replication.client_addr): the primary host's sshd.
+    pub arrives_from: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FilestoreStatus {
+    /// `prod.filestore.r1`.
+    pub address: String,
+    /// Seconds since the last successful sync.
+    pub last_success_age_seconds: Option<u64>,
+    /// Exit status of the last run.
+    pub last_rc: Option<i32>,
+    /// Files that differ from the primary's (rsync dry run).
+    pub files_behind: Option<u64>,
+    /// The recurring job is installed.
+    pub scheduled: bool,
+    /// Older than twice its interval, or the last run failed.
+    pub stale: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -179,10 +216,73 @@ pub fn report(topology: &Topology, observed: &Observed, checked_at: &str) -> Rep
                 replicas: replicas.iter().filter(|replica| replica.environment_id == environment.id).cloned().collect(),
                 poolers,
                 slots,
+                tunnels: tunnels(environment, observed),
+                filestores: filestores(environment, observed),
             }
         })
         .collect();
     Report { format_version: 1, checked_at: checked_at.to_owned(), environments }
+}
+
+pub fn tunnels(environment: &crate::topology::Environment, observed: &Observed) -> Vec<TunnelStatus> {
+    environment
+        .replicas
+        .iter()
+        .filter(|replica| replica.connect == crate::spec::Connect::SshTunnel)
+        .map(|replica| {
+            let address = format!("{}.tunnel.{}", environment.id, replica.name);
+            let (local_address, local_port) = crate::desired::tunnel::local_end(replica);
+            let status = match observed.tunnels.get(&address) {
+                None => "unknown",
+                Some(found) if found.program.is_none() => "absent",
+                Some(found) if !found.running => "stopped",
+                Some(found) if !found.answering => "down",
+                Some(_) => "up",
+            };
+            let arrives_from = match observed.cluster(&format!("{}.cluster.primary", environment.id)) {
+                Some(ClusterObservation::Running { probe }) => probe
+                    .senders
+                    .iter()
+                    .find(|sender| sender.application_name == replica.name)
+                    .and_then(|sender| sender.client_address.clone()),
+                _ => None,
+            };
+            TunnelStatus {
+                address,
+                local_end: format!("{local_address}:{local_port}"),
+                status: status.into(),
+                arrives_from,
+            }
+        })
+        .collect()
+}
+
+pub fn filestores(environment: &crate::topology::Environment, observed: &Observed) -> Vec<FilestoreStatus> {
+    let Some(mirror) = &environment.filestore else { return Vec::new() };
+    mirror
+        .mirror_to
+        .iter()
+        .map(|name| {
+            let address = format!("{}.filestore.{name}", environment.id);
+            let found = observed.filestores.get(&address);
+            let age = found.and_then(|found| found.age_seconds());
+            let last_rc = found.and_then(|found| found.last_run.map(|(_, rc)| rc));
+            FilestoreStatus {
+                last_success_age_seconds: age,
+                last_rc,
+                files_behind: found.and_then(|found| found.behind),
+                scheduled: found.is_some_and(|found| found.scheduled),
+                stale: mirror_stale(mirror.every.seconds(), age, last_rc),
+                address,
+            }
+        })
+        .collect()
+}
+
+/// A mirror is stale when its last success is older than twice its
+/// interval (or there was none), or its last run failed.
+pub fn mirror_stale(every_seconds: u64, age_seconds: Option<u64>, last_rc: Option<i32>) -> bool {
+    age_seconds.is_none_or(|age| age > 2 * every_seconds) || last_rc.is_some_and(|rc| rc != 0)
 }
 
 impl Report {
@@ -194,6 +294,8 @@ impl Report {
                 && environment.primary.read_write == Some(true)
                 && environment.replicas.iter().all(|replica| replica.status == Status::Online)
                 && environment.poolers.iter().all(|pooler| pooler.up && pooler.error_message.is_none())
+                && environment.tunnels.iter().all(|tunnel| tunnel.status == "up")
+                && environment.filestores.iter().all(|mirror| !mirror.stale)
         })
     }
 }
@@ -276,6 +378,22 @@ pub fn text(report: &Report) -> String {
                 if slot.active { "active" } else { "inactive" },
                 size(slot.retained_bytes.map(|bytes| bytes.max(0) as u64)),
                 slot.wal_status.as_ref().map(|status| format!("  wal_status {status}")).unwrap_or_default()
+            );
+        }
+        for tunnel in &environment.tunnels {
+            let _ =
+                writeln!(out, "  tunnel   {:<22} {:<9} local end {}", tunnel.address, tunnel.status, tunnel.local_end);
+        }
+        for mirror in &environment.filestores {
+            let age = mirror.last_success_age_seconds.map_or_else(|| "never".into(), |age| format!("{age}s ago"));
+            let _ = writeln!(
+                out,
+                "  mirror   {:<22} {:<9} last sync {age}, rc {}, {} file(s) behind{}",
+                mirror.address,
+                if mirror.stale { "STALE" } else { "ok" },
+                mirror.last_rc.map_or_else(|| "-".into(), |rc| rc.to_string()),
+                mirror.files_behind.map_or_else(|| "?".into(), |count| count.to_string()),
+                if mirror.scheduled { "" } else { "  (no recurring job)" }
             );
         }
         out.push('\n');

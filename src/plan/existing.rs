@@ -41,8 +41,14 @@ pub fn existing(observed: &Observed, environment: &Environment) -> Vec<Address> 
                 .host_facts(&placement.host)
                 .and_then(|facts| facts.pooler(&placement.layout.ini))
                 .is_some_and(|pooler| pooler.ini.is_some() || pooler.running),
-            // Nothing builds these yet, so nothing of them can exist.
-            Item::Filestore { .. } | Item::Backup => false,
+            Item::Tunnel { .. } => {
+                observed.tunnels.get(&resource.address.to_string()).is_some_and(|found| found.program.is_some())
+            }
+            Item::Filestore { .. } => {
+                observed.filestores.get(&resource.address.to_string()).is_some_and(|found| found.job.is_some())
+            }
+            // Nothing builds backups yet, so nothing of them can exist.
+            Item::Backup => false,
         })
         .map(|resource| resource.address)
         .collect()

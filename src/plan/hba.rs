@@ -38,7 +38,11 @@ fn observed_lines(rules: &[HbaRule], wanted: &[HbaLine]) -> Vec<HbaLine> {
 
 pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presence: Presence<'_>) {
     let address = Address::new(&environment.id, Kind::Hba, "replication");
-    let wanted = desired::hba_lines(environment, &planner.topology.hosts);
+    let tunnel_source = match presence {
+        Presence::Running(probe) if !probe.in_recovery => probe.session_source.as_deref(),
+        _ => None,
+    };
+    let wanted = desired::hba_lines(environment, &planner.topology.hosts, tunnel_source);
     let wanted_text: Vec<String> = wanted.iter().map(ToString::to_string).collect();
     let text = |lines: &[String]| lines.iter().map(|line| format!("{line}\n")).collect::<String>();
     match presence {

@@ -15,6 +15,7 @@ mod replica;
 mod role;
 pub mod settings;
 mod slot;
+mod tunnel;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -157,10 +158,6 @@ pub enum Refusal {
     #[error("{path}: pgfleet accepts this key but does not build {what} yet, so it would do nothing")]
     Unimplemented { path: String, what: &'static str },
     #[error(
-        "replica `{replica}`: `connect: ssh_tunnel` between two machines (hosts `{primary_host}` and `{replica_host}`) is not built yet"
-    )]
-    TunnelAcrossMachines { replica: String, primary_host: String, replica_host: String },
-    #[error(
         "replica `{replica}` on host `{replica_host}` cannot connect directly to the primary: it listens on {address} (loopback) on host `{primary_host}`, another machine"
     )]
     LoopbackPrimary { replica: String, replica_host: String, primary_host: String, address: String },
@@ -169,6 +166,10 @@ pub enum Refusal {
         if *primary_writable { "; the primary is writable too: two writable primaries" } else { "; the declared primary is not running as one" }
     )]
     PromotedOutsidePgfleet { replica: String, host: String, seen: String, primary_writable: bool },
+    #[error("{address} goes through the sshd of host `{host}`, which pgfleet does not reach over SSH")]
+    NeedsSsh { address: String, host: String },
+    #[error("{address} runs rsync on host `{host}`, which has none")]
+    MissingRsync { address: String, host: String },
     #[error("`--replace {address}`: only a replica of the configuration can be rebuilt")]
     NotReplaceable { address: String },
     #[error(
@@ -216,8 +217,9 @@ impl Refusal {
             Refusal::Unimplemented { .. } => {
                 "remove the key for now: a key that does nothing would only look like it works"
             }
-            Refusal::TunnelAcrossMachines { .. } => {
-                "give the primary an address the replica's host can reach and use `connect: direct`"
+            Refusal::MissingRsync { .. } => "install rsync on the host (apt-get install rsync)",
+            Refusal::NeedsSsh { .. } => {
+                "give the primary's host an `address` and `ssh:` settings, or use `connect: direct` (and no filestore mirror)"
             }
             Refusal::NotReplaceable { .. } => "name a replica: ENV.replica.NAME (see `pgfleet graph`)",
             Refusal::PromotedOutsidePgfleet { .. } => {
@@ -362,6 +364,17 @@ impl Planner<'_> {
         self.warnings.push(Warning { address, message: message.into() });
     }
 
+    /// Resources of `kind` pgfleet created in `environment` (recorded in
+    /// state) that the configuration no longer `wanted`, by name.
+    pub fn departed(&self, environment: &Environment, kind: Kind, wanted: impl Fn(&str) -> bool) -> Vec<Address> {
+        self.state
+            .owned
+            .keys()
+            .filter(|address| address.environment == environment.id && address.kind == kind && !wanted(&address.name))
+            .cloned()
+            .collect()
+    }
+
     pub fn refuse(&mut self, refusal: Refusal) {
         if !self.refusals.contains(&refusal) {
             self.refusals.push(refusal);
@@ -411,9 +424,11 @@ impl Planner<'_> {
                 Kind::Slot => slot::plan(self, environment, primary),
                 Kind::Replica => replica::plan(self, environment, primary),
                 Kind::Pooler => pooler::plan(self, environment),
-                // Filestore mirrors and backups are in the inventory and the
-                // graph; nothing plans them until they can be built.
-                Kind::Filestore | Kind::Backup => {}
+                Kind::Tunnel => tunnel::plan(self, environment),
+                Kind::Filestore => tunnel::plan_filestore(self, environment),
+                // Backups are in the inventory and the graph; nothing plans
+                // them until they can be built.
+                Kind::Backup => {}
             }
         }
         if environment.odoo_version.is_some()
@@ -459,12 +474,6 @@ fn static_refusals(topology: &Topology, environment: &Environment) -> Vec<Refusa
     // Keys the YAML accepts whose resources nothing builds yet.
     if environment.backups.is_some() {
         refusals.push(Refusal::Unimplemented { path: format!("environments[{index}].backups"), what: "backups" });
-    }
-    if environment.filestore.is_some() {
-        refusals.push(Refusal::Unimplemented {
-            path: format!("environments[{index}].filestore"),
-            what: "the filestore mirror",
-        });
     }
     refusals
 }
@@ -678,21 +687,21 @@ mod tests {
         observed
     }
 
-    /// Two hosts are one machine when they report the same machine id,
-    /// whatever their addresses: a tunnel there needs nothing more; between
-    /// machines it is refused until pgfleet builds it.
+    /// A tunnel goes through the primary host's sshd: between machines or
+    /// on one, it is planned as a resource of its own, before its replica.
     #[test]
-    fn an_ssh_tunnel_is_refused_between_machines_by_their_observed_identity() {
+    fn an_ssh_tunnel_is_planned_before_its_replica_on_any_machines() {
         let topology = topology("", "ssh_tunnel");
-        let refused = plan(&topology, &observed("m1", "m2"), &State::default()).unwrap_err();
-        assert!(
-            refused
-                .refusals
-                .iter()
-                .any(|refusal| matches!(refusal, Refusal::TunnelAcrossMachines { replica, .. } if replica == "r1")),
-            "{refused:?}"
-        );
-        assert!(plan(&topology, &observed("m1", "m1"), &State::default()).is_ok());
+        for (first, second) in [("m1", "m2"), ("m1", "m1")] {
+            let mut observed = observed(first, second);
+            observed.tunnels.insert("e.tunnel.r1".into(), Default::default());
+            let plan = plan(&topology, &observed, &State::default()).unwrap();
+            let addresses: Vec<String> =
+                plan.resource_changes.iter().map(|change| change.address.to_string()).collect();
+            let tunnel = addresses.iter().position(|address| address == "e.tunnel.r1").unwrap();
+            let replica = addresses.iter().position(|address| address == "e.replica.r1").unwrap();
+            assert!(tunnel < replica, "{addresses:?}");
+        }
     }
 
     /// A primary on loopback is reachable directly only from its own
@@ -722,7 +731,7 @@ mod tests {
     /// Keys the YAML accepts but nothing builds yet are refused from the
     /// configuration alone, naming the key.
     #[test]
-    fn backups_and_the_filestore_mirror_are_refused_until_built() {
+    fn backups_are_refused_until_built() {
         let extra =
             "    backups: { storage: { kind: local, path: /b } }\n    filestore: { path: /f, mirror_to: [r1] }\n";
         let refused = check_static(&topology(extra, "ssh_tunnel")).unwrap_err();
@@ -734,7 +743,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(paths, ["environments[0].backups", "environments[0].filestore"]);
+        assert_eq!(paths, ["environments[0].backups"]);
         assert!(check_static(&topology("", "ssh_tunnel")).is_ok());
     }
 }

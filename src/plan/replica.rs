@@ -127,14 +127,6 @@ fn plan_replica(planner: &mut Planner<'_>, environment: &Environment, replica: &
         });
     }
 
-    if replica.connect == Connect::SshTunnel && !same_machine(planner, &environment.primary.host, &replica.host) {
-        return planner.refuse(Refusal::TunnelAcrossMachines {
-            replica: replica.name.clone(),
-            primary_host: environment.primary.host.clone(),
-            replica_host: replica.host.clone(),
-        });
-    }
-
     let address = Address::new(&environment.id, Kind::Replica, &replica.name);
     let owned = planner.state.owns(&address);
     let directory = facts.data_dir(&replica.data_dir).cloned().unwrap_or_default();
@@ -271,18 +263,8 @@ fn same_machine(planner: &Planner<'_>, first: &str, second: &str) -> bool {
 
 /// Replicas pgfleet created that are no longer in the configuration.
 fn remove_departed(planner: &mut Planner<'_>, environment: &Environment) {
-    let departed: Vec<Address> = planner
-        .state
-        .owned
-        .keys()
-        .filter(|address| {
-            address.environment == environment.id
-                && address.kind == Kind::Replica
-                && !environment.replicas.iter().any(|replica| replica.name == address.name)
-        })
-        .cloned()
-        .collect();
-    for address in departed {
+    let configured = |name: &str| environment.replicas.iter().any(|replica| replica.name == name);
+    for address in planner.departed(environment, Kind::Replica, configured) {
         let member = address.name.clone();
         planner.change(
             DriftClass::Topology,

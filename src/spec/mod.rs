@@ -145,6 +145,12 @@ pub struct SshConfig {
     /// user that is not `postgres`). Default: none.
     #[serde(default, rename = "become", skip_serializing_if = "Option::is_none")]
     pub become_user: Option<String>,
+    /// The file on this host where pgfleet authorizes the keys of SSH
+    /// tunnels and filestore mirrors that reach it (each in a block of its
+    /// own, as the service user). Default: `~/.ssh/authorized_keys` of the
+    /// service user (`become`, else `user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_keys: Option<PathBuf>,
 }
 
 /// One PostgreSQL environment: a primary, its replicas and what serves them.
@@ -486,6 +492,13 @@ pub struct Replica {
     /// primary's address) or `ssh_tunnel` (through SSH).
     #[serde(default)]
     pub connect: Connect,
+    /// With `connect: ssh_tunnel`: the port of the tunnel's local end on
+    /// the replica's host (on the replica's address when that is a loopback
+    /// one, else on 127.0.0.1). Default: the replica's port + 10000 (or −
+    /// 10000 above 55535). Changing it restarts the tunnel and the replica.
+    #[schemars(range(min = 1))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_port: Option<u16>,
     /// How the replica runs on its host: `pg_ctl`, `debian` or `docker`.
     /// Default: the primary's runtime; required when the primary's is
     /// `external` (pgfleet runs the replica, not the primary).
@@ -645,10 +658,17 @@ impl Default for Retention {
 pub struct Filestore {
     /// Filestore directory on the primary's host.
     pub path: PathBuf,
-    /// Replicas (by name) whose hosts receive a copy at the same path.
+    /// Replicas (by name) whose hosts receive a copy (rsync over SSH).
     #[serde(default)]
     pub mirror_to: Vec<String>,
+    /// Where the copy goes on each replica's host. Default: `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_path: Option<PathBuf>,
     /// How often the mirror runs. Default: `5m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub every: Option<Duration>,
+    /// Delete on the replica's side what is gone from the primary's
+    /// (`rsync --delete`). Default: `false`: nothing is ever deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete: bool,
 }

@@ -139,8 +139,11 @@ impl State {
             if topology.environment(&address.environment).is_none() || topology.hosts.contains_key(&owned.host) {
                 continue;
             }
-            let host =
-                owned.reach.as_ref().map(|reach| Host { name: owned.host.clone(), transport: reach.transport() });
+            let host = owned.reach.as_ref().map(|reach| Host {
+                name: owned.host.clone(),
+                transport: reach.transport(),
+                authorized_keys: None,
+            });
             let entry = departed.entry(owned.host.clone()).or_insert(None);
             if entry.is_none() {
                 *entry = host;
@@ -537,7 +540,10 @@ mod tests {
                 depends_on: Vec::new(),
             },
         );
-        let hosts = BTreeMap::from([("here".to_owned(), Host { name: "here".into(), transport: Transport::Local })]);
+        let hosts = BTreeMap::from([(
+            "here".to_owned(),
+            Host { name: "here".into(), transport: Transport::Local, authorized_keys: None },
+        )]);
         state.record_reach(&hosts);
         assert_eq!(state.owned[&here].reach, Some(Reach::Local));
         assert_eq!(state.owned[&gone].reach, old, "a host that left the configuration keeps its last record");

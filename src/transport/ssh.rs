@@ -311,6 +311,21 @@ impl SshSession {
     }
 }
 
+/// The host keys pgfleet's known_hosts records for `target`, as OpenSSH
+/// public-key text: what a helper on another host pins when it connects to
+/// this one (the same keys pgfleet itself verifies).
+pub fn pinned_host_keys(host: &str, target: &SshTarget) -> Result<Vec<String>, SshError> {
+    let known_hosts = expand_home(&target.known_hosts);
+    let unreadable = |reason: String| SshError::KnownHosts {
+        host: host.to_owned(),
+        path: known_hosts.display().to_string(),
+        reason,
+    };
+    let recorded = keys::known_hosts::known_host_keys_path(&target.address, target.port, &known_hosts)
+        .map_err(|error| unreadable(error.to_string()))?;
+    recorded.iter().map(|(_, key)| key.to_openssh().map_err(|error| unreadable(error.to_string()))).collect()
+}
+
 /// Host key algorithms in the order to ask for them: those known_hosts
 /// holds for this host first, so a server with several keys presents the
 /// one that can be verified (an RSA entry needs an RSA algorithm offered).

@@ -188,6 +188,33 @@ impl SshServer {
         self.dir.path()
     }
 
+    /// Restarts sshd with the same keys, address and port, the way a host's
+    /// sshd restart with its sessions cut looks to clients: the listener and
+    /// every session process it forked are killed (by pid), then a new one
+    /// is started.
+    pub fn restart(&mut self) {
+        if let Some(child) = &self.child {
+            let mut pids = descendants(child.id());
+            pids.push(child.id());
+            for pid in pids {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+        self.stop();
+        let log = std::fs::OpenOptions::new().append(true).open(self.dir.path().join("sshd.log")).expect("sshd.log");
+        self.child = Some(
+            Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(self.dir.path().join("sshd_config"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("restart sshd"),
+        );
+        self.wait_until_listening();
+    }
+
     /// Stops sshd (a host going down); the guard stays valid.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -201,6 +228,31 @@ impl Drop for SshServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Every process descending from `pid`, from /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // The command name may hold blanks: the fields after its `)`.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest.to_owned()) else { continue };
+        if let Some(parent) = rest.split_whitespace().nth(1).and_then(|field| field.parse().ok()) {
+            parents.push((child, parent));
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(next) = frontier.pop() {
+        for (child, parent) in &parents {
+            if *parent == next && !found.contains(child) {
+                found.push(*child);
+                frontier.push(*child);
+            }
+        }
+    }
+    found
 }
 
 /// The change to `address` in a JSON plan.
