@@ -316,3 +316,40 @@ fn filestore_is_seeded_then_mirrored_by_a_locked_job_that_never_deletes() {
     assert!(mirror.join("after.bin").exists());
     assert_eq!(fleet.plan_exit_code(), 0);
 }
+
+/// Removes a sudoers rule on drop.
+struct SudoRule(PathBuf);
+
+impl Drop for SudoRule {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An Odoo filestore the service user cannot read (root's, mode 0600): the
+/// mirror reads it through `sudo -n rsync` on the primary's host, as the
+/// runbook does, and the files arrive with their numeric owners kept apart
+/// from what the replica's side may write.
+#[test]
+fn a_root_owned_filestore_is_read_through_sudo_rsync() {
+    use std::os::unix::fs::PermissionsExt;
+    let rule = PathBuf::from(format!("/etc/sudoers.d/pgfleet-test-rsync-{}", std::process::id()));
+    std::fs::write(&rule, "postgres ALL=(root) NOPASSWD: /usr/bin/rsync\n").unwrap();
+    std::fs::set_permissions(&rule, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let _rule = SudoRule(rule);
+    let fleet = fleet();
+    let source = fleet.dir().join("filestore-root");
+    let mirror = fleet.dir().join("filestore-mirror");
+    std::fs::create_dir_all(source.join("ab")).unwrap();
+    std::fs::write(source.join("ab/secret.bin"), "root only\n").unwrap();
+    std::fs::set_permissions(source.join("ab/secret.bin"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let port = support::free_port(fleet.addresses[1]);
+    write(&fleet, &config(&fleet, Some("direct"), port, &mirror_yaml(&source, &mirror)));
+    fleet.apply();
+    let dir = PathBuf::from(format!("{}-filestore", fleet.home("r1").display()));
+    let script = std::fs::read_to_string(dir.join("mirror.sh")).unwrap();
+    assert!(script.contains("--rsync-path='sudo -n rsync'"), "{script}");
+    assert_eq!(std::fs::read_to_string(mirror.join("ab/secret.bin")).unwrap(), "root only\n");
+    assert_eq!(fleet.plan_exit_code(), 0, "the next plan is empty");
+}

@@ -13,6 +13,7 @@ pub mod state;
 pub mod status;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::config::diagnostic::SpecErrors;
@@ -24,13 +25,23 @@ use crate::topology::Topology;
 /// pgfleet owns, as state recorded them, so that plan and apply can reach
 /// them to remove it. Returns their names.
 pub fn with_departed_hosts(topology: &mut Topology, state: &crate::state::State) -> Vec<String> {
-    let mut added = Vec::new();
-    for (name, host) in state.departed_hosts(topology) {
-        if let Some(host) = host {
-            topology.hosts.insert(name.clone(), host);
-            added.push(name);
+    let configured: std::collections::BTreeSet<crate::address::Address> =
+        crate::inventory::Inventory::of(topology).resources.into_iter().map(|resource| resource.address).collect();
+    let mut departed: BTreeMap<String, crate::topology::Host> = BTreeMap::new();
+    for (address, owned) in &state.owned {
+        let gone = topology.environment(&address.environment).is_some()
+            && !configured.contains(address)
+            && !topology.hosts.contains_key(&owned.host);
+        if let (true, Some(reach)) = (gone, &owned.reach) {
+            departed.entry(owned.host.clone()).or_insert_with(|| crate::topology::Host {
+                name: owned.host.clone(),
+                transport: reach.transport(),
+                authorized_keys: None,
+            });
         }
     }
+    let added: Vec<String> = departed.keys().cloned().collect();
+    topology.hosts.extend(departed);
     added
 }
 

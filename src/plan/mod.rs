@@ -513,8 +513,13 @@ pub fn plan_with(
     // What pgfleet owns on a host no longer configured is removed through
     // the record of how it reached that host (ops adds recorded hosts to
     // the topology); without one, pgfleet cannot reach it at all.
+    let configured: std::collections::BTreeSet<Address> =
+        crate::inventory::Inventory::of(topology).resources.into_iter().map(|resource| resource.address).collect();
     for (address, owned) in &state.owned {
-        if topology.environment(&address.environment).is_some() && !topology.hosts.contains_key(&owned.host) {
+        if topology.environment(&address.environment).is_some()
+            && !configured.contains(address)
+            && !topology.hosts.contains_key(&owned.host)
+        {
             planner.refuse(Refusal::DepartedHostUnknown { address: address.to_string(), host: owned.host.clone() });
         }
     }

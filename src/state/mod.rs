@@ -129,30 +129,6 @@ impl Reach {
     }
 }
 
-impl State {
-    /// Hosts that resources pgfleet owns in the configuration's
-    /// environments live on but that have left `hosts:`, each with how
-    /// pgfleet last reached it (`None`: state recorded no way).
-    pub fn departed_hosts(&self, topology: &crate::topology::Topology) -> BTreeMap<String, Option<Host>> {
-        let mut departed = BTreeMap::new();
-        for (address, owned) in &self.owned {
-            if topology.environment(&address.environment).is_none() || topology.hosts.contains_key(&owned.host) {
-                continue;
-            }
-            let host = owned.reach.as_ref().map(|reach| Host {
-                name: owned.host.clone(),
-                transport: reach.transport(),
-                authorized_keys: None,
-            });
-            let entry = departed.entry(owned.host.clone()).or_insert(None);
-            if entry.is_none() {
-                *entry = host;
-            }
-        }
-        departed
-    }
-}
-
 impl Owned {
     /// A resource at `path` on `host`, with no listening address recorded.
     pub fn at(host: &str, path: PathBuf) -> Self {
