@@ -41,6 +41,8 @@ pub struct PoolerPlacement {
     pub host: String,
     pub address: String,
     pub port: u16,
+    /// Where it finds the cluster it fronts.
+    pub cluster_address: String,
     pub cluster_port: u16,
     /// The member it fronts (`primary` or a replica's name).
     pub fronts: String,
@@ -128,11 +130,20 @@ pub fn pooler(environment: &Environment, fronts: &str) -> Option<PoolerPlacement
     let pooler = environment.pooler.as_ref()?;
     let cluster = member(environment, fronts)?;
     let port = if fronts == PRIMARY { pooler.port } else { pooler.replica_port };
+    // The primary's pooler runs where the YAML puts it (the application's
+    // host, say); a replica's, beside its replica. Its files are at the same
+    // path as beside the cluster.
+    let (host, address) = if fronts == PRIMARY {
+        (pooler.host.clone(), pooler.address.clone())
+    } else {
+        (cluster.host.clone(), cluster.address.clone())
+    };
     Some(PoolerPlacement {
         layout: cluster.runtime().pooler_layout(pooler_identity(environment, fronts), &cluster.layout.home, port),
-        host: cluster.host,
-        address: cluster.address,
+        host,
+        address,
         port,
+        cluster_address: cluster.address,
         cluster_port: cluster.port,
         fronts: fronts.to_owned(),
         runtime: cluster.runtime,
@@ -151,6 +162,7 @@ pub fn departed_pooler(environment: &Environment, fronts: &str, owned: &Owned) -
         host: owned.host.clone(),
         address: owned.listen.clone().unwrap_or_default(),
         port,
+        cluster_address: String::new(),
         cluster_port: 0,
         fronts: fronts.to_owned(),
         runtime,

@@ -144,6 +144,9 @@ pub struct Pooler {
     pub reserve_pool_timeout: u32,
     /// The poolers' container image (`runtime: docker`).
     pub image: String,
+    /// Where the primary's pooler runs and listens: host and address.
+    pub host: String,
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -117,6 +117,36 @@ fn removing_a_replica_stops_it_removes_its_data_and_drops_its_slot() {
     fleet.check_data(&["r1"], 2002);
 }
 
+/// The primary's pooler on a host of its own (where the application runs):
+/// it listens there and fronts the primary across hosts, so a primary that
+/// moves only repoints it.
+#[test]
+fn the_primary_pooler_runs_on_the_host_the_application_connects_to() {
+    let fleet = Fleet::ssh();
+    let app_address = support::free_loopback_address();
+    let yaml = fleet.config(&["r1"]).replace(
+        &format!("port: {}, replica_port", fleet.pooler_port),
+        &format!("host: db3, address: {app_address}, port: {}, replica_port", fleet.pooler_port),
+    );
+    assert!(yaml.contains("host: db3"), "{yaml}");
+    std::fs::write(fleet.dir().join("pgfleet.yaml"), &yaml).unwrap();
+    fleet.apply();
+    let password = fleet.secret("role-odoo.password");
+    let through = |sql: &str| fleet.psql(app_address, fleet.pooler_port, "odoo", &password, "shop", sql);
+    through("CREATE TABLE orders (id bigint); INSERT INTO orders VALUES (42)").unwrap();
+    assert_eq!(through("SELECT count(*) FROM orders WHERE id = 42").unwrap(), "1");
+    assert!(
+        fleet.psql(fleet.addresses[0], fleet.pooler_port, "odoo", &password, "shop", "SELECT 1").is_err(),
+        "nothing listens for the pooler on the primary's address"
+    );
+    let ini =
+        std::fs::read_to_string(fleet.home("primary").join(format!("pgbouncer-{}.ini", fleet.pooler_port))).unwrap();
+    assert!(ini.contains(&format!("listen_addr = {app_address}")), "{ini}");
+    assert!(ini.contains(&format!("host={} port={}", fleet.addresses[0], fleet.ports[0])), "{ini}");
+    assert_eq!(fleet.state()["owned"]["shop.pooler.primary"]["host"], "db3");
+    assert_eq!(fleet.plan_exit_code(), 0, "the next plan is empty");
+}
+
 /// A replica promoted by hand may hold writes its primary lacks: plan
 /// refuses, naming both writable servers, and apply changes nothing
 /// (rebuilding it would throw those writes away).

@@ -550,7 +550,7 @@ impl Resolver {
 
         let database = environment.database.clone().unwrap_or_default();
         let replication = environment.replication.clone().unwrap_or_default();
-        let pooler = self.pooler(environment, path, ram_mb, &primary.image);
+        let pooler = self.pooler(environment, path, ram_mb, &primary, hosts);
         let health = self.health(environment, &path.key("health"));
         let filestore = self.filestore(environment, path);
         if let Some(spec::Backups { storage: Storage::Sftp { port, .. } | Storage::Ftp { port, .. }, .. }) =
@@ -787,7 +787,8 @@ impl Resolver {
         environment: &spec::Environment,
         path: &YamlPath,
         ram_mb: Option<f64>,
-        primary_image: &str,
+        primary: &Cluster,
+        hosts: &BTreeMap<String, Host>,
     ) -> Option<Pooler> {
         let pgbouncer = environment.pgbouncer.as_ref()?;
         let path = path.key("pgbouncer");
@@ -832,7 +833,19 @@ impl Resolver {
             max_client_conn,
             reserve_pool_size: pgbouncer.reserve_pool_size.unwrap_or(5),
             reserve_pool_timeout: pgbouncer.reserve_pool_timeout.unwrap_or(3),
-            image: self.image(pgbouncer.image.as_deref(), primary_image, &path.key("image")),
+            image: self.image(pgbouncer.image.as_deref(), &primary.image, &path.key("image")),
+            host: match &pgbouncer.host {
+                Some(host) => {
+                    self.check_host_reference(host, &path.key("host"), hosts);
+                    host.clone()
+                }
+                None => primary.host.clone(),
+            },
+            address: match &pgbouncer.address {
+                Some(address) => self.listen_address(Some(address), &path.key("address")),
+                None if pgbouncer.host.as_ref().is_some_and(|host| host != &primary.host) => "127.0.0.1".into(),
+                None => primary.address.clone(),
+            },
         })
     }
 
@@ -947,11 +960,13 @@ impl Resolver {
                 owner: format!("{id}.cluster.primary"),
                 path: path.key("primary").key("data_dir"),
             });
-            if let Some(pooler) = &environment.pooler {
+            if let Some(pooler) = &environment.pooler
+                && let Some(pooler_machine) = machine(&pooler.host)
+            {
                 endpoints.push(Endpoint {
-                    machine: primary_machine,
-                    host: primary.host.clone(),
-                    address: primary.address.clone(),
+                    machine: pooler_machine,
+                    host: pooler.host.clone(),
+                    address: pooler.address.clone(),
                     port: pooler.port,
                     owner: format!("{id}.pooler.primary"),
                     path: path.key("pgbouncer").key("port"),

@@ -92,6 +92,16 @@ pub fn hba_lines(
         .chain(environment.replicas.iter().map(|replica| &replica.address))
         .map(|address| local_source(address))
         .collect();
+    // The primary's pooler on a host of its own connects from that
+    // machine: from where pgfleet reaches it when that is an IP address,
+    // else from the address it listens on.
+    if let Some(pooler) = &environment.pooler {
+        let machine = |name: &str| hosts.get(name).map(Host::machine);
+        if machine(&pooler.host) != machine(&environment.primary.host) {
+            let reached = hosts.get(&pooler.host).map(Host::machine).filter(|a| a.parse::<IpAddr>().is_ok());
+            local.push(reached.map_or_else(|| pooler.address.clone(), str::to_owned));
+        }
+    }
     local.sort();
     local.dedup();
     let mut replication: Vec<String> = environment

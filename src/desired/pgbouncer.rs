@@ -17,8 +17,8 @@ pub fn pgbouncer_ini(environment: &Environment, pooler: &Pooler, place: &PoolerP
     format!(
         ";; Managed by pgfleet for {environment}: changes here are overwritten.\n\
          [databases]\n\
-         {database} = host={address} port={cluster_port} dbname={database}\n\
-         postgres = host={address} port={cluster_port} dbname=postgres pool_mode=session pool_size={session}\n\
+         {database} = host={cluster_address} port={cluster_port} dbname={database}\n\
+         postgres = host={cluster_address} port={cluster_port} dbname=postgres pool_mode=session pool_size={session}\n\
          \n\
          [pgbouncer]\n\
          listen_addr = {address}\n\
@@ -38,6 +38,7 @@ pub fn pgbouncer_ini(environment: &Environment, pooler: &Pooler, place: &PoolerP
          logfile = {logfile}\n",
         environment = environment.id,
         address = place.address,
+        cluster_address = place.cluster_address,
         cluster_port = place.cluster_port,
         session = SESSION_POOL_SIZE,
         port = place.port,

@@ -397,6 +397,16 @@ pub struct Pgbouncer {
     /// must hold `pgbouncer`). Default: the primary's image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Host (a name under `hosts:`) of the primary's pooler, where the
+    /// application connects (e.g. the Odoo host), when it is not the
+    /// primary's: a primary that moves then only repoints the pooler.
+    /// Default: the primary's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Address the primary's pooler listens on, on its host. Default: the
+    /// primary's address when on the primary's host, else `127.0.0.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// `auto`, or a number of server connections.
