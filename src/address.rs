@@ -19,11 +19,12 @@ pub enum Kind {
     Replica,
     Pooler,
     Filestore,
+    Odoo,
     Backup,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Cluster,
         Kind::Role,
         Kind::Hba,
@@ -33,6 +34,7 @@ impl Kind {
         Kind::Replica,
         Kind::Pooler,
         Kind::Filestore,
+        Kind::Odoo,
         Kind::Backup,
     ];
 
@@ -47,6 +49,7 @@ impl Kind {
             Kind::Replica => "replica",
             Kind::Pooler => "pooler",
             Kind::Filestore => "filestore",
+            Kind::Odoo => "odoo",
             Kind::Backup => "backup",
         }
     }

@@ -56,6 +56,8 @@ pub enum Item<'a> {
     Filestore {
         replica: &'a str,
     },
+    /// Odoo's configuration file, kept pointed at the database.
+    Odoo(&'a crate::spec::Odoo),
     /// The environment's backup storage.
     Backup,
 }
@@ -73,6 +75,7 @@ impl Item<'_> {
             Item::Pooler(_) => Kind::Pooler,
             Item::Tunnel { .. } => Kind::Tunnel,
             Item::Filestore { .. } => Kind::Filestore,
+            Item::Odoo(_) => Kind::Odoo,
             Item::Backup => Kind::Backup,
         }
     }
@@ -195,6 +198,17 @@ impl<'a> Inventory<'a> {
             for name in &filestore.mirror_to {
                 self.push(environment, name, Item::Filestore { replica: name }, vec![at(Kind::Replica, name)]);
             }
+        }
+        if let Some(odoo) = &environment.odoo {
+            // Odoo is pointed at endpoints that already serve.
+            let serves = |member: &str| match environment.pooler {
+                Some(_) => at(Kind::Pooler, member),
+                None if member == PRIMARY => cluster.clone(),
+                None => at(Kind::Replica, member),
+            };
+            let mut needs = vec![serves(PRIMARY), database.clone()];
+            needs.extend(environment.replicas.first().map(|replica| serves(&replica.name)));
+            self.push(environment, "config", Item::Odoo(odoo), needs);
         }
         if environment.backups.is_some() {
             self.push(environment, "storage", Item::Backup, vec![database.clone()]);

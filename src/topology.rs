@@ -83,6 +83,7 @@ pub struct Environment {
     pub health: HealthThresholds,
     pub backups: Option<Backups>,
     pub filestore: Option<Filestore>,
+    pub odoo: Option<crate::spec::Odoo>,
 }
 
 /// The primary cluster and the settings pgfleet manages on it.

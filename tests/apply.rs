@@ -147,6 +147,53 @@ fn the_primary_pooler_runs_on_the_host_the_application_connects_to() {
     assert_eq!(fleet.plan_exit_code(), 0, "the next plan is empty");
 }
 
+/// Odoo's configuration on its own host is kept pointed at the primary's
+/// pooler and, on Odoo 18, a replica's pooler for read-only queries; every
+/// other line, its owner and mode are kept, and Odoo is restarted with the
+/// operator's command only when something changed.
+#[test]
+fn odoo_is_pointed_at_the_poolers_and_restarted_only_when_they_change() {
+    use std::os::unix::fs::MetadataExt;
+    let fleet = Fleet::ssh();
+    let config = fleet.dir().join("odoo.conf");
+    let restarted = fleet.dir().join("odoo-restarted");
+    let original = "[options]\nadmin_passwd = keep-this-Zq81\ndb_host = old-db.example\ndb_user = odoo\n\n[queue_job]\ndb_host = not-ours\n";
+    support::as_postgres(&format!("printf '%s' '{original}' > {0} && chmod 0640 {0}", config.display()));
+    let yaml = format!(
+        "{}    odoo: {{ host: db3, config: {}, restart: \"touch {}\" }}\n",
+        fleet.config(&["r1"]),
+        config.display(),
+        restarted.display()
+    );
+    std::fs::write(fleet.dir().join("pgfleet.yaml"), &yaml).unwrap();
+    let before = std::fs::metadata(&config).unwrap();
+    fleet.apply();
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "[options]\nadmin_passwd = keep-this-Zq81\ndb_host = {}\ndb_user = odoo\ndb_port = {}\ndb_replica_host = {}\ndb_replica_port = {}\n\n[queue_job]\ndb_host = not-ours\n",
+            fleet.addresses[0], fleet.pooler_port, fleet.addresses[1], fleet.replica_pooler_port
+        )
+    );
+    let after = std::fs::metadata(&config).unwrap();
+    assert_eq!((after.mode() & 0o777, after.uid(), after.ino()), (0o640, before.uid(), before.ino()));
+    assert!(restarted.exists(), "Odoo was restarted after its configuration changed");
+    assert_eq!(fleet.plan_exit_code(), 0, "the next plan is empty");
+    // Nothing changed: no restart.
+    std::fs::remove_file(&restarted).unwrap();
+    fleet.apply();
+    assert!(!restarted.exists(), "Odoo restarted for nothing");
+    // Odoo's own password never reaches pgfleet's output or state.
+    let plan = text_of(&fleet.pgfleet(&["plan", "--format", "json"]));
+    let state = std::fs::read_to_string(fleet.dir().join("state.json")).unwrap();
+    assert!(!plan.contains("keep-this-Zq81") && !state.contains("keep-this-Zq81"));
+}
+
+fn text_of(output: &std::process::Output) -> String {
+    format!("{}{}", text(&output.stdout), text(&output.stderr))
+}
+
 /// A replica promoted by hand may hold writes its primary lacks: plan
 /// refuses, naming both writable servers, and apply changes nothing
 /// (rebuilding it would throw those writes away).

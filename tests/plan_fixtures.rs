@@ -277,6 +277,7 @@ fn cases() -> Vec<(&'static str, Mutation)> {
                 passfiles: BTreeMap::new(),
                 tunnels: BTreeMap::new(),
                 filestores: BTreeMap::new(),
+                odoo: BTreeMap::new(),
             };
             None
         }),

@@ -5,6 +5,7 @@
 mod cluster;
 pub mod context;
 mod helper;
+mod odoo;
 mod pooler;
 mod replica;
 mod role;
@@ -165,6 +166,11 @@ pub enum Action {
     ScheduleMirror {
         replica: String,
     },
+    /// Sets pgfleet's keys in Odoo's configuration file, in place (its
+    /// owner and mode kept).
+    WriteOdooConfig,
+    /// Runs the `odoo.restart` command on Odoo's host.
+    RestartOdoo,
 }
 
 impl Action {
@@ -211,6 +217,8 @@ impl Action {
             ),
             Action::SeedMirror { .. } => "copy the filestore once (the seed, under the job's lock)".into(),
             Action::ScheduleMirror { .. } => "install the recurring mirror job".into(),
+            Action::WriteOdooConfig => "set db_host/db_port (and db_replica_*) in Odoo's configuration".into(),
+            Action::RestartOdoo => "restart Odoo (odoo.restart)".into(),
         }
     }
 
@@ -225,6 +233,8 @@ impl Action {
             Action::RemoveDataDir { .. } | Action::DropSlot { .. } => Disruption::Destructive,
             // A restarted or removed tunnel cuts its replica's stream.
             Action::StartTunnel { restart: true, .. } | Action::RemoveHelper { .. } => Disruption::Restart,
+            Action::RestartOdoo => Disruption::Restart,
+            Action::WriteOdooConfig => Disruption::None,
             Action::InitCluster { .. }
             | Action::Configure { .. }
             | Action::WriteHba { .. }
@@ -277,6 +287,8 @@ impl Action {
             Action::WriteMirror { .. } => "write_mirror",
             Action::SeedMirror { .. } => "seed_mirror",
             Action::ScheduleMirror { .. } => "schedule_mirror",
+            Action::WriteOdooConfig => "write_odoo_config",
+            Action::RestartOdoo => "restart_odoo",
         }
     }
 }
@@ -313,6 +325,8 @@ impl Action {
             Action::WriteMirror { replica, sudo_rsync } => helper::write_mirror(context, replica, *sudo_rsync).await,
             Action::SeedMirror { replica } => helper::seed_mirror(context, replica).await,
             Action::ScheduleMirror { replica } => helper::schedule_mirror(context, replica).await,
+            Action::WriteOdooConfig => odoo::write_config(context).await,
+            Action::RestartOdoo => odoo::restart(context).await,
         }
     }
 }

@@ -63,6 +63,9 @@ pub fn ownership(topology: &Topology, address: &Address) -> Option<Owned> {
         depends_on: resource.depends_on.clone(),
     };
     Some(match resource.item {
+        // Odoo's file is the operator's: pgfleet keeps keys in it, never
+        // owns it.
+        Item::Odoo(_) => return None,
         Item::Member { placement, .. } => {
             owned(placement.host, Some(placement.layout.data_dir), Some((placement.address, placement.port)))
         }

@@ -119,6 +119,8 @@ pub enum Rule {
     InvalidHostAddress { address: String },
     #[error("organization name `{name}` cannot name the state file")]
     StateFileName { name: String },
+    #[error("{what} {} is a relative path", path.display())]
+    RelativePath { what: &'static str, path: PathBuf },
     #[error("replica `{replica}` needs a `runtime`: its primary's is `external`, which pgfleet does not run")]
     ReplicaRuntimeMissing { replica: String },
     #[error("replica `{replica}` cannot have `runtime: external`: pgfleet builds and runs its replicas")]
@@ -182,6 +184,7 @@ impl Rule {
                 "write the address pgfleet connects to over SSH: an IP address, or a DNS name such as db1.example.net".into()
             }
             Rule::StateFileName { .. } => "set `state.path`, or choose a name without `/`, `\\` or control characters".into(),
+            Rule::RelativePath { .. } => "write the full path, starting with /".into(),
             Rule::ReplicaRuntimeMissing { .. } | Rule::ExternalReplica { .. } => {
                 "set the replica's `runtime:` to how it runs on its host: `pg_ctl`, `debian` or `docker`".into()
             }
@@ -220,6 +223,7 @@ impl Rule {
             | Rule::StateFileName { .. } => "pgfleet::state",
             Rule::ZeroValue { .. } => "pgfleet::value",
             Rule::ReplicaRuntimeMissing { .. } | Rule::ExternalReplica { .. } => "pgfleet::runtime",
+            Rule::RelativePath { .. } => "pgfleet::path",
         }
     }
 }
@@ -584,10 +588,47 @@ impl Resolver {
                 retention: backups.retention.unwrap_or_default(),
             }),
             filestore,
+            odoo: self.odoo(environment, path, hosts),
             primary,
             replicas,
             id,
         }
+    }
+
+    /// Odoo's host must be defined; its file and command are written into
+    /// a command line, so they may hold no control character.
+    fn odoo(
+        &mut self,
+        environment: &spec::Environment,
+        path: &YamlPath,
+        hosts: &BTreeMap<String, Host>,
+    ) -> Option<spec::Odoo> {
+        let odoo = environment.odoo.clone()?;
+        let path = path.key("odoo");
+        self.check_host_reference(&odoo.host, &path.key("host"), hosts);
+        let config = odoo.config.to_string_lossy();
+        if let Some(character) = config.chars().find(|c| c.is_control()) {
+            self.report(Violation::at(
+                Rule::ControlCharacterInPath { character },
+                path.key("config"),
+                "control character",
+            ));
+        }
+        if !odoo.config.is_absolute() {
+            self.report(Violation::at(
+                Rule::RelativePath { what: "Odoo's configuration file", path: odoo.config.clone() },
+                path.key("config"),
+                "relative",
+            ));
+        }
+        if let Some(character) = odoo.restart.as_deref().and_then(|command| command.chars().find(|c| c.is_control())) {
+            self.report(Violation::at(
+                Rule::ControlCharacterInSetting { name: "odoo.restart".into(), character },
+                path.key("restart"),
+                "control character",
+            ));
+        }
+        Some(odoo)
     }
 
     fn primary(&mut self, environment: &spec::Environment, path: &YamlPath, hosts: &BTreeMap<String, Host>) -> Cluster {

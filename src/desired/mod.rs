@@ -7,6 +7,7 @@
 pub mod filestore;
 mod hba;
 mod merge;
+pub mod odoo;
 mod passfile;
 mod pgbouncer;
 mod settings;

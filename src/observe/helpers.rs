@@ -106,6 +106,7 @@ fn probes(topology: &Topology) -> Vec<Probe> {
             | Item::Database { .. }
             | Item::Slot { .. }
             | Item::Pooler(_)
+            | Item::Odoo(_)
             | Item::Backup => continue,
         };
         found.push(Probe {

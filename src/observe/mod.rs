@@ -54,6 +54,11 @@ pub struct Observed {
     /// Filestore mirrors, by address (`prod.filestore.r1`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub filestores: BTreeMap<String, helpers::FilestoreObservation>,
+    /// Odoo's configuration files, by address (`prod.odoo.config`): the
+    /// keys pgfleet manages as they are set in `[options]`, nothing else
+    /// (the file holds Odoo's own passwords); `None` when there is no file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub odoo: BTreeMap<String, Option<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +121,8 @@ struct HostWork {
     binaries: (crate::spec::Runtime, u32),
     clusters: Vec<Expected>,
     poolers: Vec<ExpectedPooler>,
+    /// Odoo configuration files to read: address, path, the keys to keep.
+    odoo: Vec<(String, std::path::PathBuf, Vec<String>)>,
 }
 
 /// A pooler pgfleet expects on a host.
@@ -159,6 +166,14 @@ fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
                     data_dir: fronted.layout.data_dir,
                     probe: placement,
                 });
+            }
+            Item::Odoo(odoo) => {
+                let keys = desired::odoo::settings(environment).into_keys().collect();
+                by_host.entry(odoo.host.clone()).or_default().odoo.push((
+                    resource.address.to_string(),
+                    odoo.config.clone(),
+                    keys,
+                ));
             }
             Item::Role { .. }
             | Item::Hba
@@ -277,6 +292,7 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
         observed.hosts.insert(report.host, report.observation);
         observed.clusters.extend(report.clusters);
         observed.poolers.extend(report.poolers);
+        observed.odoo.extend(report.odoo);
         verifiers.extend(report.verifiers);
         userlists.extend(report.userlists);
         passfiles.extend(report.passfiles);
@@ -336,6 +352,7 @@ struct HostReport {
     replication_passwords: Vec<(String, crate::secrets::Secret)>,
     /// The host's part of the tunnels' and mirrors' observation.
     helpers: Option<helpers::HostPart>,
+    odoo: Vec<(String, Option<BTreeMap<String, String>>)>,
 }
 
 /// The tunnels' and mirrors' observation, shared by the hosts' tasks.
@@ -361,6 +378,7 @@ async fn observe_host(
         passfiles: Vec::new(),
         replication_passwords: Vec::new(),
         helpers: None,
+        odoo: Vec::new(),
     };
     let unreachable = |mut report: HostReport, error: &crate::transport::TransportError| {
         let help = miette::Diagnostic::help(error).map(|help| help.to_string());
@@ -412,6 +430,18 @@ async fn observe_host(
         }
     }
     report.helpers = helpers.work.observe_host(helpers.topology, &host.name, remote.as_ref()).await;
+    for (address, path, keys) in &expected.odoo {
+        let kept = match remote.read_file(path).await {
+            Ok(Some(bytes)) => {
+                let mut options = desired::odoo::options(&String::from_utf8_lossy(&bytes));
+                options.retain(|key, _| keys.contains(key));
+                Some(options)
+            }
+            Ok(None) => None,
+            Err(error) => return unreachable(report, &error),
+        };
+        report.odoo.push((address.clone(), kept));
+    }
     report.observation = HostObservation::Reachable { facts };
     report
 }

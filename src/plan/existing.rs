@@ -44,6 +44,8 @@ pub fn existing(observed: &Observed, environment: &Environment) -> Vec<Address> 
             Item::Tunnel { .. } => {
                 observed.tunnels.get(&resource.address.to_string()).is_some_and(|found| found.program.is_some())
             }
+            // Odoo's file is never pgfleet's.
+            Item::Odoo(_) => false,
             Item::Filestore { .. } => {
                 observed.filestores.get(&resource.address.to_string()).is_some_and(|found| found.job.is_some())
             }

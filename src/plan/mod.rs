@@ -8,6 +8,7 @@ mod cluster;
 mod database;
 mod existing;
 mod hba;
+mod odoo;
 mod pooler;
 pub mod render;
 pub use existing::existing;
@@ -197,6 +198,8 @@ pub enum Refusal {
         lines.iter().map(|line| format!("    {line}")).collect::<Vec<_>>().join("\n")
     )]
     HbaByHand { address: String, lines: Vec<String> },
+    #[error("Odoo's configuration {path} does not exist on host `{host}`")]
+    OdooConfigMissing { host: String, path: String },
 }
 
 impl Refusal {
@@ -232,6 +235,9 @@ impl Refusal {
             }
             Refusal::DepartedHostUnknown { .. } => {
                 "put the host back under `hosts:` for one apply, or remove the resource by hand and run `pgfleet state forget ADDRESS`"
+            }
+            Refusal::OdooConfigMissing { .. } => {
+                "point `odoo.config` at the odoo.conf Odoo reads: pgfleet sets keys in it, it does not write one from nothing"
             }
             Refusal::HbaByHand { .. } => {
                 "add these lines to the server's pg_hba.conf where it is run, reload it, then plan again"
@@ -426,6 +432,7 @@ impl Planner<'_> {
                 Kind::Pooler => pooler::plan(self, environment),
                 Kind::Tunnel => tunnel::plan(self, environment),
                 Kind::Filestore => tunnel::plan_filestore(self, environment),
+                Kind::Odoo => odoo::plan(self, environment),
                 // Backups are in the inventory and the graph; nothing plans
                 // them until they can be built.
                 Kind::Backup => {}

@@ -196,6 +196,29 @@ pub struct Environment {
     /// Odoo filestore mirrored from the primary's host to replica hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filestore: Option<Filestore>,
+    /// Where Odoo runs, when it connects to PostgreSQL by a configuration
+    /// file pgfleet should keep pointed at the primary's pooler (and, on
+    /// Odoo 18/19, at a replica's for read-only queries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub odoo: Option<Odoo>,
+}
+
+/// Odoo's configuration, which pgfleet keeps pointed at the database.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Odoo {
+    /// Host (a name under `hosts:`) Odoo runs on.
+    pub host: String,
+    /// Odoo's configuration file there (`odoo.conf`). pgfleet sets
+    /// `db_host` and `db_port` in its `[options]` (and `db_replica_host`,
+    /// `db_replica_port` on Odoo 18/19 with replicas), and leaves every
+    /// other line as it is. The file must exist.
+    pub config: PathBuf,
+    /// A shell command on that host that restarts Odoo, run after its
+    /// configuration changed (e.g. `sudo -n systemctl restart odoo`).
+    /// Default: none, and plan says Odoo must be restarted by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
 }
 
 /// YAML reads an unquoted `18.0` as a number; accept it as the text the user
