@@ -109,18 +109,19 @@ pub fn member(environment: &Environment, name: &str) -> Option<ClusterPlacement>
 }
 
 /// A member pgfleet created that left the configuration, from what state
-/// recorded of it (state does not record its runtime yet: it is taken to
-/// be its primary's).
+/// recorded of it (its runtime; for a record from before runtimes were
+/// recorded, its primary's).
 pub fn departed_member(environment: &Environment, name: &str, owned: &Owned) -> Option<ClusterPlacement> {
     let data_dir = owned.path.clone()?;
     let primary = &environment.primary;
+    let kind = owned.runtime.unwrap_or(primary.runtime);
     Some(ClusterPlacement {
         host: owned.host.clone(),
         address: owned.listen.clone().unwrap_or_default(),
         port: owned.port.unwrap_or(0),
         version: primary.version,
-        runtime: primary.runtime,
-        layout: runtime::of(primary.runtime).cluster_layout(identity(environment, name), &data_dir, primary.version),
+        runtime: kind,
+        layout: runtime::of(kind).cluster_layout(identity(environment, name), &data_dir, primary.version),
     })
 }
 

@@ -435,6 +435,25 @@ fn an_external_primary_gets_role_and_slot_by_sql_and_what_it_cannot_do_is_refuse
     }
     let converged = pgfleet(&fleet, &["plan", "--detailed-exitcode"]);
     assert_eq!(converged.status.code(), Some(0), "plan is empty:\n{}", text(&converged.stdout));
+
+    // A replica that leaves is removed the way it ran (pg_ctl), not by the
+    // primary's runtime, which pgfleet does not drive.
+    let without_r2: String = config(&fleet, "external", Some("pg_ctl"))
+        .lines()
+        .filter(|line| !line.contains("name: r2"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(fleet.dir().join("pgfleet.yaml"), without_r2).unwrap();
+    let output = pgfleet(&fleet, &["apply", "--auto-approve"]);
+    assert_eq!(output.status.code(), Some(0), "apply:\n{}\n{}", text(&output.stdout), text(&output.stderr));
+    assert!(!fleet.data_dir("r2").exists(), "r2's data directory is gone");
+    let slots = as_postgres(&format!(
+        "psql -X -A -t -h /var/run/postgresql -p {} -c \"SELECT string_agg(slot_name, ',') FROM pg_replication_slots\"",
+        fleet.ports[0]
+    ));
+    assert_eq!(slots.trim(), "r1");
+    let converged = pgfleet(&fleet, &["plan", "--detailed-exitcode"]);
+    assert_eq!(converged.status.code(), Some(0), "plan is empty:\n{}", text(&converged.stdout));
 }
 
 /// The production layout of the runbook: PostgreSQL in a container named

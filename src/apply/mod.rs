@@ -54,6 +54,10 @@ pub trait Journal {
 pub fn ownership(topology: &Topology, address: &Address) -> Option<Owned> {
     let environment = topology.environment(&address.environment)?;
     let resource = crate::inventory::Inventory::of_environment(environment).get(address)?.clone();
+    let runtime = match &resource.item {
+        Item::Member { placement, .. } => Some(placement.runtime),
+        _ => None,
+    };
     let owned = |host: String, path: Option<std::path::PathBuf>, listen: Option<(String, u16)>| Owned {
         reach: topology.hosts.get(&host).map(|found| Reach::from(&found.transport)),
         host,
@@ -61,6 +65,7 @@ pub fn ownership(topology: &Topology, address: &Address) -> Option<Owned> {
         port: listen.as_ref().map(|(_, port)| *port),
         listen: listen.map(|(address, _)| address),
         depends_on: resource.depends_on.clone(),
+        runtime,
     };
     Some(match resource.item {
         // Odoo's file is the operator's: pgfleet keeps keys in it, never

@@ -330,6 +330,7 @@ mod tests {
                 port: None,
                 reach: None,
                 depends_on: Vec::new(),
+                runtime: None,
             },
         );
         state

@@ -69,6 +69,11 @@ pub struct Owned {
     /// configuration, it is deleted before those (dependents first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Address>,
+    /// How a cluster member ran, so it is stopped and removed the same way
+    /// once it left the configuration (`None` in states written before
+    /// this was recorded: its primary's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::spec::Runtime>,
 }
 
 /// How pgfleet reaches a host: the configuration's transport, minus anything
@@ -132,7 +137,15 @@ impl Reach {
 impl Owned {
     /// A resource at `path` on `host`, with no listening address recorded.
     pub fn at(host: &str, path: PathBuf) -> Self {
-        Owned { host: host.to_owned(), path: Some(path), listen: None, port: None, reach: None, depends_on: Vec::new() }
+        Owned {
+            host: host.to_owned(),
+            path: Some(path),
+            listen: None,
+            port: None,
+            reach: None,
+            depends_on: Vec::new(),
+            runtime: None,
+        }
     }
 }
 
@@ -455,6 +468,7 @@ mod tests {
             port: None,
             reach: Some(Reach::from(&transport)),
             depends_on: Vec::new(),
+            runtime: None,
         };
         let value = serde_json::to_value(&owned).expect("serialisable");
         assert_eq!(keys(&value), ["host", "path", "reach"]);
@@ -483,7 +497,8 @@ mod tests {
                 listen: None,
                 port: None,
                 reach: None,
-                depends_on: Vec::new()
+                depends_on: Vec::new(),
+                runtime: None
             }
         );
     }
@@ -503,7 +518,15 @@ mod tests {
         let gone: Address = "prod.replica.r2".parse().expect("an address");
         state.owned.insert(
             here.clone(),
-            Owned { host: "here".into(), path: None, listen: None, port: None, reach: None, depends_on: Vec::new() },
+            Owned {
+                host: "here".into(),
+                path: None,
+                listen: None,
+                port: None,
+                reach: None,
+                depends_on: Vec::new(),
+                runtime: None,
+            },
         );
         state.owned.insert(
             gone.clone(),
@@ -514,6 +537,7 @@ mod tests {
                 port: None,
                 reach: old.clone(),
                 depends_on: Vec::new(),
+                runtime: None,
             },
         );
         let hosts = BTreeMap::from([(
