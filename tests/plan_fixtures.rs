@@ -106,7 +106,7 @@ fn converged(topology: &Topology) -> Observed {
     for environment in &topology.environments {
         let primary = &environment.primary;
         let block: Vec<String> =
-            desired::hba_lines(environment, &topology.hosts, None).iter().map(|line| line.to_string()).collect();
+            desired::hba_lines(environment, &topology.hosts, None, None).iter().map(|line| line.to_string()).collect();
         let directory = |standby: bool| DataDirFacts {
             hba_block: Some(block.clone()),
             exists: true,
@@ -120,7 +120,7 @@ fn converged(topology: &Topology) -> Observed {
             free_bytes: Some(50 << 30),
         };
         facts.get_mut(&primary.host).unwrap().data_dirs.insert(primary.data_dir.clone(), directory(false));
-        let hba: Vec<HbaRule> = desired::hba_lines(environment, &topology.hosts, None)
+        let hba: Vec<HbaRule> = desired::hba_lines(environment, &topology.hosts, None, None)
             .iter()
             .enumerate()
             .map(|(at, line)| hba_rule(line, at as i32 + 2))
@@ -213,7 +213,11 @@ fn converged(topology: &Topology) -> Observed {
             for place in placement::poolers(environment) {
                 facts.get_mut(&place.host).unwrap().poolers.insert(
                     place.layout.ini.clone(),
-                    PoolerFacts { ini: Some(desired::pgbouncer_ini(environment, pooler, &place)), running: true },
+                    PoolerFacts {
+                        ini: Some(desired::pgbouncer_ini(environment, pooler, &place)),
+                        running: true,
+                        source: None,
+                    },
                 );
             }
         }

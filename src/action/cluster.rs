@@ -81,7 +81,13 @@ pub async fn write_hba(context: &Context<'_>, member: &str) -> Result<(), Action
     let existing = context.read(&cluster.host, path).await?.unwrap_or_default();
     // Where the primary host's sshd connects from, as plan observed it.
     let tunnel_source = tunnel_source(context, &cluster).await;
-    let lines = desired::hba_lines(context.environment, &context.topology.hosts, tunnel_source.as_deref());
+    let pooler_source = pooler_source(context).await;
+    let lines = desired::hba_lines(
+        context.environment,
+        &context.topology.hosts,
+        tunnel_source.as_deref(),
+        pooler_source.as_deref(),
+    );
     let text = desired::replace_hba_block(&String::from_utf8_lossy(&existing), &desired::hba_block(&lines));
     context.write(&cluster.host, path, text.as_bytes(), 0o600).await
 }
@@ -96,6 +102,18 @@ async fn tunnel_source(context: &Context<'_>, cluster: &ClusterPlacement) -> Opt
     }
     let client = context.superuser(cluster).await.ok()?;
     client.query_one("SELECT host(inet_client_addr())", &[]).await.ok()?.get(0)
+}
+
+/// Where the primary's pooler, on a host of its own, connects to the
+/// primary from: that host's route to the primary's address.
+async fn pooler_source(context: &Context<'_>) -> Option<String> {
+    let pooler = crate::placement::pooler(context.environment, PRIMARY)?;
+    if pooler.host == context.environment.primary.host {
+        return None;
+    }
+    let script = crate::observe::host::route_source("source", &pooler.cluster_address);
+    let output = context.run(&pooler.host, "look up the pooler's route", &script, STEP).await.ok()?;
+    output.stdout_text().lines().find_map(|line| line.strip_prefix("source=").map(str::to_owned))
 }
 
 /// How many lines of the server log a failed start carries.

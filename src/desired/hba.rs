@@ -80,6 +80,7 @@ pub fn hba_lines(
     environment: &Environment,
     hosts: &BTreeMap<String, Host>,
     tunnel_source: Option<&str>,
+    pooler_source: Option<&str>,
 ) -> Vec<HbaLine> {
     let line = |database: &str, user: &str, source: &str| HbaLine {
         kind: "host".into(),
@@ -92,15 +93,18 @@ pub fn hba_lines(
         .chain(environment.replicas.iter().map(|replica| &replica.address))
         .map(|address| local_source(address))
         .collect();
-    // The primary's pooler on a host of its own connects from that
-    // machine: from where pgfleet reaches it when that is an IP address,
-    // else from the address it listens on.
-    if let Some(pooler) = &environment.pooler {
-        let machine = |name: &str| hosts.get(name).map(Host::machine);
-        if machine(&pooler.host) != machine(&environment.primary.host) {
-            let reached = hosts.get(&pooler.host).map(Host::machine).filter(|a| a.parse::<IpAddr>().is_ok());
-            local.push(reached.map_or_else(|| pooler.address.clone(), str::to_owned));
-        }
+    // The primary's pooler on a host of its own connects from where that
+    // host routes its connections to the primary (observed:
+    // `pooler_source`); before it could be observed, from where pgfleet
+    // reaches that host when that is an IP address, else from the address
+    // the pooler listens on.
+    if let Some(pooler) = environment.pooler.as_ref().filter(|pooler| pooler.host != environment.primary.host) {
+        let reached = || hosts.get(&pooler.host).map(Host::machine).filter(|a| a.parse::<IpAddr>().is_ok());
+        let source = match pooler_source {
+            Some(source) => source.to_owned(),
+            None => reached().map_or_else(|| pooler.address.clone(), str::to_owned),
+        };
+        local.push(source);
     }
     local.sort();
     local.dedup();
@@ -130,4 +134,25 @@ pub fn hba_block(lines: &[HbaLine]) -> String {
     block.push_str(HBA_END);
     block.push('\n');
     block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The primary's pooler on the application's host is admitted from
+    /// where that host routes to the primary, once observed; before, from
+    /// the address pgfleet reaches that host by.
+    #[test]
+    fn a_pooler_on_another_host_is_admitted_from_its_route_to_the_primary() {
+        let yaml = "version: 1\nhosts:\n  db: { address: 192.0.2.10 }\n  app: { address: 192.0.2.20 }\nenvironments:\n  - id: e\n    primary: { host: db, address: 10.0.0.11, data_dir: /p, tuning: none }\n    pgbouncer: { pool_size: 5, host: app }\n";
+        let topology =
+            crate::config::load::parse("t.yaml", yaml.into()).unwrap().resolve_in(std::path::Path::new("/")).unwrap();
+        let environment = &topology.environments[0];
+        let sources = |observed| -> Vec<String> {
+            hba_lines(environment, &topology.hosts, None, observed).into_iter().map(|line| line.address).collect()
+        };
+        assert_eq!(sources(Some("10.0.0.20")), ["10.0.0.11/32", "10.0.0.20/32"]);
+        assert_eq!(sources(None), ["10.0.0.11/32", "192.0.2.20/32"]);
+    }
 }

@@ -46,6 +46,11 @@ pub struct PoolerFacts {
     pub ini: Option<String>,
     /// The pid file names a live process.
     pub running: bool,
+    /// The address its connections to the cluster it fronts leave from, as
+    /// the host routes them (`ip route get`): where the cluster's hba must
+    /// admit it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +119,19 @@ impl std::fmt::Debug for HostSecrets {
     }
 }
 
+/// A fragment printing `KEY=SRC`, the source address the host's kernel
+/// picks for a connection to `destination` (a route lookup: nothing is
+/// sent). Prints nothing when there is no destination or no `ip`.
+pub fn route_source(key: &str, destination: &str) -> String {
+    if destination.is_empty() {
+        return String::new();
+    }
+    format!(
+        "s=$(ip -o route get {} 2>/dev/null | sed -n 's/.* src \\([^ ]*\\).*/\\1/p'); [ -n \"$s\" ] && echo \"{key}=$s\"\n",
+        shell_quote(destination)
+    )
+}
+
 /// Everything one command on the host reports.
 pub async fn gather(
     remote: &dyn Remote,
@@ -179,7 +197,8 @@ echo "$k.path=$i"
 [ -f "$i" ] && echo "$k.ini=$(base64 -w0 "$i")"
 if {running}; then echo "$k.running=1"; fi
 [ -f {userlist} ] && echo "$k.userlist=$(base64 -w0 {userlist})"
-"#,
+{route}"#,
+            route = route_source("$k.source", &probe.cluster_address),
             ini = shell_quote(&probe.layout.ini.to_string_lossy()),
             userlist = shell_quote(&probe.layout.userlist.to_string_lossy()),
             running = probe.runtime().pooler_is_running(&probe.layout),
@@ -222,6 +241,7 @@ fn parse_facts(text: &str) -> (HostFacts, HostSecrets) {
                     "path" => *path = Some(PathBuf::from(value)),
                     "ini" => entry.ini = decode_base64(value).and_then(|bytes| String::from_utf8(bytes).ok()),
                     "running" => entry.running = true,
+                    "source" => entry.source = Some(value.trim().to_owned()),
                     "userlist" => {
                         if let Some(text) = decode_base64(value).and_then(|bytes| String::from_utf8(bytes).ok()) {
                             userlists.insert(pooler.to_owned(), text);

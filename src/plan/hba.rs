@@ -42,7 +42,9 @@ pub(super) fn plan(planner: &mut Planner<'_>, environment: &Environment, presenc
         Presence::Running(probe) if !probe.in_recovery => probe.session_source.as_deref(),
         _ => None,
     };
-    let wanted = desired::hba_lines(environment, &planner.topology.hosts, tunnel_source);
+    let pooler_source = crate::placement::pooler(environment, crate::placement::PRIMARY)
+        .and_then(|pooler| planner.observed.host_facts(&pooler.host)?.pooler(&pooler.layout.ini)?.source.as_deref());
+    let wanted = desired::hba_lines(environment, &planner.topology.hosts, tunnel_source, pooler_source);
     let wanted_text: Vec<String> = wanted.iter().map(ToString::to_string).collect();
     let text = |lines: &[String]| lines.iter().map(|line| format!("{line}\n")).collect::<String>();
     match presence {
