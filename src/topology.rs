@@ -255,4 +255,10 @@ impl Topology {
     pub fn environment(&self, id: &str) -> Option<&Environment> {
         self.environments.iter().find(|environment| environment.id == id)
     }
+
+    /// Where environment `id` stands under `environments:` (for located
+    /// messages: `environments[N]`).
+    pub fn environment_index(&self, id: &str) -> usize {
+        self.environments.iter().position(|environment| environment.id == id).unwrap_or(0)
+    }
 }

@@ -3,7 +3,6 @@
 //! it leaves the configuration). Observes read-only and writes only state.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Error, Outcome};
@@ -25,7 +24,7 @@ pub fn run(printer: &Printer, file: &Path, environment: &str, lock_timeout: Dura
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let (mut writer, mut state) =
         runtime.block_on(Writer::lock(&*store, &[environment.to_owned()], &command, lock_timeout))?;
-    let options = observe::Options { passwords: false, connector: Arc::new(observe::Direct) };
+    let options = observe::Options { passwords: false, ..observe::Options::default() };
     let observed = runtime.block_on(observe::observe_with(&topology, &options));
     if let Some((host, reason, _)) = observed.unreachable().first() {
         return Err(Error::Unreachable {

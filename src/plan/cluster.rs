@@ -54,7 +54,7 @@ pub(super) fn runtime_allows(planner: &mut Planner<'_>, environment: &Environmen
     if runtime.capabilities().allows(need) {
         return true;
     }
-    let index = planner.topology.environments.iter().position(|candidate| candidate.id == environment.id).unwrap_or(0);
+    let index = planner.topology.environment_index(&environment.id);
     let path = match environment.replicas.iter().position(|replica| replica.name == member) {
         Some(position) => format!("environments[{index}].replicas[{position}].runtime"),
         None => format!("environments[{index}].primary.runtime"),
@@ -175,7 +175,7 @@ pub(super) fn plan_settings(
         .and_then(|environment| crate::placement::member(environment, member))
         .is_none_or(|m| m.runtime().capabilities().manage_process);
     if delta.restart && !managed {
-        let index = planner.topology.environments.iter().position(|e| e.id == address.environment).unwrap_or(0);
+        let index = planner.topology.environment_index(&address.environment);
         let needing: Vec<&str> = delta
             .set
             .keys()

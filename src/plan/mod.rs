@@ -454,7 +454,7 @@ impl Planner<'_> {
 /// what its runtime cannot do, and keys nothing builds yet, each naming
 /// the YAML key.
 fn static_refusals(topology: &Topology, environment: &Environment) -> Vec<Refusal> {
-    let index = topology.environments.iter().position(|candidate| candidate.id == environment.id).unwrap_or(0);
+    let index = topology.environment_index(&environment.id);
     let mut refusals = Vec::new();
     // Creating, starting and restarting the primary are asked for only
     // when the hosts say so (plan_primary); these are needed whatever

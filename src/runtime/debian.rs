@@ -28,9 +28,6 @@ use crate::transport::shell_quote;
 
 pub struct Debian;
 
-/// Where Debian's clusters listen for local connections.
-const SOCKET_DIR: &str = "/var/run/postgresql";
-
 /// The rules `pg_createcluster` needs in a data directory it integrates
 /// (`pg_basebackup` from a Debian primary copies none): Debian's defaults.
 const DEFAULT_HBA: &str = "local all postgres peer\nlocal all all peer\n\
@@ -40,23 +37,36 @@ fn quoted(path: &Path) -> String {
     shell_quote(&path.to_string_lossy())
 }
 
-/// The cluster name Debian's tools know a data directory by.
-fn cluster_name(data_dir: &Path, version: u32) -> String {
-    let standard = Path::new("/var/lib/postgresql").join(version.to_string());
-    let safe = |name: &str| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if data_dir.parent() == Some(standard.as_path())
-        && let Some(name) = data_dir.file_name().and_then(|name| name.to_str()).filter(|name| safe(name))
-    {
-        return name.to_owned();
-    }
-    let joined: Vec<String> = data_dir
+/// The characters a cluster or unit name may hold.
+fn name_character(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_.-".contains(c)
+}
+
+/// A name made of an absolute path: its components joined by `-`, any
+/// other character `_` (`/srv/pg/prod db` → `srv-pg-prod_db`).
+fn path_name(path: &Path) -> String {
+    let parts: Vec<String> = path
         .components()
         .filter_map(|component| match component {
             std::path::Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
             _ => None,
         })
         .collect();
-    joined.join("-").chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }).collect()
+    parts.join("-").chars().map(|c| if name_character(c) { c } else { '_' }).collect()
+}
+
+/// The cluster name Debian's tools know a data directory by.
+fn cluster_name(data_dir: &Path, version: u32) -> String {
+    let standard = Path::new("/var/lib/postgresql").join(version.to_string());
+    if data_dir.parent() == Some(standard.as_path())
+        && let Some(name) = data_dir
+            .file_name()
+            .and_then(|name| name.to_str())
+            .filter(|name| !name.is_empty() && name.chars().all(name_character))
+    {
+        return name.to_owned();
+    }
+    path_name(data_dir)
 }
 
 /// `VERSION NAME` of the layout's cluster, quoted for the shell.
@@ -77,22 +87,7 @@ const SYSTEMD: &str = "[ -d /run/systemd/system ] && sudo -n -l systemctl >/dev/
 /// The unit of the pooler whose files are in `layout`, named by its ini's
 /// path (which names the cluster's home and the port), so no two share one.
 fn pooler_unit(layout: &PoolerLayout) -> String {
-    let path = layout.ini.with_extension("");
-    let name: String = path
-        .to_string_lossy()
-        .trim_start_matches('/')
-        .chars()
-        .map(|c| {
-            if c == '/' {
-                '-'
-            } else if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("pgfleet-{name}.service")
+    format!("pgfleet-{}.service", path_name(&layout.ini.with_extension("")))
 }
 
 fn pooler_unit_text(layout: &PoolerLayout) -> String {
@@ -221,7 +216,7 @@ impl Runtime for Debian {
     }
 
     fn admin_bridge(&self, _layout: &ClusterLayout, port: u16) -> Option<String> {
-        Some(unix_socket_bridge(&socket_in(Path::new(SOCKET_DIR), port)))
+        Some(unix_socket_bridge(&socket_in(Path::new(super::DEFAULT_SOCKET_DIR), port)))
     }
 
     fn is_running(&self, layout: &ClusterLayout) -> String {

@@ -180,7 +180,7 @@ impl Runtime for Docker {
     fn admin_bridge(&self, layout: &ClusterLayout, port: u16) -> Option<String> {
         Some(format!(
             "exec docker exec -i -u postgres {container} perl -e {bridge} {socket}",
-            socket = quoted(&socket_in(Path::new("/var/run/postgresql"), port)),
+            socket = quoted(&socket_in(Path::new(super::DEFAULT_SOCKET_DIR), port)),
             container = shell_quote(&layout.service),
             bridge = shell_quote(super::BRIDGE),
         ))

@@ -18,8 +18,6 @@ use crate::transport::shell_quote;
 
 pub struct External;
 
-const SOCKET_DIR: &str = "/var/run/postgresql";
-
 /// A command that fails, saying why: pgfleet never runs one of these
 /// (plan refuses first), but should one be reached it must not act.
 fn refuse(what: &str) -> String {
@@ -86,7 +84,7 @@ impl Runtime for External {
     }
 
     fn admin_bridge(&self, _layout: &ClusterLayout, port: u16) -> Option<String> {
-        Some(unix_socket_bridge(&socket_in(Path::new(SOCKET_DIR), port)))
+        Some(unix_socket_bridge(&socket_in(Path::new(super::DEFAULT_SOCKET_DIR), port)))
     }
 
     fn is_running(&self, _layout: &ClusterLayout) -> String {

@@ -270,6 +270,10 @@ fn unix_socket_bridge(socket: &Path) -> String {
 /// The Perl program of `unix_socket_bridge`: its argument is the socket.
 const BRIDGE: &str = r#"use IO::Socket::UNIX; my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "cannot connect to $ARGV[0]: $!\n"; sub copy { my ($from, $to) = @_; my $b; while (1) { my $n = sysread($from, $b, 65536); last unless $n; my $o = 0; while ($o < $n) { my $w = syswrite($to, $b, $n - $o, $o); return unless defined $w; $o += $w } } } if (my $pid = fork) { copy(\*STDIN, $s); shutdown($s, 1); waitpid($pid, 0) } else { copy($s, \*STDOUT); exit 0 }"#;
 
+/// Where Debian's packages, and images built from them, put the servers'
+/// Unix sockets.
+const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+
 /// The Unix socket a server on `port` listens on in `directory`.
 fn socket_in(directory: &Path, port: u16) -> PathBuf {
     directory.join(format!(".s.PGSQL.{port}"))
