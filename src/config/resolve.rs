@@ -121,10 +121,10 @@ pub enum Rule {
     StateFileName { name: String },
     #[error("{what} {} is a relative path", path.display())]
     RelativePath { what: &'static str, path: PathBuf },
-    #[error("replica `{replica}` needs a `runtime`: its primary's is `external`, which pgfleet does not run")]
-    ReplicaRuntimeMissing { replica: String },
-    #[error("replica `{replica}` cannot have `runtime: external`: pgfleet builds and runs its replicas")]
-    ExternalReplica { replica: String },
+    #[error("replica `{replica}` needs a `runtime`: its primary's, `{runtime}`, runs no replicas")]
+    ReplicaRuntimeMissing { replica: String, runtime: &'static str },
+    #[error("replica `{replica}` cannot have `runtime: {runtime}`: it runs no replicas, and pgfleet runs its replicas")]
+    ExternalReplica { replica: String, runtime: &'static str },
 }
 
 impl Rule {
@@ -761,20 +761,24 @@ impl Resolver {
             // fact about machines, not addresses: plan decides it from what
             // the hosts report (their machine ids).
 
+            // A replica runs on a runtime that runs replicas: its own, or
+            // its primary's when that one does.
+            let runs_replicas = |kind: spec::Runtime| crate::runtime::of(kind).capabilities().replicas;
+            let name = |kind: spec::Runtime| crate::runtime::of(kind).name();
             let runtime = match (replica.runtime, primary.runtime) {
-                (Some(spec::Runtime::External), _) => {
+                (Some(runtime), _) if !runs_replicas(runtime) => {
                     self.report(Violation::at(
-                        Rule::ExternalReplica { replica: replica.name.clone() },
+                        Rule::ExternalReplica { replica: replica.name.clone(), runtime: name(runtime) },
                         replica_path.key("runtime"),
                         "pgfleet runs replicas",
                     ));
                     spec::Runtime::PgCtl
                 }
                 (Some(runtime), _) => runtime,
-                (None, spec::Runtime::External) => {
+                (None, runtime) if !runs_replicas(runtime) => {
                     self.report(
                         Violation::at(
-                            Rule::ReplicaRuntimeMissing { replica: replica.name.clone() },
+                            Rule::ReplicaRuntimeMissing { replica: replica.name.clone(), runtime: name(runtime) },
                             replica_path.key("name"),
                             "no runtime",
                         )
@@ -1382,6 +1386,31 @@ mod tests {
         format!(
             "version: 1\nhosts:\n  h: {{ transport: local }}\nenvironments:\n  - id: e\n    primary: {{ host: h, data_dir: /d, {primary} }}\n"
         )
+    }
+
+    /// A replica runs where replicas can run: a primary pgfleet does not run
+    /// lends it no runtime, and it cannot take that one itself.
+    #[test]
+    fn a_replica_of_a_primary_pgfleet_does_not_run_names_its_own_runtime() {
+        let yaml = |key: &str| {
+            format!(
+                "{}    replicas:\n      - {{ name: r1, host: h, address: 127.0.0.2, data_dir: /r{key} }}\n",
+                with_primary("runtime: external")
+            )
+        };
+        let found = violations(&yaml(""));
+        assert!(
+            matches!(found.as_slice(), [(super::Rule::ReplicaRuntimeMissing { runtime: "external", .. }, path)]
+                if path == "environments[0].replicas[0].name"),
+            "{found:?}"
+        );
+        let found = violations(&yaml(", runtime: external"));
+        assert!(
+            matches!(found.as_slice(), [(super::Rule::ExternalReplica { .. }, path)]
+                if path == "environments[0].replicas[0].runtime"),
+            "{found:?}"
+        );
+        assert!(violations(&yaml(", runtime: debian")).is_empty());
     }
 
     #[test]

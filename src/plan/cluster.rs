@@ -170,11 +170,22 @@ pub(super) fn plan_settings(
         1 => format!("{} differs", delta.set.keys().cloned().collect::<String>()),
         _ => format!("{} differ", delta.set.keys().cloned().collect::<Vec<_>>().join(", ")),
     };
-    let environment = planner.topology.environment(&address.environment);
-    let managed = environment
+    let runtime = planner
+        .topology
+        .environment(&address.environment)
         .and_then(|environment| crate::placement::member(environment, member))
-        .is_none_or(|m| m.runtime().capabilities().manage_process);
+        .map(|placement| placement.runtime());
+    let managed = runtime.is_none_or(|runtime| runtime.capabilities().manage_process);
     if delta.restart && !managed {
+        let runtime = runtime.map_or("", |runtime| runtime.name());
+        if delta.set.is_empty() {
+            // Someone else's change waits for their restart, not pgfleet's.
+            planner.warn(
+                Some(address.clone()),
+                format!("settings changed earlier wait for a restart, which pgfleet leaves to whoever runs this server (`runtime: {runtime}`)"),
+            );
+            return planner.no_op(address);
+        }
         let index = planner.topology.environment_index(&address.environment);
         let needing: Vec<&str> = delta
             .set
@@ -187,7 +198,7 @@ pub(super) fn plan_settings(
             path: format!("environments[{index}].primary.settings"),
             reason: format!(
                 "{names} take effect only after a restart, and pgfleet does not restart a server it does not run \
-                 (`runtime: external`): set them where the server is run"
+                 (`runtime: {runtime}`): set them where the server is run"
             ),
         });
         return;
