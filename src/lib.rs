@@ -25,6 +25,7 @@ pub mod ops;
 pub mod placement;
 pub mod plan;
 pub mod printer;
+pub mod roles;
 pub mod runtime;
 pub mod scram;
 pub mod secrets;

@@ -31,19 +31,46 @@ pub struct Step {
     /// everything it paused released.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_failure: Vec<Compensation>,
+    /// The point of no return (a promotion): once it has run, a failure
+    /// goes forward — a rerun finishes the operation — and compensations
+    /// that undo (restarting the old primary) are never run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub commits: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compensation {
     pub address: Address,
     pub action: Action,
+    /// It undoes the operation (restart the old primary): run only before
+    /// the point of no return. Otherwise it releases something (RESUME)
+    /// and runs on any failure.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undo: bool,
 }
 
 impl Operation {
     /// The compensations owed when step `failed` fails: those of every
-    /// step up to and including it, latest first.
-    pub fn compensations_for(&self, failed: usize) -> Vec<&Compensation> {
-        self.steps.iter().take(failed + 1).rev().flat_map(|step| step.on_failure.iter()).collect()
+    /// step up to and including it, latest first; once a committing step
+    /// before it has run (`committed`), only those that release.
+    pub fn compensations_for(&self, failed: usize, committed: bool) -> Vec<&Compensation> {
+        self.steps
+            .iter()
+            .take(failed + 1)
+            .rev()
+            .flat_map(|step| step.on_failure.iter())
+            .filter(|compensation| !(committed && compensation.undo))
+            .collect()
+    }
+
+    /// The environment it acts in (every step acts in one).
+    pub fn environment(&self) -> &str {
+        self.steps.first().map_or("", |step| step.address.environment.as_str())
+    }
+
+    /// Whether step `index` comes after the point of no return.
+    pub fn committed_before(&self, index: usize) -> bool {
+        self.steps.iter().take(index).any(|step| step.commits)
     }
 }
 
@@ -59,9 +86,11 @@ mod tests {
                 .map(|pooler| Compensation {
                     address: format!("prod.pooler.{pooler}").parse().unwrap(),
                     action: Action::StartPooler { pooler: pooler.into() },
+                    undo: pooler == "r1",
                 })
                 .into_iter()
                 .collect(),
+            commits: member == "r1",
         }
     }
 
@@ -77,9 +106,16 @@ mod tests {
             ],
         };
         let names = |failed| {
-            operation.compensations_for(failed).iter().map(|undo| undo.address.to_string()).collect::<Vec<_>>()
+            let committed = operation.committed_before(failed);
+            operation
+                .compensations_for(failed, committed)
+                .iter()
+                .map(|undo| undo.address.to_string())
+                .collect::<Vec<_>>()
         };
         assert_eq!(names(0), ["prod.pooler.primary"]);
         assert_eq!(names(1), ["prod.pooler.r1", "prod.pooler.primary"]);
+        // Past the point of no return (r1's step), what undoes is skipped.
+        assert_eq!(names(2), ["prod.pooler.r2", "prod.pooler.primary"]);
     }
 }

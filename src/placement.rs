@@ -65,9 +65,12 @@ fn pooler_identity<'a>(environment: &'a Environment, fronts: &'a str) -> Member<
     Member { environment: &environment.id, name: fronts, image }
 }
 
-/// The member the YAML declares under `primary:`.
+/// The member that holds the primary role (the one the YAML declares
+/// under `primary:` unless another took the role over: `roles`). Its files
+/// are laid out by the member it is, whichever role it holds.
 pub fn primary(environment: &Environment) -> ClusterPlacement {
     let primary = &environment.primary;
+    let layout_name = primary.standby.as_ref().map_or(PRIMARY, |replica| replica.name.as_str());
     ClusterPlacement {
         host: primary.host.clone(),
         address: primary.address.clone(),
@@ -75,10 +78,18 @@ pub fn primary(environment: &Environment) -> ClusterPlacement {
         version: primary.version,
         runtime: primary.runtime,
         layout: runtime::of(primary.runtime).cluster_layout(
-            identity(environment, PRIMARY),
+            identity(environment, layout_name),
             &primary.data_dir,
             primary.version,
         ),
+    }
+}
+
+/// The member the YAML declares under `primary:`, whichever role it holds.
+pub fn declared_primary(environment: &Environment) -> ClusterPlacement {
+    match environment.replicas.iter().find(|replica| replica.declared_primary) {
+        Some(standby) => replica(environment, standby),
+        None => primary(environment),
     }
 }
 
@@ -93,16 +104,17 @@ pub fn replica(environment: &Environment, replica: &Replica) -> ClusterPlacement
         version: primary.version,
         runtime: replica.runtime,
         layout: runtime::of(replica.runtime).cluster_layout(
-            identity(environment, &replica.name),
+            identity(environment, if replica.declared_primary { PRIMARY } else { &replica.name }),
             &replica.data_dir,
             primary.version,
         ),
     }
 }
 
-/// A member by name: `primary`, or a replica of the configuration.
+/// A member by name: `primary` (the role's holder, also by its own name),
+/// or a replica of the configuration.
 pub fn member(environment: &Environment, name: &str) -> Option<ClusterPlacement> {
-    if name == PRIMARY {
+    if name == PRIMARY || name == environment.primary.name {
         return Some(primary(environment));
     }
     environment.replicas.iter().find(|candidate| candidate.name == name).map(|found| replica(environment, found))
@@ -139,15 +151,19 @@ pub fn pooler(environment: &Environment, fronts: &str) -> Option<PoolerPlacement
     } else {
         (cluster.host.clone(), cluster.address.clone())
     };
+    // The primary's pooler stays where the application connects when the
+    // role moves: its files stay beside the member the YAML declares
+    // under `primary:`, whichever member it fronts now.
+    let beside = if fronts == PRIMARY { declared_primary(environment) } else { cluster.clone() };
     Some(PoolerPlacement {
-        layout: cluster.runtime().pooler_layout(pooler_identity(environment, fronts), &cluster.layout.home, port),
+        layout: beside.runtime().pooler_layout(pooler_identity(environment, fronts), &beside.layout.home, port),
         host,
         address,
         port,
         cluster_address: cluster.address,
         cluster_port: cluster.port,
         fronts: fronts.to_owned(),
-        runtime: cluster.runtime,
+        runtime: beside.runtime,
     })
 }
 

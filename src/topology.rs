@@ -86,9 +86,17 @@ pub struct Environment {
     pub odoo: Option<crate::spec::Odoo>,
 }
 
-/// The primary cluster and the settings pgfleet manages on it.
+/// The primary cluster and the settings pgfleet manages on it: the member
+/// that holds the primary role (see `roles`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Cluster {
+    /// The member's stable name: `primary.name` (default `primary`) for the
+    /// member the YAML declares under `primary:`, a replica's name for one
+    /// that took the role over.
+    pub name: String,
+    /// When a replica of the YAML holds the role: its replica
+    /// configuration, kept for when it hands the role on.
+    pub standby: Option<Box<Replica>>,
     pub host: String,
     pub address: String,
     pub port: u16,
@@ -165,6 +173,14 @@ pub struct Replica {
     pub tunnel_port: u16,
     /// How it runs on its host (the primary's runtime unless set).
     pub runtime: crate::spec::Runtime,
+    /// It is the member the YAML declares under `primary:`, a standby
+    /// while another member holds the role: its files keep the primary's
+    /// layout (the same service and container names).
+    pub declared_primary: bool,
+    /// Where the YAML lists it under `replicas:` (the declared primary,
+    /// as a standby, comes after them all): the replicas keep this order
+    /// whichever member holds the role.
+    pub position: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

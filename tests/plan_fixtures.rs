@@ -252,6 +252,7 @@ fn owning(addresses: &[(&str, &str, &str)]) -> State {
         last_applied_spec: None,
         journal: Vec::new(),
         environment_serials: Default::default(),
+        ..State::default()
     }
 }
 

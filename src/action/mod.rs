@@ -7,6 +7,7 @@ pub mod context;
 mod helper;
 mod odoo;
 mod pooler;
+mod promotion;
 mod replica;
 mod role;
 
@@ -171,6 +172,55 @@ pub enum Action {
     WriteOdooConfig,
     /// Runs the `odoo.restart` command on Odoo's host.
     RestartOdoo,
+    /// `CHECKPOINT`, so the shutdown that follows is short.
+    Checkpoint {
+        member: String,
+    },
+    /// `PAUSE` of the application's database on the pooler (bounded).
+    PausePooler {
+        pooler: String,
+    },
+    /// `RESUME`; with `sessions`, the session pool's clients are dropped so
+    /// they reconnect where the pooler points now.
+    ResumePooler {
+        pooler: String,
+        #[serde(default)]
+        sessions: bool,
+    },
+    /// Waits until `member` replayed past the stopped `from`'s shutdown
+    /// checkpoint (RPO 0, checked).
+    WaitReplayed {
+        member: String,
+        from: String,
+    },
+    /// `pg_promote(wait => true)`, then checks it accepts writes.
+    Promote {
+        member: String,
+    },
+    /// Restarts the old primary, unless `candidate` accepts writes.
+    StartUnlessPromoted {
+        member: String,
+        candidate: String,
+    },
+    /// Stops the old primary and leaves a standby.signal behind.
+    Fence {
+        member: String,
+    },
+    /// Copies the primary's kept secrets to `member`'s home.
+    CopySecrets {
+        member: String,
+    },
+    /// The old primary becomes a standby of the current one.
+    Rejoin {
+        member: String,
+        #[serde(default)]
+        rewind: bool,
+    },
+    /// Records in state that `change.to` holds the primary role (apply
+    /// does it; the hosts are not touched).
+    RecordPrimary {
+        change: crate::state::RoleChange,
+    },
 }
 
 impl Action {
@@ -219,6 +269,24 @@ impl Action {
             Action::ScheduleMirror { .. } => "install the recurring mirror job".into(),
             Action::WriteOdooConfig => "set db_host/db_port (and db_replica_*) in Odoo's configuration".into(),
             Action::RestartOdoo => "restart Odoo (odoo.restart)".into(),
+            Action::Checkpoint { .. } => "CHECKPOINT".into(),
+            Action::PausePooler { .. } => "PAUSE the application's database (in-flight transactions finish)".into(),
+            Action::ResumePooler { sessions: false, .. } => "RESUME the application's database".into(),
+            Action::ResumePooler { sessions: true, .. } => {
+                "RESUME, and reconnect the session pool's clients (KILL postgres)".into()
+            }
+            Action::WaitReplayed { member, from } => {
+                format!("wait until {member} replayed {from}'s shutdown checkpoint (nothing committed is lost)")
+            }
+            Action::Promote { member } => format!("promote {member} (pg_promote) and check it accepts writes"),
+            Action::StartUnlessPromoted { candidate, .. } => {
+                format!("start the old primary again, unless {candidate} accepts writes")
+            }
+            Action::Fence { .. } => "fence the old primary: stop it, leave standby.signal".into(),
+            Action::CopySecrets { member } => format!("copy the kept passwords to {member}'s home"),
+            Action::Rejoin { member, rewind: false } => format!("{member} rejoins as a standby (slot, standby.signal)"),
+            Action::Rejoin { member, rewind: true } => format!("{member} rejoins as a standby (pg_rewind first)"),
+            Action::RecordPrimary { change } => format!("record {} as the primary", change.to),
         }
     }
 
@@ -235,6 +303,14 @@ impl Action {
             Action::StartTunnel { restart: true, .. } | Action::RemoveHelper { .. } => Disruption::Restart,
             Action::RestartOdoo => Disruption::Restart,
             Action::WriteOdooConfig => Disruption::None,
+            Action::PausePooler { .. } | Action::Fence { .. } | Action::Promote { .. } => Disruption::Restart,
+            Action::ResumePooler { .. }
+            | Action::Checkpoint { .. }
+            | Action::WaitReplayed { .. }
+            | Action::StartUnlessPromoted { .. }
+            | Action::CopySecrets { .. }
+            | Action::Rejoin { .. }
+            | Action::RecordPrimary { .. } => Disruption::None,
             Action::InitCluster { .. }
             | Action::Configure { .. }
             | Action::WriteHba { .. }
@@ -289,6 +365,16 @@ impl Action {
             Action::ScheduleMirror { .. } => "schedule_mirror",
             Action::WriteOdooConfig => "write_odoo_config",
             Action::RestartOdoo => "restart_odoo",
+            Action::Checkpoint { .. } => "checkpoint",
+            Action::PausePooler { .. } => "pause_pooler",
+            Action::ResumePooler { .. } => "resume_pooler",
+            Action::WaitReplayed { .. } => "wait_replayed",
+            Action::Promote { .. } => "promote",
+            Action::StartUnlessPromoted { .. } => "start_unless_promoted",
+            Action::Fence { .. } => "fence",
+            Action::CopySecrets { .. } => "copy_secrets",
+            Action::Rejoin { .. } => "rejoin",
+            Action::RecordPrimary { .. } => "record_primary",
         }
     }
 }
@@ -327,6 +413,19 @@ impl Action {
             Action::ScheduleMirror { replica } => helper::schedule_mirror(context, replica).await,
             Action::WriteOdooConfig => odoo::write_config(context).await,
             Action::RestartOdoo => odoo::restart(context).await,
+            Action::Checkpoint { member } => promotion::checkpoint(context, member).await,
+            Action::PausePooler { pooler } => promotion::pause(context, pooler).await,
+            Action::ResumePooler { pooler, sessions } => promotion::resume(context, pooler, *sessions).await,
+            Action::WaitReplayed { member, from } => promotion::wait_replayed(context, member, from).await.map(|_| ()),
+            Action::Promote { member } => promotion::promote(context, member).await,
+            Action::StartUnlessPromoted { member, candidate } => {
+                promotion::start_unless_promoted(context, member, candidate).await
+            }
+            Action::Fence { member } => promotion::fence(context, member).await,
+            Action::CopySecrets { member } => promotion::copy_secrets(context, member).await,
+            Action::Rejoin { member, rewind } => promotion::rejoin(context, member, *rewind).await,
+            // Apply records it in state; there is nothing to do on a host.
+            Action::RecordPrimary { .. } => Ok(()),
         }
     }
 }

@@ -52,9 +52,9 @@ pub async fn base_backup(context: &Context<'_>, member: &str, slot: &str) -> Res
 
 /// standby.signal, the passfile, pgfleet's hba block, and the replica's settings (its address,
 /// `primary_conninfo` with `passfile=`, slot, `hot_standby_feedback`) in
-/// postgresql.auto.conf; the primary's superuser password beside it when
-/// pgfleet keeps one (a cluster it created), so pgfleet can log in to
-/// observe it the same way.
+/// postgresql.auto.conf; the passwords pgfleet keeps beside the primary
+/// (the superuser's, generated roles') beside it too, so pgfleet logs in
+/// to it the same way and it can take the primary role with them.
 ///
 /// # Guarantees
 /// Idempotent. No password is written into any configuration file.
@@ -62,10 +62,9 @@ pub async fn write_standby_config(context: &Context<'_>, member: &str) -> Result
     let replica = replica(context, member)?;
     let cluster = context.member(member)?;
     write_passfile(context, replica, &cluster).await?;
-    let primary = context.primary();
-    if let Some(superuser) = context.read(&primary.host, &primary.layout.superuser_password_file()).await? {
-        context.write(&cluster.host, &cluster.layout.superuser_password_file(), &superuser, 0o600).await?;
-    }
+    // The kept passwords too, so the replica can take the primary role with
+    // them even when the primary's host is lost.
+    super::promotion::copy_secrets(context, member).await?;
     context.write(&cluster.host, &cluster.data_dir().join("standby.signal"), b"", 0o600).await?;
     // The primary's block came with the base backup where pg_hba.conf lives
     // in the data directory; where the runtime keeps it elsewhere (Debian's

@@ -46,7 +46,7 @@ pub trait Journal {
     /// Persists `state` before apply goes on. Async, because a state store
     /// may wait on a database, and apply calls it from its scheduler.
     fn save<'a>(&'a mut self, state: &'a mut State) -> Saving<'a>;
-    fn step(&mut self, address: &Address, description: &str, result: Result<std::time::Duration, &ActionError>);
+    fn step(&mut self, address: &Address, action: &Action, result: Result<std::time::Duration, &ActionError>);
 }
 
 /// Where a resource pgfleet creates (or imports) lives, from the
@@ -207,7 +207,7 @@ pub async fn apply(
             outcome.skipped.extend(operation.steps.iter().map(|step| step.address.clone()));
             continue;
         }
-        if let Err(failure) = run_operation(operation, topology, hosts, &shared).await {
+        if let Err(failure) = run_operation_shared(operation, topology, hosts, &shared).await {
             outcome.failed.push((failure.address().clone(), failure));
         }
     }
@@ -217,14 +217,31 @@ pub async fn apply(
 /// Runs an operation's steps in order, skipping those the journal records
 /// as finished (a killed operation resumes). When a step fails, the
 /// compensations of every step that ran are run, latest first, and the
-/// operation stops.
-async fn run_operation(
+/// operation stops: before its point of no return it is undone (a rerun
+/// starts it over), after it only what holds clients (a PAUSE) is
+/// released, and a rerun finishes it. Each step runs in the roles state
+/// records when it starts, so the steps after `RecordPrimary` act on the
+/// new primary. The operation stays in `State::pending` until it finished
+/// or was undone.
+pub async fn run_operation(
+    operation: &Operation,
+    topology: &Topology,
+    hosts: &BTreeMap<String, Box<dyn Remote>>,
+    state: &mut State,
+    journal: &mut dyn Journal,
+) -> Result<(), ApplyError> {
+    let shared = tokio::sync::Mutex::new(Shared { state, journal });
+    run_operation_shared(operation, topology, hosts, &shared).await
+}
+
+async fn run_operation_shared(
     operation: &Operation,
     topology: &Topology,
     hosts: &BTreeMap<String, Box<dyn Remote>>,
     shared: &tokio::sync::Mutex<Shared<'_>>,
 ) -> Result<(), ApplyError> {
     let done = shared.lock().await.state.finished_steps(&operation.id);
+    let environment = operation.environment().to_owned();
     for (index, step) in operation.steps.iter().enumerate() {
         if done.contains(&index) {
             continue;
@@ -234,14 +251,17 @@ async fn run_operation(
             step: index,
             payload: serde_json::to_value(&step.action).unwrap_or_default(),
             compensation: false,
+            undoes: false,
         };
         if let Err(failure) = run_step(&step.address, &step.action, journal, topology, hosts, shared).await {
-            for (undo_index, undo) in operation.compensations_for(index).into_iter().enumerate() {
+            let committed = operation.committed_before(index);
+            for (undo_index, undo) in operation.compensations_for(index, committed).into_iter().enumerate() {
                 let journal = OperationStep {
                     id: operation.id.clone(),
                     step: undo_index,
                     payload: serde_json::to_value(&undo.action).unwrap_or_default(),
                     compensation: true,
+                    undoes: !committed,
                 };
                 // A compensation that fails too is reported with the step;
                 // the others still run.
@@ -250,10 +270,36 @@ async fn run_operation(
                     return Err(ApplyError::NotUndone { failed: Box::new(failure), undo: vec![undo_failure] });
                 }
             }
+            if !committed {
+                let mut guard = shared.lock().await;
+                let Shared { state, journal } = &mut *guard;
+                state.pending.remove(&environment);
+                journal.save(state).await.map_err(ApplyError::journal(&step.address))?;
+            }
             return Err(failure);
+        }
+        kill_if_asked(step.action.kind());
+    }
+    let mut guard = shared.lock().await;
+    let Shared { state, journal } = &mut *guard;
+    if state.pending.get(&environment).is_some_and(|pending| pending.id == operation.id) {
+        state.pending.remove(&environment);
+        if let Some(last) = operation.steps.last() {
+            journal.save(state).await.map_err(ApplyError::journal(&last.address))?;
         }
     }
     Ok(())
+}
+
+/// Fault injection for the tests of a killed operation: with
+/// `PGFLEET_TEST_KILL_AFTER_STEP=KIND`, pgfleet sends itself SIGKILL right
+/// after a step of that kind finished and was journaled — what an
+/// operator's kill -9 or a lost runner does.
+fn kill_if_asked(kind: &str) {
+    if std::env::var("PGFLEET_TEST_KILL_AFTER_STEP").is_ok_and(|asked| asked == kind) {
+        let _ = std::process::Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
 }
 
 /// One step of an operation, journaled before and after.
@@ -265,23 +311,28 @@ async fn run_step(
     hosts: &BTreeMap<String, Box<dyn Remote>>,
     shared: &tokio::sync::Mutex<Shared<'_>>,
 ) -> Result<(), ApplyError> {
-    let environment = topology.environment(&address.environment).ok_or_else(|| ApplyError::UnknownEnvironment {
-        address: address.clone(),
-        environment: address.environment.clone(),
-    })?;
-    let owned = {
+    let (owned, current) = {
         let mut guard = shared.lock().await;
         let Shared { state, journal: progress } = &mut *guard;
         state.journal_step(address, action.kind(), JournalEvent::Started, journal.clone());
         progress.save(state).await.map_err(ApplyError::journal(address))?;
-        state.owned.get(address).cloned()
+        (state.owned.get(address).cloned(), crate::roles::current(topology, state))
     };
-    let context = Context { topology, environment, address, owned: owned.as_ref(), hosts };
+    let environment = current.environment(&address.environment).ok_or_else(|| ApplyError::UnknownEnvironment {
+        address: address.clone(),
+        environment: address.environment.clone(),
+    })?;
+    let context = Context { topology: &current, environment, address, owned: owned.as_ref(), hosts };
     let started = Instant::now();
     let result = action.execute(&context).await;
     let mut guard = shared.lock().await;
     let Shared { state, journal: progress } = &mut *guard;
-    progress.step(address, &action.describe(), result.as_ref().map(|()| started.elapsed()));
+    if let (Ok(()), Action::RecordPrimary { change }) = (&result, action) {
+        let mut change = change.clone();
+        change.at = crate::state::now();
+        state.record_role_change(&address.environment, change);
+    }
+    progress.step(address, action, result.as_ref().map(|()| started.elapsed()));
     let event = if result.is_ok() { JournalEvent::Finished } else { JournalEvent::Failed };
     state.journal_step(address, action.kind(), event, journal);
     progress.save(state).await.map_err(ApplyError::journal(address))?;
@@ -323,7 +374,7 @@ async fn run_change(
         let result = action.execute(&context).await;
         let mut guard = shared.lock().await;
         let Shared { state, journal } = &mut *guard;
-        journal.step(&change.address, &action.describe(), result.as_ref().map(|()| started.elapsed()));
+        journal.step(&change.address, action, result.as_ref().map(|()| started.elapsed()));
         let event = if result.is_ok() { JournalEvent::Finished } else { JournalEvent::Failed };
         state.journal(&change.address, kind, event);
         journal.save(state).await.map_err(ApplyError::journal(&change.address))?;
@@ -358,7 +409,7 @@ mod tests {
             Box::pin(async { Ok(()) })
         }
 
-        fn step(&mut self, _: &Address, _: &str, _: Result<std::time::Duration, &ActionError>) {}
+        fn step(&mut self, _: &Address, _: &Action, _: Result<std::time::Duration, &ActionError>) {}
     }
 
     fn topology() -> Topology {
@@ -504,9 +555,10 @@ mod tests {
             address: address.parse().unwrap(),
             action,
             on_failure: undo
-                .map(|action| Compensation { address: address.parse().unwrap(), action })
+                .map(|action| Compensation { address: address.parse().unwrap(), action, undo: true })
                 .into_iter()
                 .collect(),
+            commits: false,
         };
         Operation {
             id: "op-1".into(),
@@ -586,6 +638,7 @@ mod tests {
                 step: index,
                 payload: serde_json::to_value(&step.action).unwrap(),
                 compensation: false,
+                undoes: false,
             };
             state.journal_step(&step.address, step.action.kind(), JournalEvent::Started, journal.clone());
             state.journal_step(&step.address, step.action.kind(), JournalEvent::Finished, journal);

@@ -130,6 +130,82 @@ pub enum Command {
     /// Exit codes: 0, 1 error (invalid configuration, unknown environment,
     /// a host that cannot be observed, the state's lock held).
     Import(ImportArgs),
+    /// Move the primary role to a standby with nothing lost (planned
+    /// maintenance).
+    ///
+    /// Checks first (the candidate streams from the primary on its
+    /// timeline within `health.warning`; every pooler answers), shows the
+    /// steps, then: CHECKPOINT, PAUSE the application's pool, fast shutdown
+    /// of the primary, check the candidate replayed its shutdown checkpoint
+    /// (RPO 0, checked), promote, repoint the primary pooler and RESUME,
+    /// the old primary rejoins as a standby, the other replicas follow. A
+    /// run killed half-way is finished by running it again (or `apply`).
+    ///
+    /// Exit codes: 0 done, 1 refused or failed before the promotion
+    /// (nothing changed), 3 stopped after it (run it again to finish).
+    Switchover(RoleArgs),
+    /// Move the primary role away from a lost primary.
+    ///
+    /// Fences first: a reachable old primary is stopped and left with a
+    /// standby.signal (refused while it runs and accepts writes, unless
+    /// --fence); an unreachable one is refused unless
+    /// --old-primary-is-down. Picks the freshest replica unless --to,
+    /// states the data-loss bound per candidate before asking, promotes,
+    /// repoints the pooler and the other replicas, and rejoins the old
+    /// primary (pg_rewind) when its host answers.
+    ///
+    /// Exit codes: 0 done, 1 refused (nothing changed), 3 stopped part-way.
+    Failover(FailoverArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RoleArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// The environment (its `id`).
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    /// The member that takes the primary role.
+    #[arg(long, value_name = "MEMBER")]
+    pub to: String,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How long to wait for another pgfleet holding the state lock.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_timeout: crate::spec::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// The environment (its `id`).
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    /// The member that takes the primary role. Default: the freshest
+    /// replica (most WAL received).
+    #[arg(long, value_name = "MEMBER")]
+    pub to: Option<String>,
+    /// Stop the old primary even though it runs and accepts writes
+    /// (commits it acknowledged that no standby received are lost).
+    #[arg(long)]
+    pub fence: bool,
+    /// The old primary's host cannot be reached and you state that it is
+    /// down (recorded in state's journal with the role change).
+    #[arg(long)]
+    pub old_primary_is_down: bool,
+    /// Record a promotion done outside pgfleet (`--to` runs as a primary,
+    /// the recorded primary does not accept writes); the old primary then
+    /// rejoins as its standby.
+    #[arg(long, requires = "to")]
+    pub record_only: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How long to wait for another pgfleet holding the state lock.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_timeout: crate::spec::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -382,6 +458,33 @@ pub fn run() -> Exit {
                 targets: &args.target,
                 replace: &args.replace,
                 force: args.force,
+            },
+        ),
+        Command::Switchover(args) => ops::switchover::run(
+            &printer,
+            &ops::switchover::Options {
+                file: &args.file.file,
+                environment: &args.environment,
+                auto_approve: args.auto_approve,
+                lock_timeout: std::time::Duration::from_secs(args.lock_timeout.seconds()),
+            },
+            ops::switchover::Request::Switchover { to: &args.to },
+        ),
+        Command::Failover(args) => ops::switchover::run(
+            &printer,
+            &ops::switchover::Options {
+                file: &args.file.file,
+                environment: &args.environment,
+                auto_approve: args.auto_approve,
+                lock_timeout: std::time::Duration::from_secs(args.lock_timeout.seconds()),
+            },
+            match (&args.to, args.record_only) {
+                (Some(to), true) => ops::switchover::Request::RecordOnly { to },
+                (to, _) => ops::switchover::Request::Failover {
+                    to: to.as_deref(),
+                    fence: args.fence,
+                    old_primary_is_down: args.old_primary_is_down,
+                },
             },
         ),
         Command::Import(args) => ops::import::run(

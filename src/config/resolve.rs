@@ -696,7 +696,20 @@ impl Resolver {
             settings.insert(name.clone(), value);
         }
 
+        let name = primary.name.clone().unwrap_or_else(|| crate::placement::PRIMARY.to_owned());
+        if let Some(given) = &primary.name {
+            self.check_name("member name", given, &path.key("name"), Anchor::Value);
+            if environment.replicas.iter().any(|replica| &replica.name == given) {
+                self.report(Violation::at(
+                    Rule::DuplicateReplica { name: given.clone(), environment: environment.id.clone() },
+                    path.key("name"),
+                    "a replica's name too",
+                ));
+            }
+        }
         Cluster {
+            name,
+            standby: None,
             host: primary.host.clone(),
             address,
             port: self.port(primary.port, DEFAULT_PORT, "port", &path.key("port")),
@@ -790,6 +803,8 @@ impl Resolver {
             };
             let port = self.port(replica.port, DEFAULT_PORT, "port", &replica_path.key("port"));
             replicas.push(Replica {
+                declared_primary: false,
+                position: index,
                 runtime,
                 name: replica.name.clone(),
                 slot: slot_name(&replica.name),

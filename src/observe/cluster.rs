@@ -47,7 +47,8 @@ select json_build_object(
         'replay_lag_seconds', extract(epoch from replay_lag)::float8) order by application_name), '[]')
       from pg_stat_replication),
   'receiver', (select json_build_object(
-        'status', status, 'sender_host', sender_host, 'sender_port', sender_port, 'slot_name', slot_name)
+        'status', status, 'sender_host', sender_host, 'sender_port', sender_port, 'slot_name', slot_name,
+        'received_timeline', received_tli)
       from pg_stat_wal_receiver limit 1),
   'standby', case when pg_is_in_recovery() then json_build_object(
         'receive_lsn', pg_last_wal_receive_lsn()::text, 'replay_lsn', pg_last_wal_replay_lsn()::text,
@@ -188,6 +189,10 @@ pub struct ReceiverRow {
     pub sender_host: Option<String>,
     pub sender_port: Option<i32>,
     pub slot_name: Option<String>,
+    /// The timeline of the WAL it receives (its checkpoint's timeline
+    /// moves only at its next restartpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_timeline: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]

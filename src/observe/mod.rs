@@ -161,9 +161,17 @@ fn expected_by_host(topology: &Topology) -> BTreeMap<String, HostWork> {
             }
             Item::Pooler(placement) => {
                 let Some(fronted) = crate::placement::member(environment, &placement.fronts) else { continue };
+                // The primary's pooler keeps its files beside the declared
+                // primary, whichever member holds the role: its password
+                // is read from there.
+                let beside = if placement.fronts == crate::placement::PRIMARY {
+                    crate::placement::declared_primary(environment)
+                } else {
+                    fronted
+                };
                 by_host.entry(placement.host.clone()).or_default().poolers.push(ExpectedPooler {
                     address: resource.address,
-                    data_dir: fronted.layout.data_dir,
+                    data_dir: beside.layout.data_dir,
                     probe: placement,
                 });
             }

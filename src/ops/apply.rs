@@ -34,13 +34,13 @@ pub struct Options<'a> {
 }
 
 /// Shows each step on stderr; knows nothing of persistence.
-struct Progress<'a> {
+pub(super) struct Progress<'a> {
     printer: &'a Printer,
     spinner: Option<ProgressBar>,
 }
 
 impl Progress<'_> {
-    fn new(printer: &Printer) -> Progress<'_> {
+    pub(super) fn new(printer: &Printer) -> Progress<'_> {
         let spinner = std::io::stderr().is_terminal().then(|| {
             let spinner = ProgressBar::new_spinner();
             spinner.set_style(
@@ -53,7 +53,7 @@ impl Progress<'_> {
         Progress { printer, spinner }
     }
 
-    fn step(&self, address: &Address, description: &str, result: Result<Duration, &ActionError>) {
+    pub(super) fn step(&self, address: &Address, description: &str, result: Result<Duration, &ActionError>) {
         if let Some(spinner) = &self.spinner {
             spinner.set_message(format!("{address}: {description}"));
         }
@@ -67,7 +67,15 @@ impl Progress<'_> {
         }
     }
 
-    fn finish(&self) {
+    /// A line above the spinner (or on stderr).
+    pub(super) fn println(&self, line: &str) {
+        match &self.spinner {
+            Some(spinner) => spinner.println(line.trim_end()),
+            None => self.printer.note(line.trim_end()),
+        }
+    }
+
+    pub(super) fn finish(&self) {
         if let Some(spinner) = &self.spinner {
             spinner.finish_and_clear();
         }
@@ -87,14 +95,14 @@ impl Journal for Recorder<'_, '_> {
         Box::pin(async move { writer.save(state).await })
     }
 
-    fn step(&mut self, address: &Address, description: &str, result: Result<Duration, &ActionError>) {
-        self.progress.step(address, description, result);
+    fn step(&mut self, address: &Address, action: &crate::action::Action, result: Result<Duration, &ActionError>) {
+        self.progress.step(address, &action.describe(), result);
     }
 }
 
 /// One connection per host for the whole apply: its observation, its
 /// actions and its final observation share them.
-async fn connect_all(
+pub(super) async fn connect_all(
     topology: &Topology,
     state: &State,
     departed: &[String],
@@ -149,6 +157,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let (mut writer, mut state) =
         runtime.block_on(Writer::lock(&*store, &environments, &command, options.lock_timeout))?;
 
+    topology = crate::roles::current(&topology, &state);
     let departed = super::with_departed_hosts(&mut topology, &state);
     let connections = runtime.block_on(connect_all(&topology, &state, &departed))?;
     let reuse = observe::Options { passwords: true, connector: Arc::new(observe::Reuse(connections.clone())) };
@@ -195,7 +204,22 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     state.record_reach(&topology.hosts);
     let progress = Progress::new(printer);
     let mut recorder = Recorder { writer: &mut writer, progress: &progress };
-    let outcome = runtime.block_on(apply::apply(&plan, &topology, &hosts, &mut state, &mut recorder));
+    let mut outcome = runtime.block_on(apply::apply(&plan, &topology, &hosts, &mut state, &mut recorder));
+    // An operation that finished moved the primary role: what the new
+    // roles need (slots, the siblings' upstream, poolers) is planned and
+    // applied now, as the operation's own end.
+    if outcome.complete() && !plan.operations.is_empty() {
+        topology = crate::roles::current(&topology, &state);
+        let after = runtime.block_on(observe::observe_with(&topology, &reuse));
+        let next = plan::plan(&topology, &after, &state).map_err(Error::refused)?;
+        if !next.is_empty() {
+            progress.println(&render::text(&next, printer.color_out()));
+            let more = runtime.block_on(apply::apply(&next, &topology, &hosts, &mut state, &mut recorder));
+            outcome.done.extend(more.done);
+            outcome.failed.extend(more.failed);
+            outcome.skipped.extend(more.skipped);
+        }
+    }
     progress.finish();
     if !outcome.complete() {
         runtime.block_on(writer.save(&mut state))?;
@@ -243,13 +267,13 @@ pub(super) fn check_addresses(topology: &Topology, targets: &[Address], replace:
     }
 }
 
-fn confirm(printer: &Printer) -> bool {
+pub(super) fn confirm(printer: &Printer) -> bool {
     printer.note("Do you want to perform these actions? Only 'yes' will be accepted.");
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).is_ok() && answer.trim() == "yes"
 }
 
-fn summary(outcome: &apply::Outcome) -> String {
+pub(super) fn summary(outcome: &apply::Outcome) -> String {
     let mut text = if outcome.complete() {
         format!("Apply complete: {} resource(s) changed; the hosts match the configuration.\n", outcome.done.len())
     } else {

@@ -280,10 +280,11 @@ pub fn markdown(report: &Report) -> String {
 
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let document = load::load(options.file)?;
-    let topology = document.resolve()?;
-    let store = state::open(&topology.state)?;
+    let declared = document.resolve()?;
+    let store = state::open(&declared.state)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
     let state = runtime.block_on(store.load())?;
+    let topology = crate::roles::current(&declared, &state);
     let observed = runtime.block_on(observe::observe(&topology));
     if let Some((host, reason, help)) = observed.unreachable().first() {
         return Err(Error::Unreachable {

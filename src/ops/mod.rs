@@ -11,6 +11,7 @@ pub mod plan;
 pub mod schema;
 pub mod state;
 pub mod status;
+pub mod switchover;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -203,6 +204,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{refusal}")]
+    #[diagnostic(code(pgfleet::role_change), help("{}", refusal.help()))]
+    RoleRefused { refusal: crate::plan::role_change::RoleRefusal },
     #[error("cannot write the plan to {path}")]
     #[diagnostic(code(pgfleet::write_plan))]
     WritePlan {

@@ -199,8 +199,28 @@ async fn shutdown_signal() {
     }
 }
 
+/// The current primary of each environment (`pgfleet_primary{member}` 1)
+/// and the role changes this monitor has seen.
+fn role_metrics(report: &Report, changes: u64) -> String {
+    let mut text =
+        String::from("# HELP pgfleet_primary The member holding the primary role.\n# TYPE pgfleet_primary gauge\n");
+    for environment in &report.environments {
+        let _ = writeln!(
+            text,
+            "pgfleet_primary{{environment=\"{}\",member=\"{}\"}} 1",
+            environment.id, environment.primary_member
+        );
+    }
+    text.push_str(
+        "# HELP pgfleet_primary_changes_total Moves of a primary role seen by this monitor.\n# TYPE pgfleet_primary_changes_total counter\n",
+    );
+    let _ = writeln!(text, "pgfleet_primary_changes_total {changes}");
+    text
+}
+
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
-    let topology = super::load_topology(options.file)?;
+    let declared = super::load_topology(options.file)?;
+    let store = crate::state::open(&declared.state)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
     runtime.block_on(async {
         let (sender, _) = broadcast::channel(1024);
@@ -230,10 +250,33 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
 
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
+        let mut primaries: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+        let mut role_changes = 0u64;
         loop {
+            // The roles as state records them now: a switchover run from
+            // elsewhere moves what this monitor watches.
+            let state = store.load().await.unwrap_or_default();
+            let topology = crate::roles::current(&declared, &state);
             let observed = observe::observe_with(&topology, &observe::Options::health()).await;
             let checked_at = crate::state::now();
-            let report = status::report(&topology, &observed, &checked_at);
+            let report = status::report(&topology, &observed, &state, &checked_at);
+            for environment in &report.environments {
+                let previous = primaries.insert(environment.id.clone(), environment.primary_member.clone());
+                if previous.as_ref().is_some_and(|previous| *previous != environment.primary_member) {
+                    role_changes += 1;
+                    let event = MonitorEvent {
+                        name: "primary.changed",
+                        data: json!({
+                            "environment_id": environment.id,
+                            "from": previous,
+                            "to": environment.primary_member,
+                            "change": environment.last_role_change,
+                        }),
+                    };
+                    printer.out(&event.json_line());
+                    let _ = shared.events.send(event);
+                }
+            }
             for event in events(&topology, &report) {
                 printer.out(&event.json_line());
                 let _ = shared.events.send(event);
@@ -244,6 +287,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
                 snapshot.last_success = Some(checked_at);
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs_f64()).ok();
                 snapshot.metrics = metrics(&report, snapshot.rounds, now);
+                snapshot.metrics.push_str(&role_metrics(&report, role_changes));
             }
             // A closed stdout ends the monitor, as SIGPIPE ends a Unix filter
             // (`pgfleet monitor | head -3`); the HTTP endpoints stop with it.

@@ -56,6 +56,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let store = state::open(&topology.state)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
     let state = runtime.block_on(store.load())?;
+    topology = crate::roles::current(&topology, &state);
     let departed = super::with_departed_hosts(&mut topology, &state);
     runtime.block_on(super::check_departed_hosts(&topology, &state, &departed))?;
     let observed = runtime.block_on(observe(&topology));

@@ -39,6 +39,10 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct EnvironmentStatus {
     pub id: String,
+    /// The member that holds the primary role (see docs/ROLES.md).
+    pub primary_member: String,
+    /// The role's last move, when it has moved.
+    pub last_role_change: Option<crate::state::RoleChange>,
     pub primary: PrimaryStatus,
     pub replicas: Vec<ReplicaHealth>,
     pub poolers: Vec<PoolerStatus>,
@@ -126,8 +130,9 @@ impl PrimaryStatus {
     }
 }
 
-/// Builds the report from one observation.
-pub fn report(topology: &Topology, observed: &Observed, checked_at: &str) -> Report {
+/// Builds the report from one observation, with the roles state records
+/// (`topology` is the current one: `roles::current`).
+pub fn report(topology: &Topology, observed: &Observed, state: &crate::state::State, checked_at: &str) -> Report {
     let replicas = health::assess(topology, observed, checked_at);
     let environments = topology
         .environments
@@ -212,6 +217,8 @@ pub fn report(topology: &Topology, observed: &Observed, checked_at: &str) -> Rep
                 .unwrap_or_default();
             EnvironmentStatus {
                 id: environment.id.clone(),
+                primary_member: environment.primary.name.clone(),
+                last_role_change: state.last_role_change(&environment.id).cloned(),
                 primary,
                 replicas: replicas.iter().filter(|replica| replica.environment_id == environment.id).cloned().collect(),
                 poolers,
@@ -319,6 +326,18 @@ pub fn text(report: &Report) -> String {
     for environment in &report.environments {
         let primary = &environment.primary;
         let _ = writeln!(out, "{} (checked {})", environment.id, report.checked_at);
+        let _ = writeln!(out, "  primary: {}", environment.primary_member);
+        if let Some(change) = &environment.last_role_change {
+            let _ = writeln!(
+                out,
+                "  last role change: {} from {} to {} at {}; data loss: {}",
+                change.why.as_str(),
+                change.from,
+                change.to,
+                change.at,
+                super::switchover::describe_loss(change)
+            );
+        }
         let role = match primary.read_write {
             Some(true) => "read-write",
             Some(false) => "IN RECOVERY",
@@ -402,11 +421,14 @@ pub fn text(report: &Report) -> String {
 }
 
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
-    let topology = super::load_topology(options.file)?;
+    let declared = super::load_topology(options.file)?;
+    let store = crate::state::open(&declared.state)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
     loop {
+        let state = runtime.block_on(store.load())?;
+        let topology = crate::roles::current(&declared, &state);
         let observed = runtime.block_on(observe::observe_with(&topology, &observe::Options::health()));
-        let report = report(&topology, &observed, &crate::state::now());
+        let report = report(&topology, &observed, &state, &crate::state::now());
         printer.out(&match options.format {
             Format::Text => text(&report),
             Format::Json => serde_json::to_string_pretty(&report).map_err(Error::serialize("the status report"))?,

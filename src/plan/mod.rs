@@ -14,6 +14,7 @@ pub mod render;
 pub use existing::existing;
 mod replica;
 mod role;
+pub mod role_change;
 pub mod settings;
 mod slot;
 mod tunnel;
@@ -200,6 +201,8 @@ pub enum Refusal {
     HbaByHand { address: String, lines: Vec<String> },
     #[error("Odoo's configuration {path} does not exist on host `{host}`")]
     OdooConfigMissing { host: String, path: String },
+    #[error("state records `{member}` as the primary of environment `{environment}`, and it is no longer a member")]
+    RoleHolderMissing { environment: String, member: String },
 }
 
 impl Refusal {
@@ -226,9 +229,13 @@ impl Refusal {
             }
             Refusal::NotReplaceable { .. } => "name a replica: ENV.replica.NAME (see `pgfleet graph`)",
             Refusal::PromotedOutsidePgfleet { .. } => {
-                "pgfleet changes nothing until one primary is left: decide which server's writes to keep, stop the \
-                 other by hand, then rebuild it as a replica with `pgfleet apply --replace ENV.replica.NAME` \
-                 (or make the YAML's `primary:` name the server you keep)"
+                "pgfleet changes nothing until one primary is left: decide which server's writes to keep and stop \
+                 the other by hand; to keep the promoted one, record it as the primary with `pgfleet failover \
+                 --env ENV --to NAME --record-only` (the old primary then rejoins as its standby); to keep the old \
+                 one, rebuild the other with `pgfleet apply --replace ENV.replica.NAME`"
+            }
+            Refusal::RoleHolderMissing { .. } => {
+                "put the member back in the configuration, or move the role first: `pgfleet switchover --env ENV --to MEMBER`"
             }
             Refusal::LoopbackPrimary { .. } => {
                 "set `connect: ssh_tunnel` on the replica, or give the primary an `address` the replica's host can reach"
@@ -514,8 +521,28 @@ pub fn plan_with(
         refusals: Vec::new(),
         raises_standby_floor: Vec::new(),
     };
+    // An operation that stopped part-way (a killed switchover) is finished
+    // before anything else is planned in its environment: until then its
+    // hosts are between two arrangements of roles.
+    let mut operations = Vec::new();
+    let mut pending_notes = Vec::new();
     for environment in &topology.environments {
+        if let Some(pending) = state.pending.get(&environment.id) {
+            let done = state.finished_steps(&pending.id).len();
+            pending_notes.push(format!(
+                "{}: `{}` stopped part-way ({done} of {} steps done); `pgfleet apply` (or the same command again) \
+                 finishes it before anything else is planned here",
+                environment.id,
+                pending.description,
+                pending.steps.len()
+            ));
+            operations.push(pending.clone());
+            continue;
+        }
         planner.environment(environment);
+    }
+    for (environment, member) in crate::roles::holder_missing(topology, state) {
+        planner.refuse(Refusal::RoleHolderMissing { environment: environment.into(), member: member.into() });
     }
     // What pgfleet owns on a host no longer configured is removed through
     // the record of how it reached that host (ops adds recorded hosts to
@@ -530,7 +557,8 @@ pub fn plan_with(
             planner.refuse(Refusal::DepartedHostUnknown { address: address.to_string(), host: owned.host.clone() });
         }
     }
-    let notes = replica::replace_requested(&mut planner, &request.replace, request.force);
+    let mut notes = replica::replace_requested(&mut planner, &request.replace, request.force);
+    notes.extend(pending_notes);
     if !planner.refusals.is_empty() {
         return Err(PlanError { refusals: planner.refusals });
     }
@@ -581,7 +609,7 @@ pub fn plan_with(
             .collect(),
         fingerprint: fingerprint(observed),
         notes,
-        operations: Vec::new(),
+        operations,
     };
     if !request.targets.is_empty() {
         plan.restrict_to(topology, &request.targets);

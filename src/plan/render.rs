@@ -209,7 +209,9 @@ mod tests {
                     on_failure: vec![Compensation {
                         address: pooler,
                         action: Action::StartPooler { pooler: "primary".into() },
+                        undo: false,
                     }],
+                    commits: false,
                 }],
             }],
         };

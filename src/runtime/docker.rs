@@ -219,6 +219,12 @@ impl Runtime for Docker {
         format!("docker kill -s HUP {} >/dev/null", shell_quote(&layout.service))
     }
 
+    /// pg_rewind would run in a one-shot container of the image; not built
+    /// yet: the old primary is rebuilt instead.
+    fn rewind(&self, _layout: &ClusterLayout, _source: &str) -> Option<String> {
+        None
+    }
+
     fn promote(&self, layout: &ClusterLayout) -> String {
         format!(
             "docker exec {} {} promote -w -D {} >/dev/null",

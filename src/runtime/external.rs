@@ -107,6 +107,10 @@ impl Runtime for External {
         refuse("signal the server")
     }
 
+    fn rewind(&self, _layout: &ClusterLayout, _source: &str) -> Option<String> {
+        None
+    }
+
     fn promote(&self, _layout: &ClusterLayout) -> String {
         refuse("promote a server")
     }

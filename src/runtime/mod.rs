@@ -229,6 +229,18 @@ pub trait Runtime: Send + Sync {
     fn reload(&self, layout: &ClusterLayout) -> String;
     fn promote(&self, layout: &ClusterLayout) -> String;
 
+    /// `pg_rewind` of the stopped cluster from the server `source`
+    /// (a libpq conninfo naming its passfile); `None` when the runtime has
+    /// no way to run it on the host.
+    fn rewind(&self, layout: &ClusterLayout, source: &str) -> Option<String> {
+        Some(format!(
+            "{} --target-pgdata={} --source-server={}",
+            crate::transport::shell_quote(&layout.program("pg_rewind").to_string_lossy()),
+            crate::transport::shell_quote(&layout.data_dir.to_string_lossy()),
+            crate::transport::shell_quote(source)
+        ))
+    }
+
     fn pooler_is_running(&self, layout: &PoolerLayout) -> String;
     fn pooler_start(&self, layout: &PoolerLayout) -> String;
     fn pooler_reload(&self, layout: &PoolerLayout) -> String;

@@ -265,6 +265,12 @@ pub struct Resources {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Primary {
+    /// The member's name, which it keeps when another member holds the
+    /// primary role (after a switchover it is the standby `ENV.replica.NAME`).
+    /// Default: `primary`; a switchover away from this member needs a name
+    /// of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Host (a name under `hosts:`) the primary runs on.
     pub host: String,
     /// Address PostgreSQL listens on, on its host. Default: `127.0.0.1`.

@@ -47,6 +47,68 @@ pub struct State {
     /// sha256 of the last spec applied in full.
     pub last_applied_spec: Option<String>,
     pub journal: Vec<JournalEntry>,
+    /// Which member holds each environment's primary role, once it has
+    /// moved (absent: the member the YAML declares under `primary:`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, RoleRecord>,
+    /// Operations begun and not finished (a switchover killed half-way),
+    /// by environment: the next `switchover`, `failover` or `apply`
+    /// finishes them before anything else.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<String, crate::operation::Operation>,
+}
+
+/// Who holds an environment's primary role, and how it came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    /// The member's name (`primary.name` or a replica's).
+    pub primary: String,
+    /// The role's moves, oldest first (the last `ROLE_HISTORY`).
+    #[serde(default)]
+    pub changes: Vec<RoleChange>,
+}
+
+/// How many role changes state keeps per environment.
+pub const ROLE_HISTORY: usize = 20;
+
+/// One move of the primary role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleChange {
+    pub at: String,
+    pub from: String,
+    pub to: String,
+    pub why: RoleChangeKind,
+    /// Measured data loss: WAL bytes the old primary had written that the
+    /// new one had not received (0 for a switchover, checked), `None` when
+    /// the old primary could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_bytes: Option<u64>,
+    /// For a failover: milliseconds between the new primary's last
+    /// replayed transaction and its promotion (the bound on lost time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_milliseconds: Option<u64>,
+    /// What the operator stated (`--old-primary-is-down`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleChangeKind {
+    Switchover,
+    Failover,
+    /// `failover --record-only`: a promotion done outside pgfleet, recorded.
+    Recorded,
+}
+
+impl RoleChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleChangeKind::Switchover => "switchover",
+            RoleChangeKind::Failover => "failover",
+            RoleChangeKind::Recorded => "recorded",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +232,11 @@ pub struct OperationStep {
     /// A compensation run after a failure, not the step itself.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compensation: bool,
+    /// A compensation that undid the operation (before its point of no
+    /// return): a rerun starts it over. One that only released something
+    /// (a RESUME after the promotion) keeps the progress.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undoes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,6 +412,8 @@ impl State {
         };
         self.lineage == other.lineage
             && self.owned == other.owned
+            && self.roles == other.roles
+            && self.pending == other.pending
             && self.last_applied_spec == other.last_applied_spec
             && journals(self) == journals(other)
     }
@@ -382,6 +451,37 @@ impl State {
         )
     }
 
+    /// Records that `to` holds environment `environment`'s primary role
+    /// now, and swaps the ownership records of the two members: the
+    /// cluster record follows the role (`ENV.cluster.primary` is where the
+    /// role's holder lives), the member that handed it on is recorded as
+    /// the replica it is now.
+    pub fn record_role_change(&mut self, environment: &str, change: RoleChange) {
+        let cluster = Address::new(environment, crate::address::Kind::Cluster, crate::placement::PRIMARY);
+        let taker = Address::new(environment, crate::address::Kind::Replica, &change.to);
+        let giver = Address::new(environment, crate::address::Kind::Replica, &change.from);
+        let holder = self.owned.remove(&taker);
+        if let Some(previous) = self.owned.remove(&cluster) {
+            self.owned.insert(giver, previous);
+        }
+        if let Some(holder) = holder {
+            self.owned.insert(cluster, holder);
+        }
+        let record = self
+            .roles
+            .entry(environment.to_owned())
+            .or_insert_with(|| RoleRecord { primary: change.from.clone(), changes: Vec::new() });
+        record.primary = change.to.clone();
+        record.changes.push(change);
+        let excess = record.changes.len().saturating_sub(ROLE_HISTORY);
+        record.changes.drain(..excess);
+    }
+
+    /// The last move of an environment's primary role.
+    pub fn last_role_change(&self, environment: &str) -> Option<&RoleChange> {
+        self.roles.get(environment).and_then(|record| record.changes.last())
+    }
+
     pub fn owns(&self, address: &Address) -> bool {
         self.owned.contains_key(address)
     }
@@ -415,7 +515,7 @@ impl State {
         let mut finished = std::collections::BTreeSet::new();
         for entry in &self.journal {
             let Some(step) = entry.operation.as_ref().filter(|step| step.id == id) else { continue };
-            if step.compensation {
+            if step.compensation && step.undoes {
                 finished.clear();
             } else if entry.event == JournalEvent::Finished {
                 finished.insert(step.step);

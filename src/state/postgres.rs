@@ -208,6 +208,10 @@ struct Part {
     journal: Vec<JournalEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_applied_spec: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<super::RoleRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<crate::operation::Operation>,
 }
 
 impl Part {
@@ -221,6 +225,8 @@ impl Part {
                 .collect(),
             journal: state.journal.iter().filter(|entry| entry.address.environment == environment).cloned().collect(),
             last_applied_spec: state.last_applied_spec.clone(),
+            role: state.roles.get(environment).cloned(),
+            pending: state.pending.get(environment).cloned(),
         }
     }
 }
@@ -570,6 +576,12 @@ fn assemble(lineage: String, serial: u64, format_version: u32, parts: Vec<(Strin
         state.owned.extend(part.owned);
         if part.last_applied_spec.is_some() {
             state.last_applied_spec = part.last_applied_spec;
+        }
+        if let Some(role) = part.role {
+            state.roles.insert(environment.clone(), role);
+        }
+        if let Some(pending) = part.pending {
+            state.pending.insert(environment.clone(), pending);
         }
         journals.push((environment, part.journal));
     }
