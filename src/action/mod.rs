@@ -186,6 +186,11 @@ pub enum Action {
         pooler: String,
         #[serde(default)]
         sessions: bool,
+        /// The application's pool too is dropped and reset (a failover:
+        /// its clients failed already, and PgBouncer would otherwise wait
+        /// out `server_login_retry` before trying the new primary).
+        #[serde(default)]
+        application: bool,
     },
     /// Waits until `member` replayed past the stopped `from`'s shutdown
     /// checkpoint (RPO 0, checked).
@@ -272,8 +277,11 @@ impl Action {
             Action::Checkpoint { .. } => "CHECKPOINT".into(),
             Action::PausePooler { .. } => "PAUSE the application's database (in-flight transactions finish)".into(),
             Action::ResumePooler { sessions: false, .. } => "RESUME the application's database".into(),
-            Action::ResumePooler { sessions: true, .. } => {
+            Action::ResumePooler { sessions: true, application: false, .. } => {
                 "RESUME, and reconnect the session pool's clients (KILL postgres)".into()
+            }
+            Action::ResumePooler { sessions: true, application: true, .. } => {
+                "reset both pools (KILL, RESUME) so every client reconnects to the new primary".into()
             }
             Action::WaitReplayed { member, from } => {
                 format!("wait until {member} replayed {from}'s shutdown checkpoint (nothing committed is lost)")
@@ -415,7 +423,9 @@ impl Action {
             Action::RestartOdoo => odoo::restart(context).await,
             Action::Checkpoint { member } => promotion::checkpoint(context, member).await,
             Action::PausePooler { pooler } => promotion::pause(context, pooler).await,
-            Action::ResumePooler { pooler, sessions } => promotion::resume(context, pooler, *sessions).await,
+            Action::ResumePooler { pooler, sessions, application } => {
+                promotion::resume(context, pooler, *sessions, *application).await
+            }
             Action::WaitReplayed { member, from } => promotion::wait_replayed(context, member, from).await.map(|_| ()),
             Action::Promote { member } => promotion::promote(context, member).await,
             Action::StartUnlessPromoted { member, candidate } => {

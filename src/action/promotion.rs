@@ -88,10 +88,13 @@ pub async fn pause(context: &Context<'_>, fronts: &str) -> Result<(), ActionErro
 ///
 /// # Guarantees
 /// Idempotent: a database not paused is left alone.
-pub async fn resume(context: &Context<'_>, fronts: &str, sessions: bool) -> Result<(), ActionError> {
+pub async fn resume(context: &Context<'_>, fronts: &str, sessions: bool, application: bool) -> Result<(), ActionError> {
     let database = &context.environment.database.name;
     let client = console(context, fronts).await?;
-    if paused(context, &client, database).await? {
+    if application {
+        client.simple_query(&format!("KILL {database}")).await.map_err(context.query_error("KILL"))?;
+        client.simple_query(&format!("RESUME {database}")).await.map_err(context.query_error("RESUME"))?;
+    } else if paused(context, &client, database).await? {
         client.simple_query(&format!("RESUME {database}")).await.map_err(context.query_error("RESUME"))?;
     }
     if sessions {
@@ -305,13 +308,55 @@ pub async fn rejoin(context: &Context<'_>, member: &str, rewind: bool) -> Result
         .await?;
     super::replica::write_standby_config(context, member).await?;
     super::cluster::start(context, member).await?;
-    super::replica::wait_streaming(context, member).await
+    super::replica::wait_streaming(context, member).await?;
+    wait_on_primary_timeline(context, &cluster).await
+}
+
+/// Waits until the standby receives the current primary's timeline: a
+/// standby whose history forked off it connects, streams for a moment and
+/// is turned away, so "streaming" alone does not say it rejoined.
+async fn wait_on_primary_timeline(context: &Context<'_>, cluster: &ClusterPlacement) -> Result<(), ActionError> {
+    let primary = context.superuser(&context.primary()).await?;
+    primary.simple_query("CHECKPOINT").await.map_err(context.query_error("CHECKPOINT"))?;
+    let timeline: i32 = primary
+        .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])
+        .await
+        .map_err(context.query_error("read the primary's timeline"))?
+        .get(0);
+    let standby = context.superuser(cluster).await?;
+    let started = Instant::now();
+    loop {
+        let received: Option<i32> = standby
+            .query_opt("SELECT received_tli FROM pg_stat_wal_receiver WHERE status = 'streaming'", &[])
+            .await
+            .map_err(context.query_error("read pg_stat_wal_receiver"))?
+            .and_then(|row| row.get(0));
+        if received == Some(timeline) {
+            return Ok(());
+        }
+        if started.elapsed() > CATCH_UP_TIMEOUT {
+            return Err(ActionError::Refused {
+                address: context.address.to_string(),
+                reason: format!(
+                    "it does not stream the primary's timeline {timeline} (it receives {}): its history diverged; \
+                     rebuild it with `pgfleet apply --replace {}`",
+                    received.map_or_else(|| "nothing".to_owned(), |found| format!("timeline {found}")),
+                    context.address
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `pg_rewind` of the stopped member from the current primary, with the
 /// superuser password in a passfile that is removed afterwards.
 async fn rewind_from_primary(context: &Context<'_>, cluster: &ClusterPlacement) -> Result<(), ActionError> {
     let primary = context.primary();
+    // pg_rewind reads the source's timeline from its control file, which a
+    // promoted server updates only at its next checkpoint.
+    let client = context.superuser(&primary).await?;
+    client.simple_query("CHECKPOINT").await.map_err(context.query_error("CHECKPOINT"))?;
     let password = context.superuser_password().await?;
     let passfile = cluster.layout.home.join("rewind.pgpass");
     let field = |value: &str| value.replace('\\', "\\\\").replace(':', "\\:");

@@ -326,7 +326,10 @@ pub fn text(report: &Report) -> String {
     for environment in &report.environments {
         let primary = &environment.primary;
         let _ = writeln!(out, "{} (checked {})", environment.id, report.checked_at);
-        let _ = writeln!(out, "  primary: {}", environment.primary_member);
+        // The role's holder, by name, once members have names or it moved.
+        if environment.primary_member != crate::placement::PRIMARY || environment.last_role_change.is_some() {
+            let _ = writeln!(out, "  primary: {}", environment.primary_member);
+        }
         if let Some(change) = &environment.last_role_change {
             let _ = writeln!(
                 out,

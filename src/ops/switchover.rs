@@ -187,7 +187,36 @@ pub fn run(printer: &Printer, options: &Options<'_>, request: Request<'_>) -> Ou
     let timings = Arc::new(Mutex::new(Timings::default()));
     let mut recorder = Recorder { writer: &mut writer, progress: &progress, timings: timings.clone() };
     let started = Instant::now();
-    let result = runtime.block_on(apply::run_operation(&operation, &topology, &hosts, &mut state, &mut recorder));
+    // A failover measures the first write that succeeds after the
+    // promotion, while the rest of the operation (the rejoin) runs on.
+    let after_roles = failover.as_ref().and_then(|planned| {
+        let mut after = topology.clone();
+        let environment = after.environments.iter_mut().find(|environment| environment.id == id)?;
+        *environment = crate::roles::with_primary(environment, &planned.chosen)?;
+        Some(after)
+    });
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let (result, first_write) = runtime.block_on(async {
+        let run = async {
+            let result = apply::run_operation(&operation, &topology, &hosts, &mut state, &mut recorder).await;
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            result
+        };
+        let watch = async {
+            let after = after_roles.as_ref()?;
+            loop {
+                let promoted = timings.lock().ok().and_then(|timings| timings.promoted);
+                if let Some(promoted) = promoted {
+                    return first_write(after, id, &hosts, promoted).await;
+                }
+                if finished.load(std::sync::atomic::Ordering::SeqCst) {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::join!(run, watch)
+    });
     if let Err(error) = result {
         progress.finish();
         runtime.block_on(writer.save(&mut state))?;
@@ -202,10 +231,6 @@ pub fn run(printer: &Printer, options: &Options<'_>, request: Request<'_>) -> Ou
         printer.note(&format!("`{}` was undone: nothing changed.", operation.description));
         return Ok(Exit::Error);
     }
-    let first_write = match (&failover, timings.lock().ok().and_then(|timings| timings.promoted)) {
-        (Some(_), Some(promoted)) => runtime.block_on(first_write(&topology, &state, id, &hosts, promoted)),
-        _ => None,
-    };
 
     // The new roles: plan what they need (the siblings' upstream, slots,
     // poolers) and apply it; then nothing may be left.
@@ -265,15 +290,13 @@ async fn connect_all_reachable(
 /// primary's pooler (or on the primary, without one).
 async fn first_write(
     topology: &Topology,
-    state: &State,
     id: &str,
     hosts: &BTreeMap<String, Box<dyn Remote>>,
     promoted: Instant,
 ) -> Option<Duration> {
-    let topology = crate::roles::current(topology, state);
     let environment = topology.environment(id)?;
     let address = Address::new(id, crate::address::Kind::Cluster, crate::placement::PRIMARY);
-    let context = crate::action::Context { topology: &topology, environment, address: &address, owned: None, hosts };
+    let context = crate::action::Context { topology, environment, address: &address, owned: None, hosts };
     let owner = &environment.database.owner;
     let password = context.role_password(owner).await.ok()?;
     let (host, target_address, port) = match crate::placement::pooler(environment, crate::placement::PRIMARY) {

@@ -210,13 +210,16 @@ fn after_promotion(
     pooler: bool,
     rejoin: Option<bool>,
 ) -> Vec<Step> {
+    // After a switchover the application's clients waited in PAUSE and
+    // go on; after a failover they failed already, and the pool is reset.
+    let application = rejoin != Some(false);
     let cluster = address(environment, Kind::Cluster, PRIMARY);
     let pooler_address = address(environment, Kind::Pooler, PRIMARY);
     let mut steps = Vec::new();
     if pooler {
         steps.push(step(pooler_address.clone(), Action::WritePoolerConfig { pooler: PRIMARY.into() }));
         steps.push(step(pooler_address.clone(), Action::ReloadPooler { pooler: PRIMARY.into() }));
-        steps.push(step(pooler_address, Action::ResumePooler { pooler: PRIMARY.into(), sessions: true }));
+        steps.push(step(pooler_address, Action::ResumePooler { pooler: PRIMARY.into(), sessions: true, application }));
     }
     steps.push(step(cluster.clone(), Action::WriteHba { member: PRIMARY.into() }));
     steps.push(step(cluster, Action::Reload { member: PRIMARY.into() }));
@@ -317,7 +320,7 @@ pub fn switchover(
         let mut pause = step(pooler_address.clone(), Action::PausePooler { pooler: PRIMARY.into() });
         pause.on_failure.push(Compensation {
             address: pooler_address.clone(),
-            action: Action::ResumePooler { pooler: PRIMARY.into(), sessions: false },
+            action: Action::ResumePooler { pooler: PRIMARY.into(), sessions: false, application: false },
             undo: false,
         });
         steps.push(pause);
