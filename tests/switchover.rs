@@ -277,3 +277,39 @@ fn a_switchover_killed_half_way_is_finished_by_the_next_run() {
     assert_eq!(sql(&fleet, "main", "SELECT string_agg(id::text, ',' ORDER BY id) FROM marks").unwrap(), "1,2,3");
     assert_converged(&fleet);
 }
+
+/// A replica promoted by hand: plan refuses, naming the command that
+/// records it; recording is refused while both accept writes; once the
+/// old primary is stopped, `failover --record-only` records the role,
+/// rewinds the old primary in as a standby, and the plan is empty.
+#[test]
+fn a_promotion_by_hand_is_refused_until_recorded() {
+    let fleet = fleet();
+    sql(&fleet, "r1", "SELECT pg_promote(wait => true)").unwrap();
+    sql(&fleet, "r1", "CREATE TABLE written_on_r1 (id int); INSERT INTO written_on_r1 VALUES (1)").unwrap();
+    let plan = fleet.pgfleet(&["plan"]);
+    assert_eq!(plan.status.code(), Some(1));
+    let said = text(&plan.stderr);
+    assert!(said.contains("shop.replica.r1") && said.contains("two writable primaries"), "{said}");
+    assert!(said.contains("--record-only"), "names the command that records it: {said}");
+
+    let refused = fleet.pgfleet(&["failover", "--env", "shop", "--to", "r1", "--record-only", "--auto-approve"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("both accept writes"), "{}", text(&refused.stderr));
+    assert_eq!(writable(&fleet), ["main", "r1"], "nothing changed");
+
+    let stopped = Command::new("runuser")
+        .args(["-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl", "-D"])
+        .arg(fleet.data_dir("primary"))
+        .args(["stop", "-m", "fast"])
+        .output()
+        .unwrap();
+    assert!(stopped.status.success());
+    let recorded = fleet.pgfleet(&["failover", "--env", "shop", "--to", "r1", "--record-only", "--auto-approve"]);
+    ok(&recorded, "failover --record-only");
+    assert_eq!(writable(&fleet), ["r1"]);
+    wait_for("main and r2 to stream from r1", || streaming_from(&fleet, "r1") == "main=streaming,r2=streaming");
+    assert_eq!(sql(&fleet, "main", "SELECT count(*) FROM written_on_r1").unwrap(), "1");
+    assert_eq!(fleet.state()["roles"]["shop"]["changes"][0]["why"], "recorded");
+    assert_converged(&fleet);
+}

@@ -17,6 +17,8 @@ use crate::transport::shell_quote;
 pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the candidate may take to replay the old primary's last WAL.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a running standby may take to follow a new primary.
+pub const FOLLOW_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long `pg_promote` may take.
 pub const PROMOTE_TIMEOUT_SECONDS: i32 = 60;
 
@@ -297,11 +299,42 @@ pub async fn rejoin(context: &Context<'_>, member: &str, rewind: bool) -> Result
         }
         super::replica::write_standby_config(context, member).await?;
         client.simple_query("SELECT pg_reload_conf()").await.map_err(context.query_error("pg_reload_conf"))?;
-        return super::replica::wait_streaming(context, member).await;
+        // A standby that received WAL past the new primary's fork point
+        // (its old upstream wrote on after the promotion) cannot follow:
+        // with `rewind` it is stopped and rewound like the old primary.
+        match wait_on_primary_timeline(context, &cluster, FOLLOW_TIMEOUT).await {
+            Ok(()) => return Ok(()),
+            Err(error) if !rewind => return Err(error),
+            Err(_) => {
+                context
+                    .run(&cluster.host, "stop the diverged standby", &cluster.runtime().stop(&cluster.layout), STEP)
+                    .await?;
+            }
+        }
     }
     let data_dir = shell_quote(&cluster.data_dir().to_string_lossy());
-    if rewind {
-        rewind_from_primary(context, &cluster).await?;
+    if rewind && let Err(failed) = rewind_from_primary(context, &cluster).await {
+        // pg_rewind needs the old primary's WAL back to the last common
+        // checkpoint, which it may have recycled. Then the data directory
+        // is moved aside (its last writes kept for whoever needs them, not
+        // removed) and the member is copied afresh from the new primary.
+        let aside = format!(
+            "{}.diverged-{}",
+            cluster.data_dir().display(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
+        );
+        let why = crate::observe::error_chain(&failed);
+        let note = cluster.layout.home.join("diverged.txt");
+        let record = format!("{aside}: kept when pg_rewind could not rewind it at {}: {why}\n", crate::state::now());
+        let command = format!(
+            "mv -- {data_dir} {} && printf '%s' {} >> {}",
+            shell_quote(&aside),
+            shell_quote(&record),
+            shell_quote(&note.to_string_lossy())
+        );
+        context.run(&cluster.host, "move the diverged data directory aside", &command, STEP).await?;
+        let slot = context.replica(member)?.slot.clone();
+        super::replica::base_backup(context, member, &slot).await?;
     }
     context
         .run(&cluster.host, "drop the old primary's slots", &format!("rm -rf {data_dir}/pg_replslot/*"), STEP)
@@ -309,13 +342,17 @@ pub async fn rejoin(context: &Context<'_>, member: &str, rewind: bool) -> Result
     super::replica::write_standby_config(context, member).await?;
     super::cluster::start(context, member).await?;
     super::replica::wait_streaming(context, member).await?;
-    wait_on_primary_timeline(context, &cluster).await
+    wait_on_primary_timeline(context, &cluster, CATCH_UP_TIMEOUT).await
 }
 
 /// Waits until the standby receives the current primary's timeline: a
 /// standby whose history forked off it connects, streams for a moment and
 /// is turned away, so "streaming" alone does not say it rejoined.
-async fn wait_on_primary_timeline(context: &Context<'_>, cluster: &ClusterPlacement) -> Result<(), ActionError> {
+async fn wait_on_primary_timeline(
+    context: &Context<'_>,
+    cluster: &ClusterPlacement,
+    timeout: Duration,
+) -> Result<(), ActionError> {
     let primary = context.superuser(&context.primary()).await?;
     primary.simple_query("CHECKPOINT").await.map_err(context.query_error("CHECKPOINT"))?;
     let timeline: i32 = primary
@@ -334,7 +371,7 @@ async fn wait_on_primary_timeline(context: &Context<'_>, cluster: &ClusterPlacem
         if received == Some(timeline) {
             return Ok(());
         }
-        if started.elapsed() > CATCH_UP_TIMEOUT {
+        if started.elapsed() > timeout {
             return Err(ActionError::Refused {
                 address: context.address.to_string(),
                 reason: format!(

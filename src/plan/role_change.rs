@@ -205,6 +205,7 @@ fn supported(topology: &Topology, environment: &Environment, taker: Option<&Repl
 /// rejoins (when its host can be reached).
 fn after_promotion(
     environment: &Environment,
+    taker: &str,
     giver: &str,
     giver_slot: &str,
     pooler: bool,
@@ -226,6 +227,22 @@ fn after_promotion(
     if let Some(rewind) = rejoin {
         steps.push(step(address(environment, Kind::Slot, giver_slot), Action::CreateSlot { name: giver_slot.into() }));
         steps.push(step(address(environment, Kind::Replica, giver), Action::Rejoin { member: giver.into(), rewind }));
+    }
+    // After a failover the other standbys may hold WAL the new primary
+    // never had (their upstream wrote on): each follows, rewound if it
+    // must be. After a switchover they hold nothing more (checked), and
+    // the plan for the new roles repoints them with a reload.
+    if rejoin != Some(false) {
+        for sibling in environment.replicas.iter().filter(|replica| replica.name != taker) {
+            steps.push(step(
+                address(environment, Kind::Slot, &sibling.slot),
+                Action::CreateSlot { name: sibling.slot.clone() },
+            ));
+            steps.push(step(
+                address(environment, Kind::Replica, &sibling.name),
+                Action::Rejoin { member: sibling.name.clone(), rewind: true },
+            ));
+        }
     }
     steps
 }
@@ -346,7 +363,7 @@ pub fn switchover(
         statement: None,
     };
     steps.push(step(cluster, Action::RecordPrimary { change }));
-    steps.extend(after_promotion(environment, &giver, &giver_slot(environment, to), pooled, Some(false)));
+    steps.extend(after_promotion(environment, to, &giver, &giver_slot(environment, to), pooled, Some(false)));
     Ok(Operation { id: operation_id.into(), description: format!("switchover {id} from {giver} to {to}"), steps })
 }
 
@@ -489,7 +506,14 @@ pub fn failover(
     };
     steps.push(step(cluster, Action::RecordPrimary { change }));
     let pooled = environment.pooler.as_ref().is_some_and(|pooler| reachable(&pooler.host));
-    steps.extend(after_promotion(environment, &giver, &giver_slot(environment, &to), pooled, fences.then_some(true)));
+    steps.extend(after_promotion(
+        environment,
+        &to,
+        &giver,
+        &giver_slot(environment, &to),
+        pooled,
+        fences.then_some(true),
+    ));
     Ok(Failover {
         operation: Operation {
             id: operation_id.into(),
@@ -539,6 +563,6 @@ pub fn record_only(
         .as_ref()
         .is_some_and(|pooler| matches!(observed.hosts.get(&pooler.host), Some(HostObservation::Reachable { .. })));
     let rejoin = matches!(old, OldPrimary::Down).then_some(true);
-    steps.extend(after_promotion(environment, &giver, &giver_slot(environment, to), pooled, rejoin));
+    steps.extend(after_promotion(environment, to, &giver, &giver_slot(environment, to), pooled, rejoin));
     Ok(Operation { id: operation_id.into(), description: format!("record {to} as the primary of {id}"), steps })
 }
