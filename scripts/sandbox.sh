@@ -7,8 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --locked --release --quiet
-pgfleet=target/release/pgfleet
+# The same build as the test suite's (the dev profile, dependencies
+# optimised: Cargo.toml), so whichever of the README's two commands runs
+# second compiles only pgfleet's own test targets. `cargo install --path .`
+# makes a release build to install.
+if [ ! -x target/debug/pgfleet ]; then
+  echo "sandbox: the first run compiles pgfleet and its dependencies (about 3 minutes on 2 cores)" >&2
+fi
+if [ -t 2 ]; then cargo build --locked; else cargo build --locked --quiet; fi
+pgfleet=target/debug/pgfleet
 
 # PostgreSQL and PgBouncer run as postgres; their data lives under
 # state/sandbox/, which postgres must be able to reach.
