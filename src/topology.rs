@@ -272,6 +272,33 @@ impl Topology {
         self.environments.iter().find(|environment| environment.id == id)
     }
 
+    /// The topology of environments `ids` only, with the hosts they use:
+    /// what `plan --env` observes. The organisation's quota stays the one
+    /// resolve computed over every environment. `Err` names an unknown id.
+    pub fn only(&self, ids: &[String]) -> Result<Topology, String> {
+        if let Some(unknown) = ids.iter().find(|id| self.environment(id).is_none()) {
+            return Err(unknown.clone());
+        }
+        let environments: Vec<Environment> =
+            self.environments.iter().filter(|environment| ids.contains(&environment.id)).cloned().collect();
+        let used: std::collections::BTreeSet<&str> = environments
+            .iter()
+            .flat_map(|environment| {
+                std::iter::once(environment.primary.host.as_str())
+                    .chain(environment.replicas.iter().map(|replica| replica.host.as_str()))
+                    .chain(environment.pooler.as_ref().map(|pooler| pooler.host.as_str()))
+                    .chain(environment.odoo.as_ref().map(|odoo| odoo.host.as_str()))
+            })
+            .collect();
+        let hosts = self
+            .hosts
+            .iter()
+            .filter(|(name, _)| used.contains(name.as_str()))
+            .map(|(name, host)| (name.clone(), host.clone()))
+            .collect();
+        Ok(Topology { environments, hosts, ..self.clone() })
+    }
+
     /// Where environment `id` stands under `environments:` (for located
     /// messages: `environments[N]`).
     pub fn environment_index(&self, id: &str) -> usize {

@@ -323,3 +323,57 @@ fn a_saved_plan_with_replace_or_target_is_refused_and_nothing_is_touched() {
         assert_eq!(listing(dir.path()), before, "{args:?} wrote a file");
     }
 }
+
+/// `plan --env a` observes only a's hosts: with b's sshd stopped it still
+/// plans, and lists only a's changes; the quota still counts b, so an
+/// excess b causes is reported all the same.
+#[test]
+fn plan_env_observes_only_that_environment_and_the_quota_still_counts_all() {
+    let mut hosts = [SshServer::start(), SshServer::start()];
+    let config = |hosts: &[SshServer; 2], b_ram: u32| {
+        let environment = |id: &str, host: &str, server: &SshServer, ram: u32| {
+            format!(
+                "  - id: {id}\n    resources: {{ cpu: 1, ram_mb: {ram}, disk_gb: 5 }}\n    primary: {{ host: {host}, address: {}, data_dir: {} }}\n    replication: {{ password: {{ generate: true }} }}\n",
+                server.address,
+                server.dir().join(format!("{id}-primary")).display()
+            )
+        };
+        format!(
+            "version: 1\norganization: {{ name: hoster, quota: {{ cpu: 4, ram_mb: 4096, disk_gb: 100 }} }}\nhosts:\n{}{}environments:\n{}{}",
+            host_yaml("ha", &hosts[0]),
+            host_yaml("hb", &hosts[1]),
+            environment("a", "ha", &hosts[0], 1024),
+            environment("b", "hb", &hosts[1], b_ram)
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pgfleet.yaml"), config(&hosts, 1024)).unwrap();
+    hosts[1].stop();
+
+    let whole = pgfleet(dir.path(), &["plan", "--format", "json"]);
+    assert_eq!(whole.status.code(), Some(1), "b's host is down: {}", text(&whole.stderr));
+    let only_a = pgfleet(dir.path(), &["plan", "--env", "a", "--format", "json", "--detailed-exitcode"]);
+    assert_eq!(only_a.status.code(), Some(2), "{}", text(&only_a.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&only_a.stdout).unwrap();
+    let addresses: Vec<String> = plan["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|change| change["address"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(addresses.contains(&"a.cluster.primary".to_owned()), "{addresses:?}");
+    assert!(addresses.iter().all(|address| address.starts_with("a.")), "{addresses:?}");
+    assert_eq!(plan["environments"], serde_json::json!(["a"]));
+    assert!(plan["unreachable"].as_array().unwrap().is_empty(), "{plan}");
+
+    let unknown = pgfleet(dir.path(), &["plan", "--env", "c"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(text(&unknown.stderr).contains("there is no environment `c`"), "{}", text(&unknown.stderr));
+
+    // b's resources push the organisation over its quota: refused, even
+    // when planning a alone.
+    std::fs::write(dir.path().join("pgfleet.yaml"), config(&hosts, 3584)).unwrap();
+    let refused = pgfleet(dir.path(), &["plan", "--env", "a"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("quota exceeded"), "{}", text(&refused.stderr));
+}

@@ -460,6 +460,7 @@ mod tests {
             fingerprint: String::new(),
             notes: Vec::new(),
             operations: Vec::new(),
+            environments: Vec::new(),
         }
     }
 

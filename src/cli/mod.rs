@@ -238,6 +238,10 @@ pub struct PlanArgs {
     /// Repeatable.
     #[arg(long, value_name = "ADDRESS")]
     pub target: Vec<crate::address::Address>,
+    /// Observe and plan only this environment and the hosts it uses
+    /// (repeatable); the organisation's quota still counts every one.
+    #[arg(long = "env", value_name = "ENV")]
+    pub environments: Vec<String>,
     /// Plan a rebuild of this replica from a new base backup. Skipped while
     /// it streams within `health.rebuild_skip_if_healthy` unless --force.
     #[arg(long, value_name = "ADDRESS")]
@@ -370,6 +374,10 @@ pub struct ApplyArgs {
     /// Repeatable.
     #[arg(long, value_name = "ADDRESS")]
     pub target: Vec<crate::address::Address>,
+    /// Observe, plan and apply only this environment and the hosts it uses
+    /// (repeatable); its lock is the only one taken.
+    #[arg(long = "env", value_name = "ENV")]
+    pub environments: Vec<String>,
     /// Rebuild this replica from a new base backup. Skipped while it
     /// streams within `health.rebuild_skip_if_healthy` unless --force.
     #[arg(long, value_name = "ADDRESS")]
@@ -456,6 +464,7 @@ pub fn run() -> Exit {
                 auto_approve: args.auto_approve,
                 lock_timeout: std::time::Duration::from_secs(args.lock_timeout.seconds()),
                 targets: &args.target,
+                environments: &args.environments,
                 replace: &args.replace,
                 force: args.force,
             },
@@ -501,6 +510,7 @@ pub fn run() -> Exit {
                 out: args.out.as_deref(),
                 detailed_exitcode: args.detailed_exitcode,
                 targets: &args.target,
+                environments: &args.environments,
                 replace: &args.replace,
                 force: args.force,
             },

@@ -29,6 +29,7 @@ pub struct Options<'a> {
     pub auto_approve: bool,
     pub lock_timeout: Duration,
     pub targets: &'a [Address],
+    pub environments: &'a [String],
     pub replace: &'a [Address],
     pub force: bool,
 }
@@ -129,7 +130,10 @@ pub(super) async fn connect_all(
 
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     if let Some(path) = options.plan_file
-        && (!options.targets.is_empty() || !options.replace.is_empty() || options.force)
+        && (!options.targets.is_empty()
+            || !options.environments.is_empty()
+            || !options.replace.is_empty()
+            || options.force)
     {
         // A saved plan is what was reviewed: rebuilding or narrowing it
         // now would run something nobody saw.
@@ -146,7 +150,12 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         }
         None => (load::load(options.file)?, None),
     };
-    let mut topology = document.resolve()?;
+    // A saved plan covers the environments it was made for.
+    let environments = match &saved {
+        Some(saved) => saved.plan.environments.clone(),
+        None => options.environments.to_vec(),
+    };
+    let mut topology = super::only(document.resolve()?, &environments)?;
     check_addresses(&topology, options.targets, options.replace)?;
     plan::check_static(&topology).map_err(Error::refused)?;
     let config_hash = sha256_hex(document.source.text().as_bytes());

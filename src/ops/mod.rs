@@ -250,6 +250,18 @@ impl Error {
 /// Result of a command: an exit code, or a diagnostic to show (exit 1).
 pub type Outcome = Result<Exit, Error>;
 
+/// The topology of `environments` only (`--env`), or all of it when none
+/// is named.
+pub fn only(topology: Topology, environments: &[String]) -> Result<Topology, Error> {
+    if environments.is_empty() {
+        return Ok(topology);
+    }
+    topology.only(environments).map_err(|id| Error::UnknownEnvironment {
+        known: topology.environments.iter().map(|environment| environment.id.as_str()).collect::<Vec<_>>().join(", "),
+        id,
+    })
+}
+
 /// Loads and validates a configuration file.
 pub fn load_topology(file: &Path) -> Result<Topology, Error> {
     Ok(load::load(file)?.resolve()?)

@@ -28,6 +28,7 @@ pub struct Options<'a> {
     pub out: Option<&'a Path>,
     pub detailed_exitcode: bool,
     pub targets: &'a [Address],
+    pub environments: &'a [String],
     pub replace: &'a [Address],
     pub force: bool,
 }
@@ -50,7 +51,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let document = load::load(options.file)?;
-    let mut topology = document.resolve()?;
+    let mut topology = super::only(document.resolve()?, options.environments)?;
     super::apply::check_addresses(&topology, options.targets, options.replace)?;
     plan::check_static(&topology).map_err(Error::refused)?;
     let store = state::open(&topology.state)?;
@@ -62,7 +63,8 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let observed = runtime.block_on(observe(&topology));
     let request =
         plan::Request { targets: options.targets.to_vec(), replace: options.replace.to_vec(), force: options.force };
-    let plan = plan::plan_with(&topology, &observed, &state, &request).map_err(Error::refused)?;
+    let mut plan = plan::plan_with(&topology, &observed, &state, &request).map_err(Error::refused)?;
+    plan.environments = options.environments.to_vec();
     for note in &plan.notes {
         printer.note(note);
     }

@@ -54,6 +54,10 @@ pub struct Plan {
     /// Ordered steps across several resources, run after the changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operations: Vec<crate::operation::Operation>,
+    /// The environments it covers, when it was made for some only
+    /// (`plan --env`); empty: every environment of the configuration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
 }
 
 /// What the operator asked of this plan besides the configuration.
@@ -610,6 +614,7 @@ pub fn plan_with(
         fingerprint: fingerprint(observed),
         notes,
         operations,
+        environments: Vec::new(),
     };
     if !request.targets.is_empty() {
         plan.restrict_to(topology, &request.targets);

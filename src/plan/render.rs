@@ -214,6 +214,7 @@ mod tests {
                     commits: false,
                 }],
             }],
+            environments: Vec::new(),
         };
         let shown = text(&plan, false);
         assert!(
