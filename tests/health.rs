@@ -460,6 +460,7 @@ fn one_health_round_for_20_replicas_is_one_sql_round_trip_per_cluster() {
     let options = pgfleet::observe::Options {
         passwords: false,
         connector: Arc::new(CountingConnector { round_trips: round_trips.clone() }),
+        parallelism: pgfleet::observe::PARALLEL_HOSTS,
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let observed = runtime.block_on(pgfleet::observe::observe_with(&topology, &options));

@@ -242,6 +242,10 @@ pub struct PlanArgs {
     /// (repeatable); the organisation's quota still counts every one.
     #[arg(long = "env", value_name = "ENV")]
     pub environments: Vec<String>,
+    /// Hosts observed at once: one SSH session each, however many
+    /// environments share a host.
+    #[arg(long, value_name = "N", default_value_t = crate::observe::PARALLEL_HOSTS)]
+    pub parallelism: usize,
     /// Plan a rebuild of this replica from a new base backup. Skipped while
     /// it streams within `health.rebuild_skip_if_healthy` unless --force.
     #[arg(long, value_name = "ADDRESS")]
@@ -509,6 +513,7 @@ pub fn run() -> Exit {
                 format: args.format,
                 out: args.out.as_deref(),
                 detailed_exitcode: args.detailed_exitcode,
+                parallelism: args.parallelism,
                 targets: &args.target,
                 environments: &args.environments,
                 replace: &args.replace,

@@ -195,7 +195,8 @@ impl Work {
     /// run. `None` when the host has nothing to look at or the command fails.
     pub async fn observe_host(&self, topology: &Topology, host: &str, remote: &dyn Remote) -> Option<HostPart> {
         let script = self.scripts.get(host)?;
-        let output = remote.exec(&format!("{script}exit 0\n"), b"", COMMAND_TIMEOUT).await.ok()?;
+        // On stdin, like the facts script: it grows with the helpers a host holds.
+        let output = remote.exec("sh -s", format!("{script}exit 0\n").as_bytes(), COMMAND_TIMEOUT).await.ok()?;
         if !output.success() {
             return None;
         }

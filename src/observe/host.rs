@@ -139,7 +139,11 @@ pub async fn gather(
     data_dirs: &[DataDirProbe],
     poolers: &[PoolerProbe],
 ) -> Result<(HostFacts, HostSecrets), TransportError> {
-    let output = remote.exec(&facts_script(binaries, data_dirs, poolers), b"", COMMAND_TIMEOUT).await?;
+    // The script goes on stdin, not the command line: a host shared by
+    // many environments makes it longer than one argument may be
+    // (MAX_ARG_STRLEN, 128 kB: `Argument list too long`).
+    let script = facts_script(binaries, data_dirs, poolers);
+    let output = remote.exec("sh -s", script.as_bytes(), COMMAND_TIMEOUT).await?;
     if !output.success() {
         return Err(TransportError::command(remote.host(), "gather host facts", &output));
     }

@@ -28,8 +28,9 @@ use crate::transport::ssh::SshSession;
 use cluster::ClusterProbe;
 use host::{DataDirProbe, HostFacts, PoolerProbe};
 
-/// Hosts observed at once.
-pub const PARALLEL_HOSTS: usize = 64;
+/// Hosts observed at once by default (`plan --parallelism`): one SSH
+/// session per host, however many environments share it.
+pub const PARALLEL_HOSTS: usize = 32;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observed {
@@ -239,11 +240,13 @@ pub struct Options {
     /// rounds do not, and save a round trip per primary).
     pub passwords: bool,
     pub connector: Arc<dyn Connector>,
+    /// Hosts observed (SSH sessions open) at once.
+    pub parallelism: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { passwords: true, connector: Arc::new(Direct) }
+        Options { passwords: true, connector: Arc::new(Direct), parallelism: PARALLEL_HOSTS }
     }
 }
 
@@ -272,7 +275,7 @@ pub async fn observe_with(topology: &Topology, options: &Options) -> Observed {
     settings.dedup();
     let settings = Arc::new(settings);
 
-    let limit = Arc::new(Semaphore::new(PARALLEL_HOSTS));
+    let limit = Arc::new(Semaphore::new(options.parallelism.max(1)));
     let mut verifiers: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut userlists = Vec::new();
     let mut passfiles = Vec::new();

@@ -169,7 +169,8 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     topology = crate::roles::current(&topology, &state);
     let departed = super::with_departed_hosts(&mut topology, &state);
     let connections = runtime.block_on(connect_all(&topology, &state, &departed))?;
-    let reuse = observe::Options { passwords: true, connector: Arc::new(observe::Reuse(connections.clone())) };
+    let reuse =
+        observe::Options { connector: Arc::new(observe::Reuse(connections.clone())), ..observe::Options::default() };
     let observed = runtime.block_on(observe::observe_with(&topology, &reuse));
     if let Some((host, reason, _)) = observed.unreachable().first() {
         return Err(Error::Unreachable {

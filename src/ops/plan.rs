@@ -10,7 +10,6 @@ use super::{Error, Outcome};
 use crate::address::Address;
 use crate::config::load;
 use crate::exit::Exit;
-use crate::observe::observe;
 use crate::plan::{self, Plan, render};
 use crate::printer::Printer;
 use crate::state;
@@ -29,6 +28,7 @@ pub struct Options<'a> {
     pub detailed_exitcode: bool,
     pub targets: &'a [Address],
     pub environments: &'a [String],
+    pub parallelism: usize,
     pub replace: &'a [Address],
     pub force: bool,
 }
@@ -60,7 +60,8 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     topology = crate::roles::current(&topology, &state);
     let departed = super::with_departed_hosts(&mut topology, &state);
     runtime.block_on(super::check_departed_hosts(&topology, &state, &departed))?;
-    let observed = runtime.block_on(observe(&topology));
+    let observing = crate::observe::Options { parallelism: options.parallelism, ..crate::observe::Options::default() };
+    let observed = runtime.block_on(crate::observe::observe_with(&topology, &observing));
     let request =
         plan::Request { targets: options.targets.to_vec(), replace: options.replace.to_vec(), force: options.force };
     let mut plan = plan::plan_with(&topology, &observed, &state, &request).map_err(Error::refused)?;

@@ -126,7 +126,8 @@ pub fn run(printer: &Printer, options: &Options<'_>, request: Request<'_>) -> Ou
     let mut topology = crate::roles::current(&declared, &state);
     let departed = super::with_departed_hosts(&mut topology, &state);
     let connections = runtime.block_on(connect_all_reachable(&topology, &state, &departed, request))?;
-    let reuse = observe::Options { passwords: true, connector: Arc::new(observe::Reuse(connections.clone())) };
+    let reuse =
+        observe::Options { connector: Arc::new(observe::Reuse(connections.clone())), ..observe::Options::default() };
     let observed = runtime.block_on(observe::observe_with(&topology, &reuse));
 
     let id = options.environment;
