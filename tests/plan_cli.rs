@@ -330,12 +330,15 @@ fn a_saved_plan_with_replace_or_target_is_refused_and_nothing_is_touched() {
 #[test]
 fn plan_env_observes_only_that_environment_and_the_quota_still_counts_all() {
     let mut hosts = [SshServer::start(), SshServer::start()];
+    let data = support::shared_temp_dir("pgfleet-plan-env-");
+    assert!(Command::new("chown").arg("postgres:postgres").arg(data.path()).status().unwrap().success());
+    let data_dir = |id: &str| data.path().join(format!("{id}-primary"));
     let config = |hosts: &[SshServer; 2], b_ram: u32| {
         let environment = |id: &str, host: &str, server: &SshServer, ram: u32| {
             format!(
-                "  - id: {id}\n    resources: {{ cpu: 1, ram_mb: {ram}, disk_gb: 5 }}\n    primary: {{ host: {host}, address: {}, data_dir: {} }}\n    replication: {{ password: {{ generate: true }} }}\n",
+                "  - id: {id}\n    resources: {{ cpu: 1, ram_mb: {ram}, disk_gb: 5 }}\n    primary: {{ host: {host}, address: {}, data_dir: {}, tuning: none }}\n    replication: {{ password: {{ generate: true }} }}\n",
                 server.address,
-                server.dir().join(format!("{id}-primary")).display()
+                data_dir(id).display()
             )
         };
         format!(
@@ -365,6 +368,23 @@ fn plan_env_observes_only_that_environment_and_the_quota_still_counts_all() {
     assert!(addresses.iter().all(|address| address.starts_with("a.")), "{addresses:?}");
     assert_eq!(plan["environments"], serde_json::json!(["a"]));
     assert!(plan["unreachable"].as_array().unwrap().is_empty(), "{plan}");
+    // apply --env a builds a without b's host, and converges.
+    let applied = pgfleet(dir.path(), &["apply", "--env", "a", "--auto-approve"]);
+    assert_eq!(applied.status.code(), Some(0), "{}{}", text(&applied.stdout), text(&applied.stderr));
+    let again = pgfleet(dir.path(), &["plan", "--env", "a", "--detailed-exitcode"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stdout));
+    let ready = Command::new("pg_isready").args(["-h", &hosts[0].address.to_string(), "-p", "5432"]).output().unwrap();
+    let stop = || {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl", "-D"])
+            .arg(data_dir("a"))
+            .args(["stop", "-m", "immediate"])
+            .output()
+    };
+    if !ready.status.success() {
+        let _ = stop();
+        panic!("a's primary does not answer");
+    }
 
     let unknown = pgfleet(dir.path(), &["plan", "--env", "c"]);
     assert_eq!(unknown.status.code(), Some(1));
@@ -375,5 +395,6 @@ fn plan_env_observes_only_that_environment_and_the_quota_still_counts_all() {
     std::fs::write(dir.path().join("pgfleet.yaml"), config(&hosts, 3584)).unwrap();
     let refused = pgfleet(dir.path(), &["plan", "--env", "a"]);
     assert_eq!(refused.status.code(), Some(1));
+    let _ = stop();
     assert!(text(&refused.stderr).contains("quota exceeded"), "{}", text(&refused.stderr));
 }
