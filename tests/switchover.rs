@@ -122,6 +122,15 @@ fn a_switchover_under_load_loses_no_commit_and_the_role_comes_back() {
     assert!(text(&refused.stderr).contains("has no `name:`"), "{}", text(&refused.stderr));
     drop(unnamed);
 
+    // A monitor watches across the switchover.
+    let listen = support::free_loopback_address();
+    let listen = format!("{listen}:{}", support::free_port(listen));
+    let mut monitor = fleet
+        .command(&["monitor", "--listen", &listen, "--interval", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let load = pgbench(&fleet, 12);
     std::thread::sleep(Duration::from_secs(3));
     let switched = fleet.pgfleet(&["switchover", "--env", "shop", "--to", "r1", "--auto-approve"]);
@@ -148,6 +157,25 @@ fn a_switchover_under_load_loses_no_commit_and_the_role_comes_back() {
     assert!(shown.contains("primary: r1") && shown.contains("switchover from main to r1"), "{shown}");
     let state = fleet.state();
     assert_eq!(state["roles"]["shop"]["primary"], "r1", "{state}");
+    // The monitor saw the role move: an event, and the metric.
+    let metric = r#"pgfleet_primary{environment="shop",member="r1"} 1"#;
+    wait_for("the monitor's metric of the new primary", || {
+        ureq::get(&format!("http://{listen}/metrics"))
+            .call()
+            .ok()
+            .and_then(|response| response.into_string().ok())
+            .is_some_and(|metrics| metrics.contains(metric))
+    });
+    let _ = Command::new("kill").args(["-TERM", &monitor.id().to_string()]).status();
+    let watched = monitor.wait_with_output().unwrap();
+    let events = text(&watched.stdout);
+    let changed = events
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["event"] == "primary.changed")
+        .unwrap_or_else(|| panic!("no primary.changed event: {events}"));
+    assert_eq!(changed["data"]["from"], "main");
+    assert_eq!(changed["data"]["to"], "r1");
 
     // And back: the member declared under `primary:` takes the role again.
     let back = fleet.pgfleet(&["switchover", "--env", "shop", "--to", "main", "--auto-approve"]);
