@@ -125,7 +125,7 @@ fn a_switchover_under_load_loses_no_commit_and_the_role_comes_back() {
     // A monitor watches across the switchover.
     let listen = support::free_loopback_address();
     let listen = format!("{listen}:{}", support::free_port(listen));
-    let mut monitor = fleet
+    let monitor = fleet
         .command(&["monitor", "--listen", &listen, "--interval", "1s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
