@@ -137,6 +137,15 @@ fn a_switchover_under_load_loses_no_commit_and_the_role_comes_back() {
     ok(&switched, "switchover");
     let report = text(&switched.stdout);
     assert!(report.contains("`r1` is the primary of shop (was `main`)"), "{report}");
+    // No secret in what it printed or recorded.
+    let everything = format!("{report}{}{}", text(&switched.stderr), fleet.state());
+    for secret in [
+        support::fleet::REPLICATION_PASSWORD.to_owned(),
+        fleet.secret("superuser.password"),
+        fleet.secret("role-odoo.password"),
+    ] {
+        assert!(!everything.contains(&secret), "a secret was printed or recorded");
+    }
     assert!(report.contains("data loss: none"), "{report}");
     let bench = load.wait_with_output().unwrap();
     let bench_report = format!("{}{}", text(&bench.stdout), text(&bench.stderr));

@@ -299,7 +299,15 @@ async fn first_write(
     let address = Address::new(id, crate::address::Kind::Cluster, crate::placement::PRIMARY);
     let context = crate::action::Context { topology, environment, address: &address, owned: None, hosts };
     let owner = &environment.database.owner;
-    let password = context.role_password(owner).await.ok()?;
+    // Read, never generated here: a measurement must not rotate a password.
+    let password = match crate::secrets::read(&environment.database.password, "the application's password") {
+        Ok(Some(secret)) => secret,
+        _ => {
+            let primary = crate::placement::primary(environment);
+            let kept = context.read(&primary.host, &primary.layout.role_password_file(owner)).await.ok()??;
+            crate::secrets::Secret::new(String::from_utf8_lossy(&kept).trim_end_matches(['\n', '\r']).to_owned())
+        }
+    };
     let (host, target_address, port) = match crate::placement::pooler(environment, crate::placement::PRIMARY) {
         Some(pooler) => (pooler.host, pooler.address, pooler.port),
         None => {
