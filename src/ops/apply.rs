@@ -205,10 +205,7 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         return Ok(Exit::Error);
     }
 
-    let hosts: BTreeMap<String, Box<dyn Remote>> = connections
-        .iter()
-        .map(|(name, remote)| (name.clone(), Box::new(crate::transport::Shared(remote.clone())) as Box<dyn Remote>))
-        .collect();
+    let hosts = boxed(&connections);
     // Every host was just reached with the configuration's transport: that
     // is the record to keep for one that later leaves the configuration.
     state.record_reach(&topology.hosts);
@@ -257,6 +254,14 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     runtime.block_on(writer.save(&mut state))?;
     printer.out(&summary(&outcome));
     Ok(Exit::Ok)
+}
+
+/// The shared connections as the remotes apply's actions use.
+pub(super) fn boxed(connections: &BTreeMap<String, Arc<dyn Remote>>) -> BTreeMap<String, Box<dyn Remote>> {
+    connections
+        .iter()
+        .map(|(name, remote)| (name.clone(), Box::new(crate::transport::Shared(remote.clone())) as Box<dyn Remote>))
+        .collect()
 }
 
 /// `--target` must name a resource of the configuration, `--replace` one of

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::apply::{Progress, confirm, connect_all, summary};
+use super::apply::{Progress, boxed, confirm, connect_all, summary};
 use super::{Error, Outcome};
 use crate::action::{Action, ActionError};
 use crate::address::Address;
@@ -176,10 +176,7 @@ pub fn run(printer: &Printer, options: &Options<'_>, request: Request<'_>) -> Ou
         return Ok(Exit::Error);
     }
 
-    let hosts: BTreeMap<String, Box<dyn Remote>> = connections
-        .iter()
-        .map(|(name, remote)| (name.clone(), Box::new(crate::transport::Shared(remote.clone())) as Box<dyn Remote>))
-        .collect();
+    let hosts = boxed(&connections);
     state.record_reach(&topology.hosts);
     state.pending.insert(id.to_owned(), operation.clone());
     runtime.block_on(writer.save(&mut state))?;
