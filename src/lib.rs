@@ -32,6 +32,7 @@ pub mod secrets;
 pub mod spec;
 pub mod sql;
 pub mod state;
+pub mod storage;
 pub mod suggest;
 pub mod supervise;
 pub mod topology;
