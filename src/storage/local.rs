@@ -77,7 +77,11 @@ impl Storage for LocalDir {
                 None => format!("exec cat {path}"),
                 Some(range) => {
                     if range.start > range.end || range.end > meta.size {
-                        return Err(self.failed("read", name, format!("range {range:?} is outside its {} bytes", meta.size)));
+                        return Err(self.failed(
+                            "read",
+                            name,
+                            format!("range {range:?} is outside its {} bytes", meta.size),
+                        ));
                     }
                     format!("tail -c +{} {path} | head -c {}", range.start + 1, range.end - range.start)
                 }
@@ -89,7 +93,9 @@ impl Storage for LocalDir {
     fn list<'a>(&'a self, prefix: &'a str) -> Pending<'a, Vec<ObjectMeta>> {
         Box::pin(async move {
             let root = shell_quote(&self.root.to_string_lossy());
-            let command = format!("[ -d {root} ] || exit 0; cd {root} && find . -type f ! -name '.*.partial.*' -printf '%P\\t%s\\n'");
+            let command = format!(
+                "[ -d {root} ] || exit 0; cd {root} && find . -type f ! -name '.*.partial.*' -printf '%P\\t%s\\n'"
+            );
             let output = self.host.exec(&command, b"", COMMAND_TIMEOUT).await?;
             if !output.success() {
                 return Err(self.failed("list", prefix, output.stderr_text().trim().to_owned()));
@@ -109,9 +115,12 @@ impl Storage for LocalDir {
     fn stat<'a>(&'a self, name: &'a str) -> Pending<'a, Option<ObjectMeta>> {
         Box::pin(async move {
             let path = self.path(name)?;
-            let output = self.host.exec(&format!("[ -f {path} ] || exit 3; stat -c %s {path}"), b"", COMMAND_TIMEOUT).await?;
+            let output =
+                self.host.exec(&format!("[ -f {path} ] || exit 3; stat -c %s {path}"), b"", COMMAND_TIMEOUT).await?;
             match output.status {
-                0 => Ok(output.stdout_text().trim().parse().ok().map(|size| ObjectMeta { name: name.to_owned(), size })),
+                0 => {
+                    Ok(output.stdout_text().trim().parse().ok().map(|size| ObjectMeta { name: name.to_owned(), size }))
+                }
                 3 => Ok(None),
                 _ => Err(self.failed("stat", name, output.stderr_text().trim().to_owned())),
             }
@@ -122,7 +131,11 @@ impl Storage for LocalDir {
         Box::pin(async move {
             let path = self.path(name)?;
             let output = self.host.exec(&format!("rm -f {path}"), b"", COMMAND_TIMEOUT).await?;
-            if output.success() { Ok(()) } else { Err(self.failed("delete", name, output.stderr_text().trim().to_owned())) }
+            if output.success() {
+                Ok(())
+            } else {
+                Err(self.failed("delete", name, output.stderr_text().trim().to_owned()))
+            }
         })
     }
 }
