@@ -49,18 +49,24 @@ impl Storage for LocalDir {
     fn put<'a>(&'a self, name: &'a str, mut body: Body<'a>) -> Pending<'a, u64> {
         Box::pin(async move {
             let path = self.path(name)?;
-            let command = format!(
-                "set -e; umask 077; mkdir -p \"$(dirname {path})\"; \
-                 tmp=$(mktemp \"$(dirname {path})/.$(basename {path}).partial.XXXXXX\"); \
-                 trap 'rm -f \"$tmp\"' EXIT; cat > \"$tmp\"; chmod 0600 \"$tmp\"; mv -f \"$tmp\" {path}; \
-                 stat -c %s {path}"
-            );
-            let mut stdout = Vec::new();
-            let output = self.host.exec_stream(&command, &mut body, &mut stdout, TRANSFER_TIMEOUT).await?;
+            let partial = self.path(&super::partial_name(name)?)?;
+            // Two steps: the rename runs only once the whole body was read
+            // without error. (In one shell, a body that fails half-way
+            // looks to `cat` like its end, and the rename would follow.)
+            let write = format!("set -e; umask 077; mkdir -p \"$(dirname {path})\"; cat > {partial}");
+            let mut cleanup = RemoveOnDrop { host: Some(self.host.clone()), partial: partial.clone() };
+            let output = self.host.exec_stream(&write, &mut body, &mut tokio::io::sink(), TRANSFER_TIMEOUT).await?;
             if !output.success() {
                 return Err(self.failed("upload", name, output.stderr_text().trim().to_owned()));
             }
-            String::from_utf8_lossy(&stdout)
+            let rename = format!("chmod 0600 {partial} && mv -f {partial} {path} && stat -c %s {path}");
+            let output = self.host.exec(&rename, b"", COMMAND_TIMEOUT).await?;
+            if !output.success() {
+                return Err(self.failed("upload", name, output.stderr_text().trim().to_owned()));
+            }
+            cleanup.host = None;
+            output
+                .stdout_text()
                 .trim()
                 .parse()
                 .map_err(|_| self.failed("upload", name, "the written file's size could not be read"))
@@ -137,6 +143,27 @@ impl Storage for LocalDir {
                 Err(self.failed("delete", name, output.stderr_text().trim().to_owned()))
             }
         })
+    }
+}
+
+/// Removes an upload's partial file unless the upload got to its rename
+/// (an error, or the `put` dropped half-way), in a task of its own.
+struct RemoveOnDrop {
+    host: Option<Arc<dyn Remote>>,
+    /// Quoted.
+    partial: String,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(host) = self.host.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let command = format!("rm -f {}", self.partial);
+            runtime.spawn(async move {
+                let _ = host.exec(&command, b"", COMMAND_TIMEOUT).await;
+            });
+        }
     }
 }
 

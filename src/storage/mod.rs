@@ -10,10 +10,10 @@
 //! Must not: know what a backup is (the `backup` module's); let a
 //! credential reach a message, an object name or a log.
 
-mod ftp;
-mod local;
-mod s3;
-mod sftp;
+pub mod ftp;
+pub mod local;
+pub mod s3;
+pub mod sftp;
 
 use std::future::Future;
 use std::ops::Range;
