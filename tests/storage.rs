@@ -358,6 +358,26 @@ async fn ftps_with_a_private_ca_round_trips_on_vsftpd() {
 }
 
 #[tokio::test]
+async fn plain_ftp_when_tls_is_off_stores_lists_reads_and_deletes() {
+    let server = FtpServer::start_with_tls(false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = ftp_spec(&server, dir.path(), &server.password);
+    if let pgfleet::spec::Storage::Ftp { tls, ca_file, .. } = &mut spec {
+        *tls = Some(false);
+        *ca_file = None;
+    }
+    let storage = storage::open(&spec, local_host()).await.unwrap();
+    assert!(storage.describe().starts_with("ftp://"), "{}", storage.describe());
+    let size = 3_000_000;
+    assert_eq!(storage.put("prod/p.zip", Box::new(Generator::new(size))).await.unwrap(), size);
+    assert_eq!(names(&storage.list("").await.unwrap()), [("prod/p.zip", size)]);
+    let (bytes, _) = expected_bytes();
+    assert_eq!(read_all(storage.as_ref(), "prod/p.zip", Some(1_000..2_000)).await, bytes[1_000..2_000]);
+    storage.delete("prod/p.zip").await.unwrap();
+    assert!(storage.list("").await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn ftps_refuses_a_server_certificate_from_an_unknown_ca() {
     let server = FtpServer::start();
     let dir = tempfile::tempdir().unwrap();

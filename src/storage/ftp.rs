@@ -7,7 +7,9 @@
 //! (`RNFR`/`RNTO`); a range is read with `REST` and `RETR`.
 //!
 //! Must not: let the password reach a message; fall back to clear text
-//! when TLS was asked for.
+//! when TLS was asked for. (suppaftp traces every command, `PASS` too,
+//! through `log` at trace level: pgfleet installs no `log` logger, and one
+//! added later must keep suppaftp below trace.)
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -113,19 +115,8 @@ impl Ftp {
     /// `mkdir -p` for `dir`: MKD each component; one that exists already
     /// answers 550, which the upload's STOR then shows if it mattered.
     async fn make_dirs(&self, connection: &mut Connection, dir: &str) {
-        let mut current = String::new();
-        for component in dir.split('/') {
-            if component.is_empty() {
-                if current.is_empty() {
-                    current.push('/');
-                }
-                continue;
-            }
-            if !current.is_empty() && !current.ends_with('/') {
-                current.push('/');
-            }
-            current.push_str(component);
-            let _ = connection.mkdir(&current).await;
+        for dir in super::directories_of(dir) {
+            let _ = connection.mkdir(&dir).await;
         }
     }
 

@@ -201,6 +201,18 @@ pub(crate) fn partial_name(name: &str) -> Result<String, StorageError> {
     })
 }
 
+/// The directories `mkdir -p dir` makes, outermost first: `/a/b` gives
+/// `/a`, `/a/b`; `a/b` gives `a`, `a/b`.
+pub(crate) fn directories_of(dir: &str) -> Vec<String> {
+    let mut dirs: Vec<String> = std::path::Path::new(dir)
+        .ancestors()
+        .map(|ancestor| ancestor.to_string_lossy().into_owned())
+        .filter(|ancestor| !ancestor.is_empty() && ancestor != "/")
+        .collect();
+    dirs.reverse();
+    dirs
+}
+
 /// Whether a file name (the last component) is an upload in progress.
 pub(crate) fn is_partial(file_name: &str) -> bool {
     file_name.starts_with('.') && file_name.contains(".partial.")
@@ -274,6 +286,13 @@ mod tests {
         assert!(is_partial(first.rsplit('/').next().unwrap()));
         assert!(!is_partial("prod-1.zip"));
         assert!(partial_name("a.json").unwrap().starts_with(".a.json.partial."));
+    }
+
+    #[test]
+    fn mkdir_p_makes_each_directory_outermost_first() {
+        assert_eq!(directories_of("/srv/backups/prod"), ["/srv", "/srv/backups", "/srv/backups/prod"]);
+        assert_eq!(directories_of("backups/prod"), ["backups", "backups/prod"]);
+        assert!(directories_of("/").is_empty());
     }
 
     #[test]

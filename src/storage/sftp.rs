@@ -188,18 +188,7 @@ async fn rename(connection: &Connection, from: &str, to: &str) -> Result<(), Fai
 
 /// `mkdir -p`: creates each missing directory of `path`.
 async fn make_dirs(files: &SftpSession, path: &str) -> Result<(), Failure> {
-    let mut current = String::new();
-    for component in path.split('/') {
-        if component.is_empty() {
-            if current.is_empty() {
-                current.push('/');
-            }
-            continue;
-        }
-        if !current.is_empty() && !current.ends_with('/') {
-            current.push('/');
-        }
-        current.push_str(component);
+    for current in super::directories_of(path) {
         match files.metadata(current.clone()).await {
             Ok(metadata) if metadata.is_dir() => continue,
             Ok(_) => {}

@@ -191,7 +191,13 @@ pub struct FtpServer {
 }
 
 impl FtpServer {
+    /// With FTPS required.
     pub fn start() -> Self {
+        Self::start_with_tls(true)
+    }
+
+    /// With FTPS required (`tls`), or plain FTP only.
+    pub fn start_with_tls(tls: bool) -> Self {
         let password = ftp_user_password().to_owned();
         let dir = shared_temp_dir("pgfleet-ftp-");
         let path = |name: &str| dir.path().join(name);
@@ -210,11 +216,12 @@ impl FtpServer {
              chroot_local_user=YES\nallow_writeable_chroot=YES\nlocal_root={root}\n\
              userlist_enable=NO\npam_service_name=vsftpd\nsecure_chroot_dir=/var/run/vsftpd/empty\n\
              connect_from_port_20=NO\npasv_enable=YES\npasv_min_port=40000\npasv_max_port=40100\n\
-             ssl_enable=YES\nforce_local_logins_ssl=YES\nforce_local_data_ssl=YES\n\
+             ssl_enable={ssl}\nforce_local_logins_ssl=YES\nforce_local_data_ssl=YES\n\
              rsa_cert_file={cert}\nrsa_private_key_file={key}\nrequire_ssl_reuse=YES\nssl_ciphers=HIGH\n\
              seccomp_sandbox=NO\nisolate_network=NO\nisolate=NO\n\
              xferlog_enable=YES\nvsftpd_log_file={log}\nlog_ftp_protocol=YES\ndual_log_enable=NO\n",
             root = root.display(),
+            ssl = if tls { "YES" } else { "NO" },
             cert = path("server.pem").display(),
             key = path("server.key").display(),
             log = path("vsftpd.log").display(),
