@@ -308,6 +308,24 @@ async fn s3_multipart_upload_of_equal_parts_round_trips_on_s3s_fs() {
 }
 
 #[tokio::test]
+async fn s3_over_https_is_rustls_and_checks_the_server_certificate() {
+    // No S3 server here speaks TLS: an HTTPS server whose certificate no
+    // system root signed shows that https:// endpoints go through rustls
+    // (with ring) and that the certificate is verified.
+    let server = support::storage_servers::HttpsServer::start();
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = s3_spec(&s3, dir.path(), &s3.secret_key);
+    if let pgfleet::spec::Storage::S3 { endpoint, .. } = &mut spec {
+        *endpoint = Some(format!("https://{}:{}", server.address, server.port));
+    }
+    let storage = storage::open(&spec, local_host()).await.unwrap();
+    let error = storage.stat("prod/a.zip").await.unwrap_err().to_string();
+    eprintln!("{error}");
+    assert!(error.contains("certificate") || error.contains("UnknownIssuer"), "{error}");
+}
+
+#[tokio::test]
 async fn sftp_on_pgfleets_ssh_session_round_trips_and_renames_atomically() {
     let server = support::SshServer::start();
     let dir = support::shared_temp_dir("pgfleet-sftp-");

@@ -188,6 +188,24 @@ pub(crate) fn scrub(reason: impl std::fmt::Display, secrets: &[&Secret]) -> Stri
     text
 }
 
+/// An error as one line with its causes (`error sending request: …:
+/// invalid peer certificate: UnknownIssuer`): libraries put the reason a
+/// connection failed in the sources, not in the message.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        // Some errors repeat their source's message in their own.
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The hidden name an upload is written to before it is renamed to `name`
 /// (`dir/.file.partial.<random>`): listings skip it, and two uploads of one
 /// name never share it.
@@ -304,6 +322,19 @@ mod tests {
         assert!(may_hold("prod/2026", "prod/"));
         assert!(!may_hold("staging", "prod/"));
         assert!(!may_hold("production", "prod/"));
+    }
+
+    #[test]
+    fn an_error_chain_is_one_line_without_repeats() {
+        let inner = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        let outer = std::io::Error::other(crate::transport::TransportError::Io {
+            host: "h".into(),
+            action: "connect",
+            source: inner,
+        });
+        let text = chain(&outer);
+        assert!(text.ends_with("invalid peer certificate: UnknownIssuer"), "{text}");
+        assert_eq!(text.matches("UnknownIssuer").count(), 1, "{text}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use object_store::{
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::task::JoinSet;
 
-use super::{Body, ObjectMeta, Pending, Storage, StorageError, check_name, check_range, scrub};
+use super::{Body, ObjectMeta, Pending, Storage, StorageError, chain, check_name, check_range, scrub};
 use crate::secrets::Secret;
 
 /// The size of every part of a multipart upload but the last: fixed, so
@@ -131,7 +131,7 @@ impl S3 {
     fn key(&self, name: &str) -> Result<Path, StorageError> {
         check_name(name).map_err(|reason| self.failed("name", name, reason))?;
         let key = if self.prefix.is_empty() { name.to_owned() } else { format!("{}/{name}", self.prefix) };
-        Path::parse(key).map_err(|error| self.failed("name", name, error))
+        Path::parse(key).map_err(|error| self.failed("name", name, chain(&error)))
     }
 
     /// An object's name from its key, if it is under the prefix.
@@ -148,11 +148,13 @@ impl S3 {
         first: Bytes,
         body: &mut Body<'_>,
     ) -> Result<u64, StorageError> {
-        let upload = self.store.put_multipart(key).await.map_err(|error| self.failed("upload", name, error))?;
+        let upload = self.store.put_multipart(key).await.map_err(|error| self.failed("upload", name, chain(&error)))?;
         let mut upload = AbortOnDrop(Some(upload));
         let Some(parts) = upload.0.as_mut() else { return Err(self.failed("upload", name, "no upload")) };
         let result = match self.send_parts(name, parts.as_mut(), first, body).await {
-            Ok(written) => parts.complete().await.map(|_| written).map_err(|error| self.failed("upload", name, error)),
+            Ok(written) => {
+                parts.complete().await.map(|_| written).map_err(|error| self.failed("upload", name, chain(&error)))
+            }
             Err(error) => Err(error),
         };
         let Some(mut parts) = upload.0.take() else { return result };
@@ -174,8 +176,9 @@ impl S3 {
         let mut written = first.len() as u64;
         in_flight.spawn(parts.put_part(PutPayload::from(first)));
         loop {
-            let part =
-                read_part(body, PART_SIZE).await.map_err(|error| self.failed("read the body of", name, error))?;
+            let part = read_part(body, PART_SIZE)
+                .await
+                .map_err(|error| self.failed("read the body of", name, chain(&error)))?;
             if part.is_empty() {
                 break;
             }
@@ -198,8 +201,8 @@ impl S3 {
     ) -> Result<(), StorageError> {
         match joined {
             None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(error))) => Err(self.failed("upload", name, error)),
-            Some(Err(error)) => Err(self.failed("upload", name, error)),
+            Some(Ok(Err(error))) => Err(self.failed("upload", name, chain(&error))),
+            Some(Err(error)) => Err(self.failed("upload", name, chain(&error))),
         }
     }
 }
@@ -251,14 +254,15 @@ impl Storage for S3 {
     fn put<'a>(&'a self, name: &'a str, mut body: Body<'a>) -> Pending<'a, u64> {
         Box::pin(async move {
             let key = self.key(name)?;
-            let first =
-                read_part(&mut body, PART_SIZE).await.map_err(|error| self.failed("read the body of", name, error))?;
+            let first = read_part(&mut body, PART_SIZE)
+                .await
+                .map_err(|error| self.failed("read the body of", name, chain(&error)))?;
             if first.len() < PART_SIZE {
                 let written = first.len() as u64;
                 self.store
                     .put(&key, PutPayload::from(first))
                     .await
-                    .map_err(|error| self.failed("upload", name, error))?;
+                    .map_err(|error| self.failed("upload", name, chain(&error)))?;
                 return Ok(written);
             }
             self.put_multipart(name, &key, first, &mut body).await
@@ -281,7 +285,7 @@ impl Storage for S3 {
             let result = match self.store.get_opts(&key, options).await {
                 Ok(result) => result,
                 Err(object_store::Error::NotFound { .. }) => return Err(missing()),
-                Err(error) => return Err(self.failed("read", name, error)),
+                Err(error) => return Err(self.failed("read", name, chain(&error))),
             };
             let size = result.meta.size;
             if let Some(range) = &range {
@@ -311,12 +315,12 @@ impl Storage for S3 {
             let listed = if listed.is_empty() {
                 None
             } else {
-                Some(Path::parse(listed.join("/")).map_err(|error| self.failed("list", prefix, error))?)
+                Some(Path::parse(listed.join("/")).map_err(|error| self.failed("list", prefix, chain(&error)))?)
             };
             let mut stream = self.store.list(listed.as_ref());
             let mut objects = Vec::new();
             while let Some(meta) = stream.next().await {
-                let meta = meta.map_err(|error| self.failed("list", prefix, error))?;
+                let meta = meta.map_err(|error| self.failed("list", prefix, chain(&error)))?;
                 if let Some(name) = self.name_of(&meta.location)
                     && name.starts_with(prefix)
                 {
@@ -334,7 +338,7 @@ impl Storage for S3 {
             match self.store.head(&key).await {
                 Ok(meta) => Ok(Some(ObjectMeta { name: name.to_owned(), size: meta.size })),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(error) => Err(self.failed("stat", name, error)),
+                Err(error) => Err(self.failed("stat", name, chain(&error))),
             }
         })
     }
@@ -344,7 +348,7 @@ impl Storage for S3 {
             let key = self.key(name)?;
             match self.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(error) => Err(self.failed("delete", name, error)),
+                Err(error) => Err(self.failed("delete", name, chain(&error))),
             }
         })
     }

@@ -22,7 +22,9 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _, ReadBuf};
 use tokio::sync::Mutex;
 
-use super::{Body, ExactReader, ObjectMeta, Pending, Storage, StorageError, check_name, check_range, is_partial};
+use super::{
+    Body, ExactReader, ObjectMeta, Pending, Storage, StorageError, chain, check_name, check_range, is_partial,
+};
 use crate::topology::SshTarget;
 use crate::transport::ssh::SshSession;
 
@@ -75,13 +77,12 @@ impl Sftp {
             return Ok(connection.clone());
         }
         let open = |reason: String| StorageError::Open { storage: self.describe(), reason };
-        let ssh =
-            SshSession::connect(&self.target.address, &self.target).await.map_err(|error| open(render(&error)))?;
-        let files = SftpSession::new(ssh.subsystem("sftp").await.map_err(|error| open(render(&error)))?)
+        let ssh = SshSession::connect(&self.target.address, &self.target).await.map_err(|error| open(chain(&error)))?;
+        let files = SftpSession::new(ssh.subsystem("sftp").await.map_err(|error| open(chain(&error)))?)
             .await
             .map_err(|error| open(format!("the sftp subsystem did not start: {error}")))?;
         files.set_timeout(REQUEST_TIMEOUT_SECS);
-        let raw = RawSftpSession::new(ssh.subsystem("sftp").await.map_err(|error| open(render(&error)))?);
+        let raw = RawSftpSession::new(ssh.subsystem("sftp").await.map_err(|error| open(chain(&error)))?);
         raw.set_timeout(REQUEST_TIMEOUT_SECS);
         let version = raw.init().await.map_err(|error| open(format!("the sftp subsystem did not start: {error}")))?;
         let posix_rename = version.extensions.get(POSIX_RENAME).is_some_and(|version| version == "1");
@@ -207,19 +208,6 @@ async fn make_dirs(files: &SftpSession, path: &str) -> Result<(), Failure> {
 
 fn is_missing(error: &SftpError) -> bool {
     matches!(error, SftpError::Status(status) if status.status_code == StatusCode::NoSuchFile)
-}
-
-/// An SSH error as one line with its cause: the help pgfleet's SSH errors
-/// carry (which key, which known_hosts) is in their message.
-fn render(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Why an operation failed, before it becomes a `StorageError`.

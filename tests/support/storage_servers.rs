@@ -268,7 +268,7 @@ impl Drop for FtpServer {
 
 /// A CA (`ca.pem`) and a server certificate it signed for `address`
 /// (`server.pem`, `server.key`), with openssl.
-fn make_certificates(dir: &Path, address: Ipv4Addr) {
+pub fn make_certificates(dir: &Path, address: Ipv4Addr) {
     let openssl = |args: &[&str]| run(Command::new("openssl").current_dir(dir).args(args));
     openssl(&[
         "req",
@@ -315,4 +315,41 @@ fn make_certificates(dir: &Path, address: Ipv4Addr) {
         "-extfile",
         "san.ext",
     ]);
+}
+
+/// `openssl s_server -www` on a free loopback address: an HTTPS server
+/// (any request gets a status page) with a certificate from a test CA
+/// the system does not trust.
+pub struct HttpsServer {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpsServer {
+    pub fn start() -> Self {
+        let dir = shared_temp_dir("pgfleet-https-");
+        let address = free_loopback_address();
+        let port = free_port(address);
+        make_certificates(dir.path(), address);
+        let log = dir.path().join("s_server.log");
+        let mut child = Command::new("openssl")
+            .current_dir(dir.path())
+            .args(["s_server", "-quiet", "-www", "-cert", "server.pem", "-key", "server.key", "-accept"])
+            .arg(format!("{address}:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start openssl s_server");
+        wait_listening(address, port, &mut child, "openssl s_server", &log);
+        HttpsServer { address, port, child: Some(child), _dir: dir }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
 }
