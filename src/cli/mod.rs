@@ -156,6 +156,107 @@ pub enum Command {
     ///
     /// Exit codes: 0 done, 1 refused (nothing changed), 3 stopped part-way.
     Failover(FailoverArgs),
+    /// Back up an environment (pg_dump, the filestore and a sha256
+    /// manifest in one zip, in the storage of `backups:`), list, verify and
+    /// restore its backups.
+    ///
+    /// Exit codes: 0 done, 1 error, a verification that failed, or a
+    /// restore refused or undone (the live database untouched).
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Dump the application database and the filestore into a new backup,
+    /// then apply the retention rule.
+    ///
+    /// Streams from the member's host through pgfleet to the storage: no
+    /// local copy; progress on stderr.
+    Create(BackupCreateArgs),
+    /// The backups of an environment: id, time, sizes, last verification.
+    List(BackupListArgs),
+    /// Recompute every checksum of a backup against its manifest; with
+    /// --restore-test, also restore it into a scratch database and check
+    /// it (rows, attachments), then drop it. The result is recorded beside
+    /// the backup.
+    Verify(BackupVerifyArgs),
+    /// Restore a backup into an environment: shown as a plan first,
+    /// restored beside the live database and checked while the application
+    /// runs, then swapped into place in one short pause of the pooler.
+    Restore(BackupRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupCreateArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// The environment (its `id`).
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    /// Dump from this member (a replica, to spare the primary). Default:
+    /// the primary.
+    #[arg(long, value_name = "MEMBER")]
+    pub from: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ops::backup::Format::Text)]
+    pub format: ops::backup::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupListArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// The environment (its `id`).
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ops::backup::Format::Text)]
+    pub format: ops::backup::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupVerifyArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// The environment (its `id`).
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    /// The backup's id (`pgfleet backup list`).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Also restore into a scratch database on the environment's primary,
+    /// check it, and drop it.
+    #[arg(long)]
+    pub restore_test: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ops::backup::Format::Text)]
+    pub format: ops::backup::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupRestoreArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// The environment restored into (its `id`).
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    /// The backup's id.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// The environment whose backup this is (clone production to
+    /// staging). Default: the target itself.
+    #[arg(long = "from-env", value_name = "ENV")]
+    pub from_environment: Option<String>,
+    /// Restore into a `protected: true` environment from another one.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How long to wait for another pgfleet holding the state lock.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_timeout: crate::spec::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -498,6 +599,40 @@ pub fn run() -> Exit {
                     fence: args.fence,
                     old_primary_is_down: args.old_primary_is_down,
                 },
+            },
+        ),
+        Command::Backup(BackupCommand::Create(args)) => ops::backup::create(
+            &printer,
+            &ops::backup::CreateOptions {
+                file: &args.file.file,
+                environment: &args.environment,
+                from: args.from.as_deref(),
+                format: args.format,
+            },
+        ),
+        Command::Backup(BackupCommand::List(args)) => {
+            ops::backup::list(&printer, &args.file.file, &args.environment, args.format)
+        }
+        Command::Backup(BackupCommand::Verify(args)) => ops::backup::verify(
+            &printer,
+            &ops::backup::VerifyOptions {
+                file: &args.file.file,
+                environment: &args.environment,
+                id: &args.id,
+                restore_test: args.restore_test,
+                format: args.format,
+            },
+        ),
+        Command::Backup(BackupCommand::Restore(args)) => ops::backup::restore(
+            &printer,
+            &ops::backup::RestoreOptions {
+                file: &args.file.file,
+                environment: &args.environment,
+                id: &args.id,
+                from_environment: args.from_environment.as_deref(),
+                force: args.force,
+                auto_approve: args.auto_approve,
+                lock_timeout: std::time::Duration::from_secs(args.lock_timeout.seconds()),
             },
         ),
         Command::Import(args) => ops::import::run(

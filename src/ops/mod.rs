@@ -3,6 +3,7 @@
 //! diagnostics for the CLI edge to show.
 
 pub mod apply;
+pub mod backup;
 pub mod drift;
 pub mod graph;
 pub mod import;
@@ -102,6 +103,27 @@ pub enum Error {
     #[error("`{address}` is not a resource pgfleet owns in this state")]
     #[diagnostic(code(pgfleet::state::forget), help("list what pgfleet owns with `pgfleet state list`"))]
     NotOwned { address: String },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Backup(#[from] crate::backup::BackupError),
+    #[error("environment `{environment}` has no `backups:`")]
+    #[diagnostic(
+        code(pgfleet::backup::none),
+        help("add a `backups:` block with a `storage:` to the environment in the YAML")
+    )]
+    NoBackups { environment: String },
+    #[error("environment `{environment}` is protected: pgfleet will not restore `{from}`'s backup over it")]
+    #[diagnostic(
+        code(pgfleet::backup::protected),
+        help("restore it elsewhere, or pass --force if you mean to replace its data")
+    )]
+    Protected { environment: String, from: String },
+    #[error("environment `{environment}` has no member `{member}`")]
+    #[diagnostic(code(pgfleet::member), help("name `primary` or one of the environment's replicas"))]
+    UnknownMember { environment: String, member: String },
+    #[error("host `{host}` is not in `hosts:`")]
+    #[diagnostic(code(pgfleet::host))]
+    UnknownHost { host: String },
     #[error("there is no environment `{id}` in the configuration")]
     #[diagnostic(code(pgfleet::environment), help("name one of: {known}"))]
     UnknownEnvironment { id: String, known: String },

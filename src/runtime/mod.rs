@@ -221,6 +221,19 @@ pub trait Runtime: Send + Sync {
     /// (and so holds no password for). `None` when the runtime has none.
     fn admin_bridge(&self, layout: &ClusterLayout, port: u16) -> Option<String>;
 
+    /// A command that runs the PostgreSQL client `program` (`pg_dump`,
+    /// `psql`, `pg_restore`) of the cluster's major against the server as
+    /// `postgres`, by peer login on its Unix socket; arguments follow. Its
+    /// stdin and stdout are the command's (a dump streams through them).
+    fn client(&self, layout: &ClusterLayout, port: u16, program: &str) -> String {
+        let socket_dir = layout.socket_dir.as_deref().unwrap_or(Path::new(DEFAULT_SOCKET_DIR));
+        format!(
+            "{} -h {} -p {port} -U postgres",
+            crate::transport::shell_quote(&layout.program(program).to_string_lossy()),
+            crate::transport::shell_quote(&socket_dir.to_string_lossy())
+        )
+    }
+
     fn is_running(&self, layout: &ClusterLayout) -> String;
     fn start(&self, layout: &ClusterLayout) -> String;
     /// Fast shutdown: sessions end, nothing committed is lost.

@@ -49,21 +49,43 @@ impl Storage for LocalDir {
     fn put<'a>(&'a self, name: &'a str, mut body: Body<'a>) -> Pending<'a, u64> {
         Box::pin(async move {
             let path = self.path(name)?;
+            // Two steps, so that only a body read to its end is published:
+            // a transport that loses the connection may close the command's
+            // stdin as if the body had ended, and `cat` cannot tell.
             let command = format!(
                 "set -e; umask 077; mkdir -p \"$(dirname {path})\"; \
-                 tmp=$(mktemp \"$(dirname {path})/.$(basename {path}).partial.XXXXXX\"); \
-                 trap 'rm -f \"$tmp\"' EXIT; cat > \"$tmp\"; chmod 0600 \"$tmp\"; mv -f \"$tmp\" {path}; \
-                 stat -c %s {path}"
+                 tmp=$(mktemp \"$(dirname {path})/.$(basename {path}).partial.XXXXXX\"); echo \"$tmp\"; cat > \"$tmp\""
             );
+            let mut counted = Counted { inner: &mut body, bytes: 0 };
             let mut stdout = Vec::new();
-            let output = self.host.exec_stream(&command, &mut body, &mut stdout, TRANSFER_TIMEOUT).await?;
+            let result = self.host.exec_stream(&command, &mut counted, &mut stdout, TRANSFER_TIMEOUT).await;
+            let bytes = counted.bytes;
+            let partial = String::from_utf8_lossy(&stdout).lines().next().unwrap_or_default().to_owned();
+            let remove = format!("rm -f {}", shell_quote(&partial));
+            let output = match result {
+                Ok(output) if output.success() && !partial.is_empty() => output,
+                Ok(output) => {
+                    let _ = self.host.exec(&remove, b"", COMMAND_TIMEOUT).await;
+                    return Err(self.failed("upload", name, output.stderr_text().trim().to_owned()));
+                }
+                Err(error) => {
+                    if !partial.is_empty() {
+                        let _ = self.host.exec(&remove, b"", COMMAND_TIMEOUT).await;
+                    }
+                    return Err(self.failed("upload", name, error.to_string()));
+                }
+            };
+            drop(output);
+            let publish = format!(
+                "[ \"$(stat -c %s {partial})\" = {bytes} ] || {{ rm -f {partial}; echo 'the written file is short' >&2; exit 1; }}; \
+                 chmod 0600 {partial} && mv -f {partial} {path}",
+                partial = shell_quote(&partial)
+            );
+            let output = self.host.exec(&publish, b"", COMMAND_TIMEOUT).await?;
             if !output.success() {
                 return Err(self.failed("upload", name, output.stderr_text().trim().to_owned()));
             }
-            String::from_utf8_lossy(&stdout)
-                .trim()
-                .parse()
-                .map_err(|_| self.failed("upload", name, "the written file's size could not be read"))
+            Ok(bytes)
         })
     }
 
@@ -77,7 +99,11 @@ impl Storage for LocalDir {
                 None => format!("exec cat {path}"),
                 Some(range) => {
                     if range.start > range.end || range.end > meta.size {
-                        return Err(self.failed("read", name, format!("range {range:?} is outside its {} bytes", meta.size)));
+                        return Err(self.failed(
+                            "read",
+                            name,
+                            format!("range {range:?} is outside its {} bytes", meta.size),
+                        ));
                     }
                     format!("tail -c +{} {path} | head -c {}", range.start + 1, range.end - range.start)
                 }
@@ -89,7 +115,9 @@ impl Storage for LocalDir {
     fn list<'a>(&'a self, prefix: &'a str) -> Pending<'a, Vec<ObjectMeta>> {
         Box::pin(async move {
             let root = shell_quote(&self.root.to_string_lossy());
-            let command = format!("[ -d {root} ] || exit 0; cd {root} && find . -type f ! -name '.*.partial.*' -printf '%P\\t%s\\n'");
+            let command = format!(
+                "[ -d {root} ] || exit 0; cd {root} && find . -type f ! -name '.*.partial.*' -printf '%P\\t%s\\n'"
+            );
             let output = self.host.exec(&command, b"", COMMAND_TIMEOUT).await?;
             if !output.success() {
                 return Err(self.failed("list", prefix, output.stderr_text().trim().to_owned()));
@@ -109,9 +137,12 @@ impl Storage for LocalDir {
     fn stat<'a>(&'a self, name: &'a str) -> Pending<'a, Option<ObjectMeta>> {
         Box::pin(async move {
             let path = self.path(name)?;
-            let output = self.host.exec(&format!("[ -f {path} ] || exit 3; stat -c %s {path}"), b"", COMMAND_TIMEOUT).await?;
+            let output =
+                self.host.exec(&format!("[ -f {path} ] || exit 3; stat -c %s {path}"), b"", COMMAND_TIMEOUT).await?;
             match output.status {
-                0 => Ok(output.stdout_text().trim().parse().ok().map(|size| ObjectMeta { name: name.to_owned(), size })),
+                0 => {
+                    Ok(output.stdout_text().trim().parse().ok().map(|size| ObjectMeta { name: name.to_owned(), size }))
+                }
                 3 => Ok(None),
                 _ => Err(self.failed("stat", name, output.stderr_text().trim().to_owned())),
             }
@@ -122,7 +153,11 @@ impl Storage for LocalDir {
         Box::pin(async move {
             let path = self.path(name)?;
             let output = self.host.exec(&format!("rm -f {path}"), b"", COMMAND_TIMEOUT).await?;
-            if output.success() { Ok(()) } else { Err(self.failed("delete", name, output.stderr_text().trim().to_owned())) }
+            if output.success() {
+                Ok(())
+            } else {
+                Err(self.failed("delete", name, output.stderr_text().trim().to_owned()))
+            }
         })
     }
 }
@@ -165,5 +200,20 @@ impl AsyncRead for CommandReader {
             Err(error) => error.to_string(),
         };
         Poll::Ready(Err(std::io::Error::other(failure)))
+    }
+}
+
+/// A reader that counts what passes through it.
+struct Counted<'r, R: ?Sized> {
+    inner: &'r mut R,
+    bytes: u64,
+}
+
+impl<R: AsyncRead + Unpin + ?Sized> AsyncRead for Counted<'_, R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        self.bytes += (buf.filled().len() - before) as u64;
+        result
     }
 }

@@ -82,7 +82,10 @@ pub enum StorageError {
     Failed { storage: String, action: &'static str, name: String, reason: String },
 
     #[error("cannot open {storage}: {reason}")]
-    #[diagnostic(code(pgfleet::storage::open), help("check backups.storage in the YAML and that the server is reachable"))]
+    #[diagnostic(
+        code(pgfleet::storage::open),
+        help("check backups.storage in the YAML and that the server is reachable")
+    )]
     Open { storage: String, reason: String },
 
     #[error(transparent)]
@@ -110,7 +113,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// Opens the storage the YAML describes. `primary_host` is the host of the
 /// environment's primary, where a `local` storage's directory is.
-pub async fn open(spec: &crate::spec::Storage, primary_host: Arc<dyn Remote>) -> Result<Box<dyn Storage>, StorageError> {
+pub async fn open(
+    spec: &crate::spec::Storage,
+    primary_host: Arc<dyn Remote>,
+) -> Result<Box<dyn Storage>, StorageError> {
     match spec {
         crate::spec::Storage::Local { path } => Ok(Box::new(LocalDir::new(primary_host, path.clone()))),
         other => Err(StorageError::Open {

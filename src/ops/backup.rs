@@ -1,0 +1,495 @@
+//! `pgfleet backup create | list | verify | restore`: the backup module's
+//! work (`crate::backup`) wired to the configuration, the hosts and the
+//! storage, and its results handed to the printer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::ValueEnum;
+
+use super::{Error, Outcome};
+use crate::backup::restore::{self, Target};
+use crate::backup::retention::{self, Candidate, Decision};
+use crate::backup::verify::{self, Listed};
+use crate::backup::{self, BackupError, Sidecar, Verification};
+use crate::exit::Exit;
+use crate::placement::{self, PRIMARY};
+use crate::printer::Printer;
+use crate::state::{self, Writer};
+use crate::storage::{self as storage_mod, Storage};
+use crate::topology::{Backups, Environment, Topology};
+use crate::transport::Remote;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub struct CreateOptions<'a> {
+    pub file: &'a Path,
+    pub environment: &'a str,
+    pub from: Option<&'a str>,
+    pub format: Format,
+}
+
+pub struct VerifyOptions<'a> {
+    pub file: &'a Path,
+    pub environment: &'a str,
+    pub id: &'a str,
+    pub restore_test: bool,
+    pub format: Format,
+}
+
+pub struct RestoreOptions<'a> {
+    pub file: &'a Path,
+    pub environment: &'a str,
+    pub id: &'a str,
+    pub from_environment: Option<&'a str>,
+    pub force: bool,
+    pub auto_approve: bool,
+    pub lock_timeout: Duration,
+}
+
+/// The configuration as the roles state records make it (who is primary).
+fn current_topology(file: &Path) -> Result<(Topology, tokio::runtime::Runtime), Error> {
+    let declared = super::load_topology(file)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
+    let store = state::open(&declared.state)?;
+    let state = runtime.block_on(store.load())?;
+    Ok((crate::roles::current(&declared, &state), runtime))
+}
+
+fn environment<'t>(topology: &'t Topology, id: &str) -> Result<&'t Environment, Error> {
+    topology.environment(id).ok_or_else(|| Error::UnknownEnvironment {
+        id: id.to_owned(),
+        known: topology.environments.iter().map(|environment| environment.id.as_str()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+fn backups_of(environment: &Environment) -> Result<&Backups, Error> {
+    environment.backups.as_ref().ok_or_else(|| Error::NoBackups { environment: environment.id.clone() })
+}
+
+/// Connects the named hosts once each.
+async fn connect(topology: &Topology, names: &[&str]) -> Result<BTreeMap<String, Arc<dyn Remote>>, Error> {
+    let mut hosts: BTreeMap<String, Arc<dyn Remote>> = BTreeMap::new();
+    for name in names {
+        if hosts.contains_key(*name) {
+            continue;
+        }
+        let host = topology.hosts.get(*name).ok_or_else(|| Error::UnknownHost { host: (*name).to_owned() })?;
+        let remote = crate::observe::connect(host).await.map_err(Error::Connect)?;
+        hosts.insert((*name).to_owned(), Arc::from(remote));
+    }
+    Ok(hosts)
+}
+
+/// The host and directory of an environment's filestore (on its declared
+/// primary's host).
+fn filestore_place(environment: &Environment) -> Option<(String, PathBuf)> {
+    let filestore = environment.filestore.as_ref()?;
+    Some((placement::declared_primary(environment).host, filestore.path.clone()))
+}
+
+async fn open_storage(
+    environment: &Environment,
+    hosts: &BTreeMap<String, Arc<dyn Remote>>,
+) -> Result<Arc<dyn Storage>, Error> {
+    let backups = backups_of(environment)?;
+    let primary_host = placement::primary(environment).host;
+    let remote = hosts.get(&primary_host).cloned().ok_or_else(|| Error::UnknownHost { host: primary_host })?;
+    Ok(Arc::from(storage_mod::open(&backups.storage, remote).await.map_err(BackupError::from)?))
+}
+
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// Applies the retention rule to the environment's backups: deletes what
+/// expired, returns every decision.
+async fn apply_retention(
+    storage: &dyn Storage,
+    environment: &str,
+    backups: &Backups,
+) -> Result<Vec<Decision>, BackupError> {
+    let listed = verify::list(storage, environment).await?;
+    let decisions = retention_decisions(&listed, backups);
+    for decision in decisions.iter().filter(|decision| !decision.keep) {
+        for name in [
+            backup::sidecar_name(environment, &decision.id),
+            backup::verified_name(environment, &decision.id),
+            backup::archive_name(environment, &decision.id),
+        ] {
+            storage.delete(&name).await?;
+        }
+    }
+    Ok(decisions)
+}
+
+pub fn retention_decisions(listed: &[Listed], backups: &Backups) -> Vec<Decision> {
+    let candidates: Vec<Candidate> = listed
+        .iter()
+        .filter_map(|listed| {
+            Some(Candidate {
+                id: listed.id.clone(),
+                at: backup::id_time(&listed.id)?,
+                verified: listed.verification.as_ref().is_some_and(|verification| verification.ok),
+            })
+        })
+        .collect();
+    retention::decide(&candidates, &backups.retention)
+}
+
+pub fn create(printer: &Printer, options: &CreateOptions<'_>) -> Outcome {
+    let (topology, runtime) = current_topology(options.file)?;
+    let environment = environment(&topology, options.environment)?;
+    let backups = backups_of(environment)?;
+    let member_name = options.from.unwrap_or(PRIMARY);
+    let member = placement::member(environment, member_name)
+        .ok_or_else(|| Error::UnknownMember { environment: environment.id.clone(), member: member_name.to_owned() })?;
+    let filestore = filestore_place(environment);
+    let primary_host = placement::primary(environment).host;
+    let mut names = vec![member.host.as_str(), primary_host.as_str()];
+    if let Some((host, _)) = &filestore {
+        names.push(host);
+    }
+    let hosts = runtime.block_on(connect(&topology, &names))?;
+    let storage = runtime.block_on(open_storage(environment, &hosts))?;
+    printer.note(&format!(
+        "backup: dumping `{}` from {} on host `{}` to {}",
+        environment.database.name,
+        member_name,
+        member.host,
+        storage.describe()
+    ));
+    let source = backup::create::Source {
+        environment,
+        member_name: member_name.to_owned(),
+        member_host: hosts[&member.host].clone(),
+        member,
+        filestore: filestore.map(|(host, path)| (hosts[&host].clone(), path)),
+    };
+    let started = std::time::Instant::now();
+    let sidecar = runtime
+        .block_on(backup::create::create(source, storage.clone(), backups.format, backups.layout, SystemTime::now()))
+        .map_err(Error::from)?;
+    let elapsed = started.elapsed();
+    let decisions =
+        runtime.block_on(apply_retention(storage.as_ref(), &environment.id, backups)).map_err(Error::from)?;
+    match options.format {
+        Format::Json => {
+            let document = serde_json::json!({
+                "backup_id": sidecar.manifest.backup_id,
+                "environment": environment.id,
+                "storage": storage.describe(),
+                "archive": backup::archive_name(&environment.id, &sidecar.manifest.backup_id),
+                "archive_bytes": sidecar.archive_bytes,
+                "archive_sha256": sidecar.archive_sha256,
+                "database_size_bytes": sidecar.manifest.database_size_bytes,
+                "filestore_size_bytes": sidecar.manifest.filestore_size_bytes,
+                "seconds": elapsed.as_secs_f64(),
+                "retention": decisions.iter().map(|decision| serde_json::json!({"id": decision.id, "keep": decision.keep, "reason": decision.reason})).collect::<Vec<_>>(),
+            });
+            printer.out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&document).map_err(Error::serialize("the backup"))?
+            ));
+        }
+        Format::Text => {
+            let mut text = format!(
+                "Backup {} of `{}` created in {:.1} s: {} archive ({} database, {} filestore in {} files), {} tables.\n",
+                sidecar.manifest.backup_id,
+                environment.id,
+                elapsed.as_secs_f64(),
+                size(sidecar.archive_bytes),
+                size(sidecar.manifest.database_size_bytes),
+                size(sidecar.manifest.filestore_size_bytes),
+                sidecar.manifest.pgfleet.filestore_files,
+                sidecar.manifest.pgfleet.tables.len(),
+            );
+            text.push_str(&retention_text(&decisions));
+            printer.out(&text);
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn retention_text(decisions: &[Decision]) -> String {
+    let mut text = String::from("Retention:\n");
+    for decision in decisions {
+        let verb = if decision.keep { "keep  " } else { "delete" };
+        text.push_str(&format!("  {verb} {}  {}\n", decision.id, decision.reason));
+    }
+    text
+}
+
+pub fn list(printer: &Printer, file: &Path, id: &str, format: Format) -> Outcome {
+    let (topology, runtime) = current_topology(file)?;
+    let environment = environment(&topology, id)?;
+    let primary_host = placement::primary(environment).host;
+    let hosts = runtime.block_on(connect(&topology, &[primary_host.as_str()]))?;
+    let storage = runtime.block_on(open_storage(environment, &hosts))?;
+    let listed = runtime.block_on(verify::list(storage.as_ref(), &environment.id)).map_err(Error::from)?;
+    match format {
+        Format::Json => {
+            let document: Vec<serde_json::Value> = listed
+                .iter()
+                .map(|listed| {
+                    serde_json::json!({
+                        "id": listed.id,
+                        "created_at": listed.sidecar.manifest.created_at,
+                        "archive_bytes": listed.sidecar.archive_bytes,
+                        "database_size_bytes": listed.sidecar.manifest.database_size_bytes,
+                        "filestore_size_bytes": listed.sidecar.manifest.filestore_size_bytes,
+                        "format": listed.sidecar.manifest.pgfleet.format,
+                        "layout": listed.sidecar.manifest.pgfleet.layout,
+                        "source_member": listed.sidecar.manifest.pgfleet.source_member,
+                        "verified": listed.verification,
+                        "storage": storage.describe(),
+                    })
+                })
+                .collect();
+            printer.out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&document).map_err(Error::serialize("the backups"))?
+            ));
+        }
+        Format::Text => {
+            let mut text = format!("Backups of `{}` in {}:\n", environment.id, storage.describe());
+            if listed.is_empty() {
+                text.push_str("  none\n");
+            }
+            for listed in &listed {
+                let verified = match &listed.verification {
+                    Some(verification) => format!(
+                        "{} {} {}",
+                        if verification.ok { "verified" } else { "FAILED" },
+                        verification.kind,
+                        verification.at
+                    ),
+                    None => "not verified".into(),
+                };
+                text.push_str(&format!(
+                    "  {}  {}  archive {}  database {}  filestore {}  {}\n",
+                    listed.id,
+                    listed.sidecar.manifest.created_at,
+                    size(listed.sidecar.archive_bytes),
+                    size(listed.sidecar.manifest.database_size_bytes),
+                    size(listed.sidecar.manifest.filestore_size_bytes),
+                    verified
+                ));
+            }
+            printer.out(&text);
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn target<'a>(environment: &'a Environment, hosts: &BTreeMap<String, Arc<dyn Remote>>) -> Target<'a> {
+    let primary = placement::primary(environment);
+    Target {
+        environment,
+        primary_host: hosts[&primary.host].clone(),
+        primary,
+        filestore: filestore_place(environment).map(|(host, path)| (hosts[&host].clone(), path)),
+    }
+}
+
+fn target_hosts(environment: &Environment) -> Vec<String> {
+    let mut names = vec![placement::primary(environment).host];
+    if let Some(pooler) = placement::pooler(environment, PRIMARY) {
+        names.push(pooler.host);
+    }
+    if let Some((host, _)) = filestore_place(environment) {
+        names.push(host);
+    }
+    names
+}
+
+pub fn verify(printer: &Printer, options: &VerifyOptions<'_>) -> Outcome {
+    let (topology, runtime) = current_topology(options.file)?;
+    let environment = environment(&topology, options.environment)?;
+    let names = target_hosts(environment);
+    let hosts = runtime.block_on(connect(&topology, &names.iter().map(String::as_str).collect::<Vec<_>>()))?;
+    let storage = runtime.block_on(open_storage(environment, &hosts))?;
+    let id = options.id;
+    let result: Result<String, BackupError> = runtime.block_on(async {
+        let verified = verify::verify(storage.clone(), &environment.id, id).await?;
+        let mut detail =
+            format!("{} members, {} read, every checksum as the manifest says", verified.members, size(verified.bytes));
+        if options.restore_test {
+            let target = target(environment, &hosts);
+            let loaded = restore::load(storage.clone(), &environment.id, id, &target, "verify").await?;
+            restore::drop_loaded(&target, &loaded).await?;
+            detail = format!("{detail}; restored into {} and checked: {}; dropped", loaded.database, loaded.checked);
+        }
+        Ok(detail)
+    });
+    let kind = if options.restore_test { "restore-test" } else { "checksums" };
+    let verification = Verification {
+        at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        kind: kind.into(),
+        ok: result.is_ok(),
+        detail: match &result {
+            Ok(detail) => detail.clone(),
+            Err(error) => crate::observe::error_chain(error),
+        },
+    };
+    // A backup that is not there has nothing to record a result beside.
+    if !matches!(result, Err(BackupError::Unknown { .. })) {
+        runtime.block_on(verify::record(storage.as_ref(), &environment.id, id, &verification)).map_err(Error::from)?;
+    }
+    let detail = result.map_err(Error::from)?;
+    match options.format {
+        Format::Json => printer.out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"id": id, "environment": environment.id, "verification": verification})
+            )
+            .map_err(Error::serialize("the verification"))?
+        )),
+        Format::Text => printer.out(&format!("Backup {id} of `{}` verified ({kind}): {detail}.\n", environment.id)),
+    }
+    Ok(Exit::Ok)
+}
+
+fn restore_plan(source: &str, target: &Target<'_>, sidecar: &Sidecar, id: &str, stamp: &str) -> String {
+    let environment = target.environment;
+    let live = &environment.database.name;
+    let scratch = restore::scratch_database(live, id, "restore");
+    let mut text = format!("pgfleet will restore backup {id} of `{source}` into `{}`:\n", environment.id);
+    let mut step = 0;
+    let mut line = |text: &mut String, what: String| {
+        step += 1;
+        text.push_str(&format!("  {step:>2}. {what}\n"));
+    };
+    line(&mut text, "read the archive, checking every member's sha256 against the manifest as it streams (a mismatch stops here; nothing changes)".into());
+    line(
+        &mut text,
+        format!(
+            "restore the {} dump into a new database `{scratch}` on `{}` while the application runs ({})",
+            sidecar.manifest.pgfleet.format,
+            target.primary.host,
+            if sidecar.manifest.pgfleet.format == "custom" {
+                "pg_restore -j 4"
+            } else {
+                "psql -v ON_ERROR_STOP=1 --single-transaction"
+            }
+        ),
+    );
+    if let Some((_, path)) = &target.filestore {
+        line(
+            &mut text,
+            format!(
+                "restore the filestore beside the live one ({}_restore_{})",
+                path.display(),
+                id.to_ascii_lowercase()
+            ),
+        );
+    }
+    line(
+        &mut text,
+        format!(
+            "check {} tables' rows against the manifest, and every attachment's file and sha1",
+            sidecar.manifest.pgfleet.tables.len()
+        ),
+    );
+    let pooled = placement::pooler(environment, PRIMARY).is_some();
+    line(
+        &mut text,
+        format!(
+            "{}rename `{live}` to `{live}_pre_{stamp}` and `{scratch}` to `{live}`{}{}",
+            if pooled { "PAUSE the pooler; " } else { "end the live database's sessions; " },
+            if target.filestore.is_some() { "; swap the filestore directories" } else { "" },
+            if pooled { "; RESUME" } else { "" }
+        ),
+    );
+    if !environment.replicas.is_empty() {
+        let names: Vec<&str> = environment.replicas.iter().map(|replica| replica.name.as_str()).collect();
+        text.push_str(&format!("  Replicas {} follow by themselves (physical replication).\n", names.join(", ")));
+    }
+    text.push_str(&format!(
+        "  Rollback: rename `{live}` away and `{live}_pre_{stamp}` back (the previous copy is kept until you drop it).\n"
+    ));
+    text
+}
+
+pub fn restore(printer: &Printer, options: &RestoreOptions<'_>) -> Outcome {
+    let (topology, runtime) = current_topology(options.file)?;
+    let target_environment = environment(&topology, options.environment)?;
+    let source_id = options.from_environment.unwrap_or(options.environment);
+    let source_environment = environment(&topology, source_id)?;
+    if target_environment.protected && source_id != target_environment.id && !options.force {
+        return Err(Error::Protected { environment: target_environment.id.clone(), from: source_id.to_owned() });
+    }
+    let mut names = target_hosts(target_environment);
+    names.push(placement::primary(source_environment).host);
+    let hosts = runtime.block_on(connect(&topology, &names.iter().map(String::as_str).collect::<Vec<_>>()))?;
+    let storage = runtime.block_on(open_storage(source_environment, &hosts))?;
+    let sidecar = runtime.block_on(verify::find(storage.as_ref(), source_id, options.id)).map_err(Error::from)?;
+    let target = target(target_environment, &hosts);
+    let stamp = backup::new_id(SystemTime::now()).to_ascii_lowercase();
+    printer.out(&restore_plan(source_id, &target, &sidecar, options.id, &stamp));
+    if !options.auto_approve && !super::apply::confirm(printer) {
+        printer.note("Cancelled; nothing was changed.");
+        return Ok(Exit::Error);
+    }
+
+    // Nothing else changes the environment meanwhile.
+    let store = state::open(&topology.state)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let environments = vec![target_environment.id.clone()];
+    let (writer, _state) = runtime.block_on(Writer::lock(&*store, &environments, &command, options.lock_timeout))?;
+
+    let boxed = super::apply::boxed(&hosts);
+    let address = crate::address::Address::new(
+        &target_environment.id,
+        crate::address::Kind::Database,
+        &target_environment.database.name,
+    );
+    let context = crate::action::Context {
+        topology: &topology,
+        environment: target_environment,
+        address: &address,
+        owned: None,
+        hosts: &boxed,
+    };
+    let started = std::time::Instant::now();
+    let result = runtime.block_on(async {
+        let loaded = restore::load(storage.clone(), source_id, options.id, &target, "restore").await?;
+        printer.note(&format!("backup: restored into `{}` and checked: {}", loaded.database, loaded.checked));
+        let swapped = restore::swap(&context, &target, &loaded, &stamp).await;
+        if swapped.is_err() {
+            let _ = restore::drop_loaded(&target, &loaded).await;
+        }
+        Ok::<_, BackupError>((loaded, swapped?))
+    });
+    drop(writer);
+    let (loaded, swapped) = result.map_err(Error::from)?;
+    printer.out(&format!(
+        "Restored backup {} of `{source_id}` into `{}` in {:.1} s ({}). Downtime (pooler paused): {} ms. \
+         The previous database is `{}`{}.\n",
+        options.id,
+        target_environment.id,
+        started.elapsed().as_secs_f64(),
+        loaded.checked,
+        swapped.downtime.as_millis(),
+        swapped.previous_database,
+        swapped
+            .previous_filestore
+            .as_ref()
+            .map(|path| format!(", the previous filestore {}", path.display()))
+            .unwrap_or_default()
+    ));
+    Ok(Exit::Ok)
+}
