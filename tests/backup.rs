@@ -379,6 +379,10 @@ fn backups_to_a_local_directory_restore_into_another_environment_and_prove_thems
         .unwrap();
     assert_eq!(scratch, "0", "the scratch database was left behind");
     std::fs::write(&archive, pristine).unwrap();
+    // The failed verification was recorded; the intact archive verifies again.
+    let listed = json(&setup.ok(&["backup", "list", "--env", "shop", "--format", "json"]));
+    assert_eq!(listed[0]["verified"]["ok"], false, "{listed}");
+    setup.ok(&["backup", "verify", "--env", "shop", &id]);
 
     // A dump whose restore fails half-way (a CHECK that reads a table
     // loaded after it): pgfleet's restore test and restore say so;

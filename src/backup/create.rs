@@ -79,7 +79,7 @@ pub async fn create(
         BackupFormat::Custom => "-Fc",
     };
     let dump_command = format!(
-        "exec {} --no-owner {format_flag} --snapshot={} -d {}",
+        "{} --no-owner {format_flag} --snapshot={} -d {}",
         client("pg_dump"),
         shell_quote(&facts.snapshot),
         shell_quote(&database)

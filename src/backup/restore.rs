@@ -162,7 +162,7 @@ async fn load_into(
     let dump_file = member.layout.home.join(format!("restore-{}.dump", manifest.backup_id.to_ascii_lowercase()));
     let load_command = if plain {
         format!(
-            "exec {} -X -q -v ON_ERROR_STOP=1 --single-transaction -d {} >/dev/null",
+            "{} -X -q -v ON_ERROR_STOP=1 --single-transaction -d {} >/dev/null",
             client("psql"),
             shell_quote(database)
         )

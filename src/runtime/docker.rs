@@ -188,7 +188,7 @@ impl Runtime for Docker {
 
     fn client(&self, layout: &ClusterLayout, port: u16, program: &str) -> String {
         format!(
-            "docker exec -i -u postgres {container} {program} -h {socket} -p {port} -U postgres",
+            "docker exec -i -u postgres -e PGHOST={socket} -e PGPORT={port} -e PGUSER=postgres {container} {program}",
             container = shell_quote(&layout.service),
             program = self::program(layout, program),
             socket = quoted(Path::new(super::DEFAULT_SOCKET_DIR)),

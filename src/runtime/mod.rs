@@ -225,12 +225,15 @@ pub trait Runtime: Send + Sync {
     /// `psql`, `pg_restore`) of the cluster's major against the server as
     /// `postgres`, by peer login on its Unix socket; arguments follow. Its
     /// stdin and stdout are the command's (a dump streams through them).
+    /// The connection is given by libpq's environment (`PGHOST`, `PGPORT`,
+    /// `PGUSER`), so the program's own options, `--version` first among
+    /// them, follow as they would on a command line.
     fn client(&self, layout: &ClusterLayout, port: u16, program: &str) -> String {
         let socket_dir = layout.socket_dir.as_deref().unwrap_or(Path::new(DEFAULT_SOCKET_DIR));
         format!(
-            "{} -h {} -p {port} -U postgres",
-            crate::transport::shell_quote(&layout.program(program).to_string_lossy()),
-            crate::transport::shell_quote(&socket_dir.to_string_lossy())
+            "PGHOST={} PGPORT={port} PGUSER=postgres {}",
+            crate::transport::shell_quote(&socket_dir.to_string_lossy()),
+            crate::transport::shell_quote(&layout.program(program).to_string_lossy())
         )
     }
 
