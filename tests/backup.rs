@@ -272,10 +272,16 @@ fn backups_to_a_local_directory_restore_into_another_environment_and_prove_thems
         format!("sha256:{}", text(&expected_tree.stdout).trim())
     );
 
-    // Listed; verified.
+    // Listed; not verified yet, which drift reports (class backups).
     let listed = json(&setup.ok(&["backup", "list", "--env", "shop", "--format", "json"]));
     assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
     assert!(listed[0]["verified"].is_null());
+    let drift = setup.pgfleet(&["drift", "--format", "json"]);
+    assert_eq!(drift.status.code(), Some(2), "{}{}", text(&drift.stdout), text(&drift.stderr));
+    let report = json(&drift);
+    let classes: Vec<&str> =
+        report["drift"].as_array().unwrap().iter().map(|item| item["class"].as_str().unwrap()).collect();
+    assert!(classes.contains(&"backups"), "{report}");
     setup.ok(&["backup", "verify", "--env", "shop", &id]);
     let listed = json(&setup.ok(&["backup", "list", "--env", "shop", "--format", "json"]));
     assert_eq!(listed[0]["verified"]["ok"], true, "{listed}");
@@ -406,9 +412,13 @@ fn backups_to_a_local_directory_restore_into_another_environment_and_prove_thems
     let listed = json(&setup.ok(&["backup", "list", "--env", "shop", "--format", "json"]));
     let failed = listed.as_array().unwrap().iter().find(|backup| backup["id"] == broken_id.as_str()).unwrap();
     assert_eq!(failed["verified"]["ok"], false, "{listed}");
-    // Retention kept the newest and the newest verified (both of today).
+    // Retention kept the newest and the newest verified (both of today),
+    // and plan says why.
     let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|backup| backup["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [broken_id.as_str(), id.as_str()]);
+    let plan = text(&setup.ok(&["plan"]).stdout);
+    assert!(plan.contains(&format!("keep   {id}  kept: newest verified")), "{plan}");
+    assert!(plan.contains(&format!("keep   {broken_id}  kept: daily")), "{plan}");
 
     // The tarball layout restores with pgfleet too.
     setup.sql(shop, false, "DROP TABLE a_strict").unwrap();

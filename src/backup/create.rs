@@ -38,6 +38,8 @@ pub struct Source<'a> {
     pub member_host: Arc<dyn Remote>,
     /// The filestore's host and directory, when the environment has one.
     pub filestore: Option<(Arc<dyn Remote>, PathBuf)>,
+    /// Counts the bytes read from the source.
+    pub meter: super::Meter,
 }
 
 /// What the source's SQL session reports under the dump's snapshot.
@@ -60,6 +62,13 @@ pub async fn create(
     now: SystemTime,
 ) -> Result<Sidecar, BackupError> {
     let environment = source.environment;
+    // Ids are times to the second: a second backup within the same second
+    // waits for the next one rather than replace the first.
+    let mut now = now;
+    while storage.stat(&sidecar_name(&environment.id, &new_id(now))).await?.is_some() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        now = SystemTime::now();
+    }
     let id = new_id(now);
     let database = environment.database.name.clone();
     let host = source.member_host.clone();
@@ -135,10 +144,11 @@ pub async fn create(
 
     let handle = tokio::runtime::Handle::current();
     let filestore = source.filestore.clone();
+    let meter = source.meter.clone();
     let written = tokio::task::spawn_blocking(move || {
         let shared = body_writer.shared();
         let mut zip = ZipWriter::new_stream(shared.clone());
-        let input = Input { handle, dump_reader, dump, filestore, layout, format };
+        let input = Input { handle, dump_reader, dump, filestore, layout, format, meter };
         let result = write_archive(&mut zip, input, seed).and_then(|parts| {
             zip.finish().map_err(zip_error("finishing the archive"))?;
             Ok(parts)
@@ -187,6 +197,7 @@ struct Input {
     filestore: Option<(Arc<dyn Remote>, PathBuf)>,
     layout: BackupLayout,
     format: BackupFormat,
+    meter: super::Meter,
 }
 
 fn command_error(program: &'static str, host: &str, status: &i32, stderr: &str) -> BackupError {
@@ -220,6 +231,7 @@ fn write_archive<W: Write + Seek>(
     let mut rows = RowCounter::default();
     copy_observed(&mut reader, zip, |chunk| {
         hasher.update(chunk);
+        input.meter.add(chunk.len());
         if plain {
             rows.feed(chunk);
         }
@@ -246,8 +258,8 @@ fn write_archive<W: Write + Seek>(
         });
         let reader = SyncIoBridge::new_with_handle(tar_reader, input.handle.clone());
         match input.layout {
-            BackupLayout::Odoo => filestore_tree(zip, reader, deflated, &mut manifest)?,
-            BackupLayout::Tarball => filestore_tarball(zip, reader, &mut manifest)?,
+            BackupLayout::Odoo => filestore_tree(zip, reader, deflated, &mut manifest, &input.meter)?,
+            BackupLayout::Tarball => filestore_tarball(zip, reader, &mut manifest, &input.meter)?,
         }
         let copied = input.handle.block_on(copy).map_err(|error| BackupError::Io(error.to_string()))??;
         if !copied.success() {
@@ -273,6 +285,7 @@ fn filestore_tree<W: Write + Seek>(
     reader: impl std::io::Read,
     options: SimpleFileOptions,
     manifest: &mut Manifest,
+    meter: &super::Meter,
 ) -> Result<(), BackupError> {
     let mut files = Vec::new();
     let mut tar = tar::Archive::new(reader);
@@ -291,7 +304,11 @@ fn filestore_tree<W: Write + Seek>(
         zip.start_file(format!("{}{relative}", manifest::FILESTORE_DIR), options.large_file(size >= u32::MAX as u64))
             .map_err(zip_error("adding a filestore file"))?;
         let mut hasher = Sha256::new();
-        copy_observed(&mut entry, zip, |chunk| hasher.update(chunk)).map_err(io("copying the filestore"))?;
+        copy_observed(&mut entry, zip, |chunk| {
+            hasher.update(chunk);
+            meter.add(chunk.len());
+        })
+        .map_err(io("copying the filestore"))?;
         files.push((relative, manifest::hex(hasher.finalize().as_slice())));
         manifest.filestore_size_bytes += size;
     }
@@ -305,12 +322,14 @@ fn filestore_tarball<W: Write + Seek>(
     zip: &mut ZipWriter<W>,
     mut reader: impl std::io::Read,
     manifest: &mut Manifest,
+    meter: &super::Meter,
 ) -> Result<(), BackupError> {
     zip.start_file(manifest::FILESTORE_TARBALL, SimpleFileOptions::default().large_file(true))
         .map_err(zip_error("adding the filestore tarball"))?;
     let mut hashed = Hashed { inner: zip, hasher: Sha256::new() };
     let mut gzip = flate2::write::GzEncoder::new(&mut hashed, flate2::Compression::default());
-    let size = copy_observed(&mut reader, &mut gzip, |_| {}).map_err(io("compressing the filestore"))?;
+    let size = copy_observed(&mut reader, &mut gzip, |chunk| meter.add(chunk.len()))
+        .map_err(io("compressing the filestore"))?;
     gzip.finish().map_err(io("compressing the filestore"))?;
     manifest.filestore_size_bytes = size;
     manifest

@@ -27,6 +27,20 @@ use std::time::SystemTime;
 
 pub use manifest::{Manifest, Sidecar, Verification};
 
+/// Bytes moved so far by a running backup or restore, for progress.
+#[derive(Debug, Clone, Default)]
+pub struct Meter(pub std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Meter {
+    pub fn add(&self, bytes: usize) {
+        self.0.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A backup's identity: its UTC creation time, `20261203T061500Z`.
 pub fn new_id(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string().replace(['-', ':'], "")

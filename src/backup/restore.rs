@@ -64,6 +64,7 @@ pub async fn load(
     id: &str,
     target: &Target<'_>,
     purpose: &str,
+    meter: &super::Meter,
 ) -> Result<Loaded, BackupError> {
     let sidecar = super::verify::find(storage.as_ref(), source_environment, id).await?;
     let name = archive_name(source_environment, id);
@@ -87,8 +88,8 @@ pub async fn load(
         .await
         .map_err(BackupError::query("creating the scratch database"))?;
 
-    let result =
-        load_into(storage, &name, size, &sidecar.manifest_sha256, target, &database, restored_dir.as_deref()).await;
+    let into = Into { database: &database, restored_dir: restored_dir.as_deref(), meter };
+    let result = load_into(storage, &name, size, &sidecar.manifest_sha256, target, into).await;
     match result {
         Ok((manifest, checked)) => Ok(Loaded { database, filestore: restored_dir, manifest, checked }),
         Err(error) => {
@@ -120,15 +121,22 @@ pub async fn drop_loaded(target: &Target<'_>, loaded: &Loaded) -> Result<(), Bac
     Ok(())
 }
 
+/// Where `load_into` restores to.
+struct Into<'a> {
+    database: &'a str,
+    restored_dir: Option<&'a Path>,
+    meter: &'a super::Meter,
+}
+
 async fn load_into(
     storage: Arc<dyn Storage>,
     name: &str,
     size: u64,
     manifest_sha256: &str,
     target: &Target<'_>,
-    database: &str,
-    restored_dir: Option<&Path>,
+    into: Into<'_>,
 ) -> Result<(Manifest, String), BackupError> {
+    let Into { database, restored_dir, meter } = into;
     let handle = tokio::runtime::Handle::current();
     let host = target.primary_host.clone();
     let member = &target.primary;
@@ -198,8 +206,10 @@ async fn load_into(
     let backup_id = manifest.backup_id.clone();
     let tarball = manifest.pgfleet.layout == "tarball";
     let role = owner.clone();
+    let meter = meter.clone();
     let streamed = tokio::task::spawn_blocking(move || {
-        stream_members(zip, dump_writer, files_writer, &expected, &backup_id, plain, tarball, &role)
+        let layout = Layout { plain, tarball, role: &role, meter: &meter };
+        stream_members(zip, dump_writer, files_writer, &expected, &backup_id, layout)
     });
     let streamed = streamed.await.map_err(|error| BackupError::Io(error.to_string()))?;
     let loaded = loading.await.map_err(|error| BackupError::Io(error.to_string()))?;
@@ -238,21 +248,27 @@ fn finished(program: &str, result: Result<StreamOutput, TransportError>) -> Resu
     }
 }
 
+struct Layout<'a> {
+    plain: bool,
+    tarball: bool,
+    /// The application's role, which owns what a plain dump creates.
+    role: &'a str,
+    meter: &'a super::Meter,
+}
+
 /// On the blocking thread: the dump member to `dump`, the filestore to
 /// `files` (as a tar stream), each hashed and compared with the manifest
 /// before its stream is ended; a mismatch ends the stream with an error,
 /// so psql rolls back and tar stops.
-#[allow(clippy::too_many_arguments)]
 fn stream_members(
     mut zip: zip::ZipArchive<StorageReader>,
     dump: archive::ChannelWriter,
     files: Option<archive::ChannelWriter>,
     expected: &BTreeMap<String, String>,
     id: &str,
-    plain: bool,
-    tarball: bool,
-    role: &str,
+    layout: Layout<'_>,
 ) -> Result<(), BackupError> {
+    let Layout { plain, tarball, role, meter } = layout;
     let mismatch = |member: &str, found: String| BackupError::Checksum {
         id: id.to_owned(),
         member: member.to_owned(),
@@ -268,8 +284,11 @@ fn stream_members(
             writeln!(dump, "SET ROLE {};", ident(role)).map_err(|error| BackupError::Io(error.to_string()))?;
         }
         let mut hasher = Sha256::new();
-        copy_observed(&mut entry, &mut dump, |chunk| hasher.update(chunk))
-            .map_err(|error| mismatch(member, error.to_string()))?;
+        copy_observed(&mut entry, &mut dump, |chunk| {
+            hasher.update(chunk);
+            meter.add(chunk.len());
+        })
+        .map_err(|error| mismatch(member, error.to_string()))?;
         let found = manifest::digest_text(hasher.finalize().as_slice());
         if expected.get(member) != Some(&found) {
             return Err(mismatch(member, found));
@@ -295,8 +314,11 @@ fn stream_members(
             let member = manifest::FILESTORE_TARBALL;
             let Ok(mut entry) = zip.by_name(member) else { return Ok(()) };
             let mut hasher = Sha256::new();
-            copy_observed(&mut entry, &mut files, |chunk| hasher.update(chunk))
-                .map_err(|error| mismatch(member, error.to_string()))?;
+            copy_observed(&mut entry, &mut files, |chunk| {
+                hasher.update(chunk);
+                meter.add(chunk.len());
+            })
+            .map_err(|error| mismatch(member, error.to_string()))?;
             let found = manifest::digest_text(hasher.finalize().as_slice());
             if expected.get(member) != Some(&found) {
                 return Err(mismatch(member, found));
@@ -304,7 +326,7 @@ fn stream_members(
             Ok(())
         })()
     } else {
-        tree_to_tar(&mut zip, &mut files, expected, &mismatch)
+        tree_to_tar(&mut zip, &mut files, expected, &mismatch, meter)
     };
     match result {
         Ok(()) => {
@@ -325,6 +347,7 @@ fn tree_to_tar(
     out: &mut archive::ChannelWriter,
     expected: &BTreeMap<String, String>,
     mismatch: &dyn Fn(&str, String) -> BackupError,
+    meter: &super::Meter,
 ) -> Result<(), BackupError> {
     let member = manifest::FILESTORE_TREE;
     let mut files = Vec::new();
@@ -344,8 +367,9 @@ fn tree_to_tar(
             header.set_size(entry.size());
             header.set_mode(0o600);
             header.set_entry_type(tar::EntryType::Regular);
-            let mut hashing = HashingReader { inner: &mut entry, hasher: Sha256::new() };
+            let mut hashing = HashingReader { inner: &mut entry, hasher: Sha256::new(), bytes: 0 };
             tar.append_data(&mut header, &path, &mut hashing).map_err(|error| mismatch(member, error.to_string()))?;
+            meter.add(hashing.bytes);
             files.push((path, manifest::hex(hashing.hasher.finalize().as_slice())));
         }
         tar.finish().map_err(|error| BackupError::Io(error.to_string()))?;
@@ -363,12 +387,14 @@ fn tree_to_tar(
 struct HashingReader<'r, R: Read> {
     inner: &'r mut R,
     hasher: Sha256,
+    bytes: usize,
 }
 
 impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
         let count = self.inner.read(buffer)?;
         self.hasher.update(&buffer[..count]);
+        self.bytes += count;
         Ok(count)
     }
 }

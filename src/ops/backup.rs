@@ -104,6 +104,34 @@ async fn open_storage(
     Ok(Arc::from(storage_mod::open(&backups.storage, remote).await.map_err(BackupError::from)?))
 }
 
+/// Runs `work` showing, on a terminal, the bytes `meter` counts and their
+/// rate (stderr); elsewhere the command's result line says it all.
+async fn with_progress<T>(label: &str, meter: &backup::Meter, work: impl std::future::Future<Output = T>) -> T {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return work.await;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec}) {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_message(label.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let watch = async {
+        loop {
+            bar.set_position(meter.bytes());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let result = tokio::select! {
+        result = work => result,
+        () = watch => unreachable!("the watch never ends"),
+    };
+    bar.finish_and_clear();
+    result
+}
+
 fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut value = bytes as f64;
@@ -150,6 +178,87 @@ pub fn retention_decisions(listed: &[Listed], backups: &Backups) -> Vec<Decision
     retention::decide(&candidates, &backups.retention)
 }
 
+/// Drift of class `backups`: each environment with `backups:` whose newest
+/// verified backup is older than `max_age` (or that has none, or whose
+/// storage cannot be listed).
+pub async fn freshness(topology: &Topology, now: SystemTime) -> Vec<super::drift::Item> {
+    let mut items = Vec::new();
+    for environment in &topology.environments {
+        let Some(backups) = &environment.backups else { continue };
+        let address = crate::address::Address::new(&environment.id, crate::address::Kind::Backup, "storage");
+        let item = |message: String| super::drift::Item {
+            class: super::drift::Class::Backups,
+            address: Some(address.clone()),
+            message,
+        };
+        let primary_host = placement::primary(environment).host;
+        let listed = async {
+            let hosts = connect(topology, &[primary_host.as_str()]).await.map_err(|error| error.to_string())?;
+            let storage = open_storage(environment, &hosts).await.map_err(|error| error.to_string())?;
+            verify::list(storage.as_ref(), &environment.id).await.map_err(|error| crate::observe::error_chain(&error))
+        }
+        .await;
+        let max_age = Duration::from_secs(backups.max_age.seconds());
+        match listed {
+            Err(reason) => items.push(item(format!("cannot list the backups: {reason}"))),
+            Ok(listed) => {
+                let newest = listed
+                    .iter()
+                    .find(|listed| listed.verification.as_ref().is_some_and(|verification| verification.ok));
+                let age =
+                    newest.and_then(|listed| backup::id_time(&listed.id)).and_then(|at| now.duration_since(at).ok());
+                match (newest, age) {
+                    (Some(_), Some(age)) if age <= max_age => {}
+                    (Some(listed), _) => items.push(item(format!(
+                        "the newest verified backup ({}) is older than {}",
+                        listed.id, backups.max_age
+                    ))),
+                    (None, _) => items.push(item(format!(
+                        "no verified backup ({} backups, none verified): run `pgfleet backup verify`",
+                        listed.len()
+                    ))),
+                }
+            }
+        }
+    }
+    items
+}
+
+/// What the retention rule would delete after the next `backup create`,
+/// and why each backup is kept: shown by `plan`. Environments whose
+/// primary's host could not be observed are left out.
+pub async fn retention_preview(topology: &Topology, unreachable: &[&str]) -> String {
+    let mut text = String::new();
+    for environment in &topology.environments {
+        let Some(backups) = &environment.backups else { continue };
+        let primary_host = placement::primary(environment).host;
+        if unreachable.contains(&primary_host.as_str()) {
+            continue;
+        }
+        let listed = async {
+            let hosts = connect(topology, &[primary_host.as_str()]).await.map_err(|error| error.to_string())?;
+            let storage = open_storage(environment, &hosts).await.map_err(|error| error.to_string())?;
+            verify::list(storage.as_ref(), &environment.id).await.map_err(|error| crate::observe::error_chain(&error))
+        }
+        .await;
+        text.push_str(&format!(
+            "\nBackups of `{}` (retention {}/{}/{} daily/weekly/monthly):\n",
+            environment.id, backups.retention.daily, backups.retention.weekly, backups.retention.monthly
+        ));
+        match listed {
+            Err(reason) => text.push_str(&format!("  cannot list them: {reason}\n")),
+            Ok(listed) if listed.is_empty() => text.push_str("  none yet: run `pgfleet backup create`\n"),
+            Ok(listed) => {
+                for decision in retention_decisions(&listed, backups) {
+                    let verb = if decision.keep { "keep  " } else { "delete" };
+                    text.push_str(&format!("  {verb} {}  {}\n", decision.id, decision.reason));
+                }
+            }
+        }
+    }
+    text
+}
+
 pub fn create(printer: &Printer, options: &CreateOptions<'_>) -> Outcome {
     let (topology, runtime) = current_topology(options.file)?;
     let environment = environment(&topology, options.environment)?;
@@ -178,11 +287,12 @@ pub fn create(printer: &Printer, options: &CreateOptions<'_>) -> Outcome {
         member_host: hosts[&member.host].clone(),
         member,
         filestore: filestore.map(|(host, path)| (hosts[&host].clone(), path)),
+        meter: backup::Meter::default(),
     };
+    let meter = source.meter.clone();
     let started = std::time::Instant::now();
-    let sidecar = runtime
-        .block_on(backup::create::create(source, storage.clone(), backups.format, backups.layout, SystemTime::now()))
-        .map_err(Error::from)?;
+    let work = backup::create::create(source, storage.clone(), backups.format, backups.layout, SystemTime::now());
+    let sidecar = runtime.block_on(with_progress("backup", &meter, work)).map_err(Error::from)?;
     let elapsed = started.elapsed();
     let decisions =
         runtime.block_on(apply_retention(storage.as_ref(), &environment.id, backups)).map_err(Error::from)?;
@@ -329,7 +439,9 @@ pub fn verify(printer: &Printer, options: &VerifyOptions<'_>) -> Outcome {
             format!("{} members, {} read, every checksum as the manifest says", verified.members, size(verified.bytes));
         if options.restore_test {
             let target = target(environment, &hosts);
-            let loaded = restore::load(storage.clone(), &environment.id, id, &target, "verify").await?;
+            let meter = backup::Meter::default();
+            let work = restore::load(storage.clone(), &environment.id, id, &target, "verify", &meter);
+            let loaded = with_progress("restore test", &meter, work).await?;
             restore::drop_loaded(&target, &loaded).await?;
             detail = format!("{detail}; restored into {} and checked: {}; dropped", loaded.database, loaded.checked);
         }
@@ -466,7 +578,9 @@ pub fn restore(printer: &Printer, options: &RestoreOptions<'_>) -> Outcome {
     };
     let started = std::time::Instant::now();
     let result = runtime.block_on(async {
-        let loaded = restore::load(storage.clone(), source_id, options.id, &target, "restore").await?;
+        let meter = backup::Meter::default();
+        let work = restore::load(storage.clone(), source_id, options.id, &target, "restore", &meter);
+        let loaded = with_progress("restore", &meter, work).await?;
         printer.note(&format!("backup: restored into `{}` and checked: {}", loaded.database, loaded.checked));
         let swapped = restore::swap(&context, &target, &loaded, &stamp).await;
         if swapped.is_err() {

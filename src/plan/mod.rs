@@ -105,6 +105,8 @@ pub enum DriftClass {
     Health,
     /// Settings changed but waiting for a restart.
     PendingRestart,
+    /// No verified backup younger than `backups.max_age`.
+    Backups,
 }
 
 impl DriftClass {
@@ -115,6 +117,7 @@ impl DriftClass {
             DriftClass::Slots => "slots",
             DriftClass::Health => "health",
             DriftClass::PendingRestart => "pending_restart",
+            DriftClass::Backups => "backups",
         }
     }
 }
