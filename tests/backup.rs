@@ -49,7 +49,7 @@ impl Setup {
         let (shop, staging) = (env("shop"), env("staging"));
         let storage = fleet.dir().join("storage");
         let setup = Setup { fleet, shop, staging, storage };
-        setup.write_config(&storage_yaml(&setup.storage), "odoo");
+        setup.write_config(&storage_yaml(&setup.storage), "layout: odoo");
         for env in [&setup.shop, &setup.staging] {
             let dir = setup.filestore(env.id);
             std::fs::create_dir_all(&dir).unwrap();
@@ -58,7 +58,9 @@ impl Setup {
         setup
     }
 
-    fn write_config(&self, storage: &str, layout: &str) {
+    /// `backups` holds extra keys of the `backups:` block (`layout: …`,
+    /// `format: …`).
+    fn write_config(&self, storage: &str, backups: &str) {
         let mut yaml = format!(
             "version: 1\nstate: {{ path: {} }}\nhosts:\n  here: {{ transport: local }}\nenvironments:\n",
             self.fleet.dir().join("state.json").display()
@@ -66,7 +68,7 @@ impl Setup {
         for env in [&self.shop, &self.staging] {
             let dir = self.fleet.dir();
             yaml.push_str(&format!(
-                "  - id: {id}\n    odoo_version: \"18.0\"\n{protected}    primary: {{ host: here, address: {a0}, port: {p0}, data_dir: {d0}, tuning: none, settings: {{ shared_buffers: 32MB }} }}\n    database: {{ name: {id}, owner: odoo, password: {{ generate: true }} }}\n    replication: {{ user: replicator, password: {{ env: PGFLEET_TEST_REPLICATION_PASSWORD }} }}\n    pgbouncer: {{ pool_size: 5, pool_mode: session, port: {pp}, replica_port: {rp} }}\n    replicas:\n      - {{ name: r1, host: here, address: {a1}, port: {p1}, data_dir: {d1} }}\n    filestore: {{ path: {fs} }}\n    backups:\n      layout: {layout}\n      storage: {storage}\n      retention: {{ daily: 7, weekly: 4, monthly: 3 }}\n",
+                "  - id: {id}\n    odoo_version: \"18.0\"\n{protected}    primary: {{ host: here, address: {a0}, port: {p0}, data_dir: {d0}, tuning: none, settings: {{ shared_buffers: 32MB }} }}\n    database: {{ name: {id}, owner: odoo, password: {{ generate: true }} }}\n    replication: {{ user: replicator, password: {{ env: PGFLEET_TEST_REPLICATION_PASSWORD }} }}\n    pgbouncer: {{ pool_size: 5, pool_mode: session, port: {pp}, replica_port: {rp} }}\n    replicas:\n      - {{ name: r1, host: here, address: {a1}, port: {p1}, data_dir: {d1} }}\n    filestore: {{ path: {fs} }}\n    backups:\n      {backups}\n      storage: {storage}\n      retention: {{ daily: 7, weekly: 4, monthly: 3 }}\n",
                 id = env.id,
                 protected = if env.id == "shop" { "    protected: true\n" } else { "" },
                 a0 = env.addresses[0],
@@ -422,7 +424,7 @@ fn backups_to_a_local_directory_restore_into_another_environment_and_prove_thems
 
     // The tarball layout restores with pgfleet too.
     setup.sql(shop, false, "DROP TABLE a_strict").unwrap();
-    setup.write_config(&local_storage(&setup.storage), "tarball");
+    setup.write_config(&local_storage(&setup.storage), "layout: tarball");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let tarball = json(&setup.ok(&["backup", "create", "--env", "shop", "--format", "json"]));
     let tarball_id = tarball["backup_id"].as_str().unwrap().to_owned();
@@ -440,6 +442,52 @@ fn backups_to_a_local_directory_restore_into_another_environment_and_prove_thems
         }
     }
     setup.no_secret_in(&std::fs::read_to_string(setup.fleet.dir().join("state.json")).unwrap(), "state");
+}
+
+#[test]
+fn a_custom_dump_from_the_replica_rolls_the_environment_back() {
+    let setup = Setup::new(&local_storage);
+    setup.write_config(&local_storage(&setup.storage), "format: custom");
+    setup.fleet.apply();
+    let shop = &setup.shop;
+    setup.sql(shop, false, "CREATE TABLE orders (id bigint PRIMARY KEY, note text)").unwrap();
+    setup.sql(shop, false, "INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 3000) g").unwrap();
+    setup.attachments(shop, 5);
+    // The replica has what the backup must hold.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while setup.sql(shop, true, "SELECT count(*) FROM ir_attachment").ok().as_deref() != Some("5") {
+        assert!(std::time::Instant::now() < deadline, "the replica never caught up");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    let created = json(&setup.ok(&["backup", "create", "--env", "shop", "--from", "r1", "--format", "json"]));
+    let id = created["backup_id"].as_str().unwrap().to_owned();
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(setup.storage.join("shop").join(format!("{id}.json"))).unwrap())
+            .unwrap();
+    assert_eq!(sidecar["manifest"]["pgfleet"]["source_member"], "r1");
+    assert_eq!(sidecar["manifest"]["pgfleet"]["format"], "custom");
+    assert_eq!(sidecar["manifest"]["pgfleet"]["tables"]["public.orders"], 3000);
+    assert!(sidecar["manifest"]["checksums"]["dump.dump"].as_str().unwrap().starts_with("sha256:"));
+
+    // After the backup: rows and a file the rollback must take away.
+    setup.sql(shop, false, "INSERT INTO orders VALUES (999999, 'after the backup')").unwrap();
+    let before = tree(&setup.filestore("shop"));
+    std::fs::write(setup.filestore("shop").join("late-file"), b"written after the backup").unwrap();
+    chown(&setup.filestore("shop"));
+
+    // Same environment: a rollback, no --force needed.
+    setup.ok(&["backup", "restore", "--env", "shop", &id, "--auto-approve"]);
+    assert_eq!(setup.sql(shop, false, "SELECT count(*) FROM orders").unwrap(), "3000");
+    assert_eq!(setup.sql(shop, false, "SELECT count(*) FROM orders WHERE id = 999999").unwrap(), "0");
+    assert_eq!(tree(&setup.filestore("shop")), before);
+    setup.sql(shop, false, "INSERT INTO orders VALUES (3001, 'writable')").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while setup.sql(shop, true, "SELECT count(*) FROM orders").ok().as_deref() != Some("3001") {
+        assert!(std::time::Instant::now() < deadline, "the replica never served the restored rows");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    setup.converged();
 }
 
 fn walk(root: &Path) -> Vec<PathBuf> {
