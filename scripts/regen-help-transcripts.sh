@@ -6,7 +6,7 @@ cargo build --quiet
 {
   echo 'Every command says what it does and its exit codes.'
   echo
-  for args in "--help" "validate --help" "schema --help" "graph --help" "plan --help" "apply --help" "status --help" "drift --help" "monitor --help" "state --help" "switchover --help" "failover --help"; do
+  for args in "--help" "validate --help" "schema --help" "graph --help" "plan --help" "apply --help" "status --help" "drift --help" "monitor --help" "state --help" "switchover --help" "failover --help" "backup --help" "backup create --help" "backup list --help" "backup verify --help" "backup restore --help"; do
     echo '```console'
     echo "\$ pgfleet $args"
     # shellcheck disable=SC2086

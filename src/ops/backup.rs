@@ -423,6 +423,9 @@ fn target_hosts(environment: &Environment) -> Vec<String> {
     if let Some((host, _)) = filestore_place(environment) {
         names.push(host);
     }
+    if let Some(odoo) = &environment.odoo {
+        names.push(odoo.host.clone());
+    }
     names
 }
 
@@ -526,6 +529,9 @@ fn restore_plan(source: &str, target: &Target<'_>, sidecar: &Sidecar, id: &str, 
             if pooled { "; RESUME" } else { "" }
         ),
     );
+    if environment.odoo.as_ref().is_some_and(|odoo| odoo.restart.is_some()) {
+        line(&mut text, "restart Odoo (odoo.restart), so it reads the restored database".into());
+    }
     if !environment.replicas.is_empty() {
         let names: Vec<&str> = environment.replicas.iter().map(|replica| replica.name.as_str()).collect();
         text.push_str(&format!("  Replicas {} follow by themselves (physical replication).\n", names.join(", ")));
@@ -586,7 +592,16 @@ pub fn restore(printer: &Printer, options: &RestoreOptions<'_>) -> Outcome {
         if swapped.is_err() {
             let _ = restore::drop_loaded(&target, &loaded).await;
         }
-        Ok::<_, BackupError>((loaded, swapped?))
+        let swapped = swapped?;
+        // Odoo caches what it read of the database it had: it restarts
+        // onto the restored one.
+        if target_environment.odoo.as_ref().is_some_and(|odoo| odoo.restart.is_some()) {
+            crate::action::Action::RestartOdoo
+                .execute(&context)
+                .await
+                .map_err(|error| BackupError::Io(error.to_string()))?;
+        }
+        Ok::<_, BackupError>((loaded, swapped))
     });
     drop(writer);
     let (loaded, swapped) = result.map_err(Error::from)?;

@@ -77,7 +77,10 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     });
     if options.format == Format::Text {
         let unreachable: Vec<&str> = plan.unreachable.iter().map(|host| host.host.as_str()).collect();
-        printer.out(&runtime.block_on(super::backup::retention_preview(&topology, &unreachable)));
+        let retention = runtime.block_on(super::backup::retention_preview(&topology, &unreachable));
+        if !retention.is_empty() {
+            printer.out(&retention);
+        }
     }
 
     if let Some(out) = options.out {
