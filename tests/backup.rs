@@ -298,6 +298,7 @@ fn backups_to_a_local_directory_restore_into_another_environment_and_prove_thems
     assert_eq!(verification["kind"], "restore-test");
     assert_eq!(verification["ok"], true);
     assert!(verification["detail"].as_str().unwrap().contains("40 attachment files"), "{verification}");
+    assert!(verification["detail"].as_str().unwrap().contains("public.orders_pkey"), "amcheck: {verification}");
     let databases = setup.superuser(shop, "postgres", "SELECT string_agg(datname, ',') FROM pg_database").unwrap();
     assert!(!databases.contains("verify"), "the scratch database was left: {databases}");
 

@@ -460,6 +460,39 @@ async fn check(
     ))
 }
 
+/// `amcheck`'s `bt_index_check` on the five largest B-tree indexes of the
+/// restored copy, where the extension is installed on the server; what it
+/// checked, or why it could not.
+pub async fn amcheck(target: &Target<'_>, loaded: &Loaded) -> Result<String, BackupError> {
+    let session =
+        crate::observe::superuser_session_to(target.primary_host.as_ref(), &target.primary, &loaded.database).await?;
+    if session.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck").await.is_err() {
+        return Ok("amcheck is not installed on the server: indexes not checked".into());
+    }
+    let rows = session
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am am ON am.oid = c.relam \
+             WHERE am.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+             ORDER BY pg_relation_size(c.oid) DESC LIMIT 5",
+            &[],
+        )
+        .await
+        .map_err(BackupError::query("listing the largest indexes"))?;
+    let mut checked = Vec::new();
+    for row in rows {
+        let index: String = row.get(0);
+        session
+            .query(&format!("SELECT bt_index_check({}::regclass, true)", crate::action::context::literal(&index)), &[])
+            .await
+            .map_err(|error| BackupError::Check {
+                problems: format!("amcheck of {index}: {}", crate::observe::error_chain(&error)),
+            })?;
+        checked.push(index);
+    }
+    Ok(format!("amcheck found {} largest indexes intact ({})", checked.len(), checked.join(", ")))
+}
+
 /// sha1 of every file under `dir` on `host`, by relative path.
 async fn file_sha1s(host: &dyn Remote, dir: &Path) -> Result<BTreeMap<String, String>, BackupError> {
     let command = format!("cd {} && find . -type f -print0 | xargs -0 -r sha1sum", shell_quote(&dir.to_string_lossy()));

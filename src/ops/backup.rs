@@ -445,8 +445,12 @@ pub fn verify(printer: &Printer, options: &VerifyOptions<'_>) -> Outcome {
             let meter = backup::Meter::default();
             let work = restore::load(storage.clone(), &environment.id, id, &target, "verify", &meter);
             let loaded = with_progress("restore test", &meter, work).await?;
+            let indexes = restore::amcheck(&target, &loaded).await;
             restore::drop_loaded(&target, &loaded).await?;
-            detail = format!("{detail}; restored into {} and checked: {}; dropped", loaded.database, loaded.checked);
+            detail = format!(
+                "{detail}; restored into {} and checked: {}; {}; dropped",
+                loaded.database, loaded.checked, indexes?
+            );
         }
         Ok(detail)
     });
