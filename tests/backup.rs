@@ -31,6 +31,10 @@ struct Setup {
     shop: Env,
     staging: Env,
     storage: PathBuf,
+    /// Environment variables every pgfleet command gets (storage keys).
+    env: Vec<(String, String)>,
+    /// Secrets beyond the clusters' that must never be shown.
+    extra_secrets: Vec<String>,
 }
 
 impl Setup {
@@ -48,7 +52,7 @@ impl Setup {
         };
         let (shop, staging) = (env("shop"), env("staging"));
         let storage = fleet.dir().join("storage");
-        let setup = Setup { fleet, shop, staging, storage };
+        let setup = Setup { fleet, shop, staging, storage, env: Vec::new(), extra_secrets: Vec::new() };
         setup.write_config(&storage_yaml(&setup.storage), "layout: odoo");
         for env in [&setup.shop, &setup.staging] {
             let dir = setup.filestore(env.id);
@@ -109,7 +113,8 @@ impl Setup {
     }
 
     fn pgfleet(&self, args: &[&str]) -> Output {
-        let output = self.fleet.pgfleet(args);
+        let output =
+            self.fleet.command(args).envs(self.env.iter().map(|(name, value)| (name, value))).output().unwrap();
         self.no_secret_in(&text(&output.stdout), "stdout");
         self.no_secret_in(&text(&output.stderr), "stderr");
         output
@@ -129,6 +134,7 @@ impl Setup {
 
     fn secrets(&self) -> Vec<String> {
         let mut secrets = vec![REPLICATION_PASSWORD.to_owned()];
+        secrets.extend(self.extra_secrets.iter().cloned());
         for env in [&self.shop, &self.staging] {
             for name in ["superuser.password", "role-odoo.password"] {
                 if let Ok(secret) =
