@@ -58,6 +58,9 @@ impl Monitor {
     }
 
     fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
@@ -178,7 +181,9 @@ fn page_shows_each_replica_live_and_lagging_without_a_reload_behind_a_token() {
     assert_eq!(browser.script("return document.querySelector('[data-replica=\"shop/r1\"]').dataset.tone;"), "lagging");
     let lag = browser.script(&replica_text("r1", ".lag-bytes"));
     assert!(lag.as_str().is_some_and(|lag| lag.ends_with(" MB")), "r1's lag: {lag}");
-    assert_eq!(browser.script(&replica_text("r2", ".status")), "online");
+    // r2 catches up with the same WAL; r1, paused, stays behind.
+    browser.wait_for("r2 online", Duration::from_secs(60), &replica_status_is("r2", "online"));
+    assert_eq!(browser.script(&replica_text("r1", ".status")), "lagging (warning)");
 
     // A screenshot of the page (desktop width), then the phone width: no
     // sideways scrolling.
@@ -280,6 +285,15 @@ fn page_shows_names_and_messages_as_text_and_polls_without_an_event_stream() {
     document["environments"][0]["replicas"][0]["name"] = "<i>r1</i>".into();
     document["environments"][0]["replicas"][0]["status"] = "error".into();
     document["environments"][0]["replicas"][0]["error_message"] = payload.into();
+    let warning = document["environments"][0]["thresholds"]["warning"]["lag_bytes"].as_u64().unwrap();
+    document["environments"][0]["slots"] = serde_json::json!([
+        { "name": "r1", "active": false, "wal_status": "extended", "retained_bytes": 3 * warning },
+        { "name": "r2", "active": true, "wal_status": "reserved", "retained_bytes": 1024 },
+    ]);
+    document["environments"][0]["primary_member"] = "r2".into();
+    document["environments"][0]["last_role_change"] = serde_json::json!({
+        "at": "2026-01-02T03:04:05Z", "from": "primary", "to": "r2", "why": "switchover", "lost_bytes": 0
+    });
     let server = StaticServer::start(page, document.to_string());
 
     let browser = Browser::start();
@@ -294,6 +308,21 @@ fn page_shows_names_and_messages_as_text_and_polls_without_an_event_stream() {
     assert_eq!(browser.script("return document.querySelector('h2').textContent;"), "<b>shop</b>");
     assert_eq!(browser.script("return document.querySelector('.replica .name').textContent;"), "<i>r1</i>");
     assert_eq!(browser.script("return document.querySelector('.replica .status').textContent;"), "error");
+    // A slot retaining more than the warning threshold is flagged, in words too.
+    let slot = |name: &str, selector: &str| {
+        browser.script(&format!(
+            "return document.querySelector('[data-slot=\"<b>shop</b>/{name}\"] {selector}').textContent;"
+        ))
+    };
+    assert_eq!(slot("r1", ".status"), "inactive, retains too much");
+    assert_eq!(slot("r1", ".retained"), "150.0 MB (over 50.0 MB)");
+    assert_eq!(slot("r2", ".status"), "active");
+    assert_eq!(slot("r2", ".retained"), "1.0 kB");
+    // Where the primary role moved from, and when.
+    assert_eq!(browser.script("return document.querySelector('.primary .name').textContent;"), "r2");
+    let moved = browser.script("return document.querySelector('.primary .role-change').textContent;");
+    let moved = moved.as_str().unwrap();
+    assert!(moved.contains("switchover from primary to r2") && moved.contains("2026"), "{moved}");
     assert_eq!(browser.script("return document.querySelector('.replica').dataset.tone;"), "error");
     // No /events: the page says so and polls /status.json every 30 s.
     browser.wait_for(

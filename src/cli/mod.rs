@@ -95,7 +95,7 @@ pub enum Command {
     /// or Ctrl-C.
     ///
     /// Exit codes: 0 stopped by a signal, 1 error (configuration, listen
-    /// address).
+    /// address, token file).
     Monitor(MonitorArgs),
     /// Health of every environment: primary, replicas, poolers, slots.
     ///
