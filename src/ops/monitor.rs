@@ -85,7 +85,13 @@ impl Token {
     }
 
     fn accepts(&self, header: Option<&str>) -> bool {
-        let Some(given) = header.and_then(|value| value.strip_prefix("Bearer ")) else { return false };
+        // The scheme's name is case-insensitive (RFC 7235), the token not.
+        let Some(given) = header
+            .and_then(|value| value.split_once(' '))
+            .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token))
+        else {
+            return false;
+        };
         let given: [u8; 32] = sha2::Sha256::digest(given.trim().as_bytes()).into();
         self.0.iter().zip(given).fold(0u8, |difference, (expected, given)| difference | (expected ^ given)) == 0
     }
@@ -436,12 +442,14 @@ mod tests {
     fn the_token_is_accepted_only_whole_and_as_a_bearer() {
         let token = Token::new("s3cret-token");
         assert!(token.accepts(Some("Bearer s3cret-token")));
+        assert!(token.accepts(Some("bearer s3cret-token")));
         for refused in [
             None,
             Some(""),
             Some("s3cret-token"),
             Some("Bearer s3cret"),
             Some("Bearer s3cret-token2"),
+            Some("Bearer S3CRET-TOKEN"),
             Some("Basic s3cret-token"),
         ] {
             assert!(!token.accepts(refused), "{refused:?}");
