@@ -36,6 +36,8 @@ fn chromium_args(profile: &std::path::Path) -> Vec<String> {
         "--disable-extensions",
         "--metrics-recording-only",
         "--no-default-browser-check",
+        // No host name resolves but loopback's: nothing else can be reached.
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.*",
         "--window-size=1100,900",
     ]
     .iter()
