@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pgfleet's build, tests and sandbox need, when missing:
-# PostgreSQL 15, PgBouncer, OpenSSH server, rsync and Docker from the distribution,
+# PostgreSQL 15, PgBouncer, OpenSSH server, rsync, Docker, Chromium with its
+# WebDriver and man from the distribution,
 # and a Rust toolchain. Safe to run again; does nothing when all is present.
 set -euo pipefail
 
@@ -14,6 +15,9 @@ command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
 command -v runuser >/dev/null 2>&1 || packages+=(util-linux)
 command -v sudo >/dev/null 2>&1 || packages+=(sudo)            # `become:` tests
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)     # `runtime: docker`
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)      # the monitor's page, rendered
+command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
+command -v man >/dev/null 2>&1 || packages+=(man-db)            # `pgfleet man | man -l -`
 
 if [ "${#packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

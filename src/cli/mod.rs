@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 use crate::exit::{EXIT_CODES, Exit};
 use crate::ops;
@@ -82,18 +82,20 @@ pub enum Command {
     /// Exit codes: 0 no drift, 1 error (a host could not be observed), 2
     /// drift.
     Drift(DriftArgs),
-    /// Watch replica health continuously: JSON-line events, SSE and
-    /// Prometheus metrics over HTTP.
+    /// Watch replica health continuously: a live status page, JSON-line
+    /// events, SSE and Prometheus metrics over HTTP.
     ///
     /// Every --interval it emits `replica.health_updated` for each replica
     /// and `replica.lag_alert` (severity warning or critical) for each one
     /// over a threshold, on stdout and on `GET /events` (Server-Sent
-    /// Events). `GET /metrics` serves Prometheus text, `GET /health` the
-    /// monitor's own health. Keeps running when a host is down; stops
-    /// cleanly on SIGTERM or Ctrl-C.
+    /// Events). `GET /` is a status page that updates itself,
+    /// `GET /status.json` the document `status --format json` prints,
+    /// `GET /metrics` Prometheus text, `GET /health` the monitor's own
+    /// health. Keeps running when a host is down; stops cleanly on SIGTERM
+    /// or Ctrl-C.
     ///
     /// Exit codes: 0 stopped by a signal, 1 error (configuration, listen
-    /// address).
+    /// address, token file).
     Monitor(MonitorArgs),
     /// Health of every environment: primary, replicas, poolers, slots.
     ///
@@ -156,6 +158,22 @@ pub enum Command {
     ///
     /// Exit codes: 0 done, 1 refused (nothing changed), 3 stopped part-way.
     Failover(FailoverArgs),
+    /// Print a shell completion script.
+    ///
+    /// bash: `pgfleet completions bash > ~/.local/share/bash-completion/completions/pgfleet`;
+    /// zsh: into a directory of your $fpath as `_pgfleet`; fish:
+    /// `pgfleet completions fish > ~/.config/fish/completions/pgfleet.fish`.
+    ///
+    /// Exit codes: 0.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `pgfleet man | man -l -`.
+    ///
+    /// Exit codes: 0.
+    Man,
     /// Back up an environment (pg_dump, the filestore and a sha256
     /// manifest in one zip, in the storage of `backups:`), list, verify and
     /// restore its backups.
@@ -360,9 +378,15 @@ pub struct PlanArgs {
 pub struct MonitorArgs {
     #[command(flatten)]
     pub file: FileArgs,
-    /// Address and port of the HTTP endpoints.
+    /// Address and port of the HTTP endpoints. Off loopback, use
+    /// --auth-token-file (a warning says so otherwise).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9187")]
     pub listen: std::net::SocketAddr,
+    /// A file holding a bearer token: every endpoint but /health and the
+    /// page then requires `Authorization: Bearer TOKEN`. The page reads the
+    /// token from its address: http://ADDR:PORT/#token=TOKEN.
+    #[arg(long, value_name = "PATH")]
+    pub auth_token_file: Option<PathBuf>,
     /// Time between health rounds.
     #[arg(long, value_name = "DURATION", default_value = "2m")]
     pub interval: crate::spec::Duration,
@@ -529,8 +553,11 @@ pub fn run() -> Exit {
                 file: &args.file.file,
                 listen: args.listen,
                 interval: std::time::Duration::from_secs(args.interval.seconds().max(1)),
+                auth_token_file: args.auth_token_file.as_deref(),
             },
         ),
+        Command::Completions { shell } => ops::manual::completions(&printer, Cli::command(), *shell),
+        Command::Man => ops::manual::man(&printer, Cli::command()),
         Command::Drift(args) => ops::drift::run(
             &printer,
             &ops::drift::Options { file: &args.file.file, format: args.format, ignore: &args.ignore },

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod drift;
 pub mod graph;
 pub mod import;
+pub mod manual;
 pub mod monitor;
 pub mod plan;
 pub mod schema;
@@ -203,6 +204,25 @@ pub enum Error {
     #[error("unlock removes the lock record only with --force")]
     #[diagnostic(code(pgfleet::state::unlock), help("run `pgfleet state unlock --force` once no pgfleet is running"))]
     UnlockNeedsForce,
+    #[error("cannot render the manual page")]
+    #[diagnostic(code(pgfleet::manual))]
+    Manual {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the monitor's token file {path}")]
+    #[diagnostic(code(pgfleet::token_file), help("--auth-token-file names a file that holds the bearer token"))]
+    TokenFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the monitor's token file {path} is empty")]
+    #[diagnostic(
+        code(pgfleet::token_file),
+        help("write a long random token into it, e.g. `openssl rand -hex 32 > {path}`")
+    )]
+    EmptyToken { path: String },
     #[error("cannot listen on {address}")]
     #[diagnostic(code(pgfleet::listen), help("choose a free address and port with --listen ADDR:PORT"))]
     Listen {

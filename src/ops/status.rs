@@ -47,6 +47,10 @@ pub struct EnvironmentStatus {
     pub replicas: Vec<ReplicaHealth>,
     pub poolers: Vec<PoolerStatus>,
     pub slots: Vec<SlotStatus>,
+    /// The environment's `health:` limits, in bytes and seconds: a replica
+    /// over `warning` is lagging, and so is a slot retaining more than
+    /// `warning.lag_bytes` worth showing.
+    pub thresholds: Thresholds,
     /// Replicas' SSH tunnels (`connect: ssh_tunnel`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tunnels: Vec<TunnelStatus>,
@@ -84,6 +88,24 @@ pub struct FilestoreStatus {
     pub scheduled: bool,
     /// Older than twice its interval, or the last run failed.
     pub stale: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Thresholds {
+    pub warning: Limit,
+    pub critical: Limit,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Limit {
+    pub lag_bytes: u64,
+    pub lag_seconds: u64,
+}
+
+impl From<&crate::spec::LagThreshold> for Limit {
+    fn from(threshold: &crate::spec::LagThreshold) -> Self {
+        Limit { lag_bytes: threshold.lag_bytes.bytes(), lag_seconds: threshold.lag_seconds }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -223,6 +245,10 @@ pub fn report(topology: &Topology, observed: &Observed, state: &crate::state::St
                 replicas: replicas.iter().filter(|replica| replica.environment_id == environment.id).cloned().collect(),
                 poolers,
                 slots,
+                thresholds: Thresholds {
+                    warning: (&environment.health.warning).into(),
+                    critical: (&environment.health.critical).into(),
+                },
                 tunnels: tunnels(environment, observed),
                 filestores: filestores(environment, observed),
             }
@@ -423,6 +449,15 @@ pub fn text(report: &Report) -> String {
     out
 }
 
+/// The report as `status --format json` prints it (and the monitor's
+/// `/status.json` serves it).
+pub fn json(report: &Report) -> Result<String, Error> {
+    serde_json::to_string_pretty(report).map_err(Error::serialize("the status report"))
+}
+
+/// Clears a terminal and puts the cursor home, so `--watch` redraws in place.
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let declared = super::load_topology(options.file)?;
     let store = crate::state::open(&declared.state)?;
@@ -432,10 +467,17 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         let topology = crate::roles::current(&declared, &state);
         let observed = runtime.block_on(observe::observe_with(&topology, &observe::Options::health()));
         let report = report(&topology, &observed, &state, &crate::state::now());
-        printer.out(&match options.format {
+        let rendered = match options.format {
             Format::Text => text(&report),
-            Format::Json => serde_json::to_string_pretty(&report).map_err(Error::serialize("the status report"))?,
-        });
+            Format::Json => json(&report)?,
+        };
+        // On a terminal a watch redraws in place; into a pipe or a file it
+        // writes one report per round.
+        if options.watch && options.format == Format::Text && printer.stdout_is_terminal() {
+            printer.out(&format!("{CLEAR_SCREEN}{rendered}"));
+        } else {
+            printer.out(&rendered);
+        }
         // Nobody reads a watch whose stdout has closed (`status --watch | head`).
         if !options.watch || printer.stdout_closed() {
             return Ok(if options.detailed_exitcode && !report.healthy() { Exit::Changes } else { Exit::Ok });
