@@ -178,6 +178,51 @@ pub fn retention_decisions(listed: &[Listed], backups: &Backups) -> Vec<Decision
     retention::decide(&candidates, &backups.retention)
 }
 
+/// The backups of an environment with `backups:`, or why they could not be
+/// listed.
+async fn listing(topology: &Topology, environment: &Environment) -> Result<Vec<Listed>, String> {
+    let primary_host = placement::primary(environment).host;
+    let hosts = connect(topology, &[primary_host.as_str()]).await.map_err(|error| error.to_string())?;
+    let storage = open_storage(environment, &hosts).await.map_err(|error| error.to_string())?;
+    verify::list(storage.as_ref(), &environment.id).await.map_err(|error| crate::observe::error_chain(&error))
+}
+
+/// What `status` shows of each environment's backups.
+pub async fn summaries(topology: &Topology) -> BTreeMap<String, super::status::BackupsStatus> {
+    let mut summaries = BTreeMap::new();
+    for environment in topology.environments.iter().filter(|environment| environment.backups.is_some()) {
+        let summary = match listing(topology, environment).await {
+            Err(error) => super::status::BackupsStatus {
+                count: 0,
+                newest: None,
+                newest_verified: None,
+                verified_at: None,
+                verified_by: None,
+                error_message: Some(error),
+            },
+            Ok(listed) => {
+                let verified = listed
+                    .iter()
+                    .find(|listed| listed.verification.as_ref().is_some_and(|verification| verification.ok));
+                super::status::BackupsStatus {
+                    count: listed.len(),
+                    newest: listed.first().map(|listed| listed.id.clone()),
+                    newest_verified: verified.map(|listed| listed.id.clone()),
+                    verified_at: verified
+                        .and_then(|listed| listed.verification.as_ref())
+                        .map(|verification| verification.at.clone()),
+                    verified_by: verified
+                        .and_then(|listed| listed.verification.as_ref())
+                        .map(|verification| verification.kind.clone()),
+                    error_message: None,
+                }
+            }
+        };
+        summaries.insert(environment.id.clone(), summary);
+    }
+    summaries
+}
+
 /// Drift of class `backups`: each environment with `backups:` whose newest
 /// verified backup is older than `max_age` (or that has none, or whose
 /// storage cannot be listed).
@@ -191,13 +236,7 @@ pub async fn freshness(topology: &Topology, now: SystemTime) -> Vec<super::drift
             address: Some(address.clone()),
             message,
         };
-        let primary_host = placement::primary(environment).host;
-        let listed = async {
-            let hosts = connect(topology, &[primary_host.as_str()]).await.map_err(|error| error.to_string())?;
-            let storage = open_storage(environment, &hosts).await.map_err(|error| error.to_string())?;
-            verify::list(storage.as_ref(), &environment.id).await.map_err(|error| crate::observe::error_chain(&error))
-        }
-        .await;
+        let listed = listing(topology, environment).await;
         let max_age = Duration::from_secs(backups.max_age.seconds());
         match listed {
             Err(reason) => items.push(item(format!("cannot list the backups: {reason}"))),
@@ -235,12 +274,7 @@ pub async fn retention_preview(topology: &Topology, unreachable: &[&str]) -> Str
         if unreachable.contains(&primary_host.as_str()) {
             continue;
         }
-        let listed = async {
-            let hosts = connect(topology, &[primary_host.as_str()]).await.map_err(|error| error.to_string())?;
-            let storage = open_storage(environment, &hosts).await.map_err(|error| error.to_string())?;
-            verify::list(storage.as_ref(), &environment.id).await.map_err(|error| crate::observe::error_chain(&error))
-        }
-        .await;
+        let listed = listing(topology, environment).await;
         text.push_str(&format!(
             "\nBackups of `{}` (retention {}/{}/{} daily/weekly/monthly):\n",
             environment.id, backups.retention.daily, backups.retention.weekly, backups.retention.monthly

@@ -57,6 +57,23 @@ pub struct EnvironmentStatus {
     /// Filestore mirrors, one per replica host.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub filestores: Vec<FilestoreStatus>,
+    /// The environment's backups, when it has `backups:` (`status` lists
+    /// the storage; the monitor's rounds do not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupsStatus>,
+}
+
+/// What `status` says of an environment's backups.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupsStatus {
+    pub count: usize,
+    pub newest: Option<String>,
+    /// The newest backup whose last verification succeeded, and how.
+    pub newest_verified: Option<String>,
+    pub verified_at: Option<String>,
+    pub verified_by: Option<String>,
+    /// Why the storage could not be listed.
+    pub error_message: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -251,6 +268,7 @@ pub fn report(topology: &Topology, observed: &Observed, state: &crate::state::St
                 },
                 tunnels: tunnels(environment, observed),
                 filestores: filestores(environment, observed),
+                backups: None,
             }
         })
         .collect();
@@ -432,6 +450,24 @@ pub fn text(report: &Report) -> String {
             let _ =
                 writeln!(out, "  tunnel   {:<22} {:<9} local end {}", tunnel.address, tunnel.status, tunnel.local_end);
         }
+        if let Some(backups) = &environment.backups {
+            let line = match (&backups.error_message, &backups.newest_verified) {
+                (Some(error), _) => format!("cannot list them: {error}"),
+                (None, Some(id)) => format!(
+                    "{} kept, newest {}, newest verified {id} ({} {})",
+                    backups.count,
+                    backups.newest.as_deref().unwrap_or("-"),
+                    backups.verified_by.as_deref().unwrap_or("-"),
+                    backups.verified_at.as_deref().unwrap_or("-")
+                ),
+                (None, None) => format!(
+                    "{} kept, newest {}, none verified",
+                    backups.count,
+                    backups.newest.as_deref().unwrap_or("-")
+                ),
+            };
+            let _ = writeln!(out, "  backups  {line}");
+        }
         for mirror in &environment.filestores {
             let age = mirror.last_success_age_seconds.map_or_else(|| "never".into(), |age| format!("{age}s ago"));
             let _ = writeln!(
@@ -466,7 +502,11 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         let state = runtime.block_on(store.load())?;
         let topology = crate::roles::current(&declared, &state);
         let observed = runtime.block_on(observe::observe_with(&topology, &observe::Options::health()));
-        let report = report(&topology, &observed, &state, &crate::state::now());
+        let mut report = report(&topology, &observed, &state, &crate::state::now());
+        let backups = runtime.block_on(super::backup::summaries(&topology));
+        for environment in &mut report.environments {
+            environment.backups = backups.get(&environment.id).cloned();
+        }
         let rendered = match options.format {
             Format::Text => text(&report),
             Format::Json => json(&report)?,
