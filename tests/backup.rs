@@ -294,7 +294,8 @@ fn backups_to_a_local_directory_restore_into_another_environment_and_prove_thems
     let listed = json(&setup.ok(&["backup", "list", "--env", "shop", "--format", "json"]));
     assert_eq!(listed[0]["verified"]["ok"], true, "{listed}");
     let status = json(&setup.ok(&["status", "--format", "json"]));
-    let shop_status = status["environments"].as_array().unwrap().iter().find(|environment| environment["id"] == "shop").unwrap();
+    let shop_status =
+        status["environments"].as_array().unwrap().iter().find(|environment| environment["id"] == "shop").unwrap();
     assert_eq!(shop_status["backups"]["newest_verified"], id.as_str(), "{status}");
     assert_eq!(shop_status["backups"]["verified_by"], "checksums", "{status}");
 

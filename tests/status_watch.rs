@@ -1,5 +1,6 @@
-//! `status --watch`: redrawn in place on a terminal, one report per round
-//! into a pipe.
+//! What a terminal shows while pgfleet works: `status --watch` redrawn in
+//! place (one report per round into a pipe), and a base backup's bytes as
+//! they are copied.
 
 // Tests may unwrap: a failure is the report.
 #![allow(clippy::unwrap_used)]
@@ -43,4 +44,31 @@ fn status_watch_redraws_in_place_on_a_terminal_and_appends_into_a_pipe() {
     let written = text(&output.stdout);
     assert!(written.matches("shop (checked").count() >= 2, "{written}");
     assert!(!written.contains('\u{1b}'), "{written:?}");
+}
+
+#[test]
+fn a_base_backup_shows_its_bytes_copied_on_a_terminal() {
+    let fleet = Fleet::local();
+    fleet.primary_with_ballast();
+    fleet.superuser_sql("INSERT INTO ballast SELECT g, repeat('y', 200) FROM generate_series(300001, 900000) g");
+    fleet.write_config(&["r1"]);
+    let command = format!(
+        "PGFLEET_TEST_REPLICATION_PASSWORD={} {} apply --auto-approve",
+        support::fleet::REPLICATION_PASSWORD,
+        env!("CARGO_BIN_EXE_pgfleet")
+    );
+    let terminal = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .current_dir(fleet.dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = text(&terminal.stdout);
+    assert!(terminal.status.success(), "{shown}");
+    let progress = shown
+        .split(['\r', '\n'])
+        .find(|line| line.contains("shop.replica.r1") && line.contains("copied of"))
+        .unwrap_or_else(|| panic!("no bytes shown during the base backup: {shown:?}"));
+    assert!(progress.contains("MB"), "{progress}");
+    assert_eq!(fleet.streaming(), "r1=streaming");
 }

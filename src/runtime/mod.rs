@@ -215,6 +215,13 @@ pub trait Runtime: Send + Sync {
     /// runtime registered for it (not pgfleet's home beside it).
     fn remove(&self, layout: &ClusterLayout) -> String;
 
+    /// Prints the bytes a running `base_backup` has copied so far (nothing
+    /// before it has started).
+    fn base_backup_progress(&self, layout: &ClusterLayout) -> String {
+        let building = with_suffix(&layout.data_dir, ".pgfleet-basebackup");
+        format!("du -sb {} 2>/dev/null | cut -f1; true", crate::transport::shell_quote(&building.to_string_lossy()))
+    }
+
     /// A command whose stdin and stdout are a connection to the server's
     /// Unix socket, where the service user logs in as `postgres` by peer
     /// authentication: how pgfleet reaches a cluster it did not create
