@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what pgfleet's build, tests and sandbox need, when missing:
-# PostgreSQL 15, PgBouncer, OpenSSH server, rsync, Docker, Chromium with its
-# WebDriver and man from the distribution,
-# and a Rust toolchain. Safe to run again; does nothing when all is present.
+# PostgreSQL 15, PgBouncer, OpenSSH server, rsync, Docker, vsftpd, Chromium
+# with its WebDriver and man from the distribution, a Rust toolchain, and
+# s3s-fs (the S3 test server) from crates.io. Safe to run again; does
+# nothing when all is present.
 set -euo pipefail
 
 packages=()
@@ -18,6 +19,8 @@ command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)     # `runtime: dock
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)      # the monitor's page, rendered
 command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
 command -v man >/dev/null 2>&1 || packages+=(man-db)            # `pgfleet man | man -l -`
+[ -x /usr/sbin/vsftpd ] || packages+=(vsftpd)                     # `kind: ftp` backups' tests
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)       # their test CA
 
 if [ "${#packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -26,7 +29,7 @@ if [ "${#packages[@]}" -gt 0 ]; then
   fi
   echo "pgfleet: installing ${packages[*]}" >&2
   # The packages' own services (a PostgreSQL on 5432, PgBouncer on 6432,
-  # sshd on 22) are not wanted: pgfleet starts its own. policy-rc.d keeps
+  # sshd on 22, vsftpd on 21) are not wanted: pgfleet's tests start their own. policy-rc.d keeps
   # them from starting during installation.
   created_policy=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -47,4 +50,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "pgfleet: installing Rust with rustup" >&2
   command -v curl >/dev/null 2>&1 || apt-get install -y -qq curl ca-certificates >/dev/null
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
+fi
+
+# The S3 API server the storage tests run (over a temporary directory, with
+# signatures checked). Pinned: later releases need a newer rustc. Built
+# once, then kept in ~/.cargo/bin.
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
+  echo "pgfleet: installing s3s-fs (the S3 test server)" >&2
+  cargo install --locked --quiet s3s-fs@0.14.1 --features binary
 fi

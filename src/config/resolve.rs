@@ -125,6 +125,8 @@ pub enum Rule {
     ReplicaRuntimeMissing { replica: String, runtime: &'static str },
     #[error("replica `{replica}` cannot have `runtime: {runtime}`: it runs no replicas, and pgfleet runs its replicas")]
     ExternalReplica { replica: String, runtime: &'static str },
+    #[error("backup storage `{key}` `{value}` is not valid: {reason}")]
+    InvalidStorage { key: &'static str, value: String, reason: &'static str },
 }
 
 impl Rule {
@@ -188,6 +190,12 @@ impl Rule {
             Rule::ReplicaRuntimeMissing { .. } | Rule::ExternalReplica { .. } => {
                 "set the replica's `runtime:` to how it runs on its host: `pg_ctl`, `debian` or `docker`".into()
             }
+            Rule::InvalidStorage { key: "endpoint", .. } => {
+                "write the service's URL, e.g. https://<account>.r2.cloudflarestorage.com; keys go in access_key and secret_key".into()
+            }
+            Rule::InvalidStorage { .. } => {
+                "use letters, digits, `.`, `-` and `_` (and `/` between the parts of a prefix)".into()
+            }
             Rule::InvalidName { .. } | Rule::ZeroValue { .. } => return None,
         })
     }
@@ -224,6 +232,7 @@ impl Rule {
             Rule::ZeroValue { .. } => "pgfleet::value",
             Rule::ReplicaRuntimeMissing { .. } | Rule::ExternalReplica { .. } => "pgfleet::runtime",
             Rule::RelativePath { .. } => "pgfleet::path",
+            Rule::InvalidStorage { .. } => "pgfleet::storage",
         }
     }
 }
@@ -557,10 +566,8 @@ impl Resolver {
         let pooler = self.pooler(environment, path, ram_mb, &primary, hosts);
         let health = self.health(environment, &path.key("health"));
         let filestore = self.filestore(environment, path);
-        if let Some(spec::Backups { storage: Storage::Sftp { port, .. } | Storage::Ftp { port, .. }, .. }) =
-            &environment.backups
-        {
-            self.port(*port, 22, "port", &path.key("backups").key("storage").key("port"));
+        if let Some(backups) = &environment.backups {
+            self.backup_storage(&backups.storage, &path.key("backups").key("storage"));
         }
 
         let database = Database {
@@ -595,6 +602,51 @@ impl Resolver {
             primary,
             replicas,
             id,
+        }
+    }
+
+    /// What a storage's keys must be before anything connects: S3's
+    /// endpoint a plain http(s) URL (no credentials in it: they would
+    /// show in messages), its bucket and prefix names a key can hold;
+    /// SFTP and FTP servers an address; no control character in a path.
+    fn backup_storage(&mut self, storage: &Storage, path: &YamlPath) {
+        let invalid = |this: &mut Self, key: &'static str, value: &str, reason: &'static str| {
+            let rule = Rule::InvalidStorage { key, value: value.to_owned(), reason };
+            this.report(Violation::at(rule, path.key(key), reason));
+        };
+        let name_part = |part: &str| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        match storage {
+            Storage::Local { .. } => {}
+            Storage::S3 { bucket, endpoint, prefix, .. } => {
+                if !name_part(bucket) || bucket.len() > 63 {
+                    invalid(self, "bucket", bucket, "a bucket name is 1 to 63 letters, digits, `.`, `-` or `_`");
+                }
+                if let Some(endpoint) = endpoint
+                    && let Some(reason) = endpoint_problem(endpoint)
+                {
+                    invalid(self, "endpoint", endpoint, reason);
+                }
+                if let Some(prefix) = prefix
+                    && !prefix.trim_matches('/').is_empty()
+                    && !prefix.trim_matches('/').split('/').all(name_part)
+                {
+                    invalid(self, "prefix", prefix, "a prefix is names joined by `/`");
+                }
+            }
+            Storage::Sftp { address, port, path: dir, .. } | Storage::Ftp { address, port, path: dir, .. } => {
+                self.port(*port, 22, "port", &path.key("port"));
+                if !is_host_address(address) {
+                    invalid(self, "address", address, "not an IP address or a host name");
+                }
+                if dir.to_string_lossy().chars().any(char::is_control) {
+                    invalid(self, "path", &dir.to_string_lossy(), "it contains a control character");
+                }
+            }
         }
     }
 
@@ -1280,6 +1332,26 @@ fn reserved_role(name: &str) -> Option<&'static str> {
     }
 }
 
+/// Why an S3 endpoint is not usable, if it is not: `http://` or
+/// `https://`, a host, and no user or password in it.
+fn endpoint_problem(endpoint: &str) -> Option<&'static str> {
+    let Some(rest) = endpoint.strip_prefix("https://").or_else(|| endpoint.strip_prefix("http://")) else {
+        return Some("an endpoint is a URL starting with https:// (or http://)");
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Some("credentials do not belong in the endpoint");
+    }
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, port)| if port.chars().all(|c| c.is_ascii_digit()) { host } else { authority });
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if !is_host_address(host) || endpoint.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Some("the endpoint's host is not an IP address or a host name");
+    }
+    None
+}
+
 /// An IP address or a DNS name: what SSH can connect to, with nothing a
 /// command line or known_hosts file would read as something else.
 fn is_host_address(address: &str) -> bool {
@@ -1443,6 +1515,45 @@ mod tests {
         }
         // Quotes and backslashes are quoted where the value is written, not refused.
         assert_eq!(violations(&with_primary(r#"settings: { search_path: "it's", log_line_prefix: 'C:\x' }"#)), []);
+    }
+
+    fn with_storage(storage: &str) -> String {
+        format!(
+            "version: 1\nhosts:\n  h: {{ transport: local }}\nenvironments:\n  - id: e\n    primary: {{ host: h, data_dir: /d }}\n    backups: {{ storage: {storage} }}\n"
+        )
+    }
+
+    #[test]
+    fn backup_storages_need_a_plain_endpoint_bucket_prefix_and_address() {
+        let keys = "access_key: { env: AK }, secret_key: { env: SK }";
+        for good in [
+            format!("{{ kind: s3, bucket: backups, {keys} }}"),
+            format!(
+                "{{ kind: s3, bucket: b.odoo-1, endpoint: 'https://acc.r2.cloudflarestorage.com', prefix: prod/, {keys} }}"
+            ),
+            format!("{{ kind: s3, bucket: b, endpoint: 'http://127.0.0.1:9000/', region: us-west-004, {keys} }}"),
+            "{ kind: ftp, address: ftp.example.net, user: u, password: { env: P }, path: /b, ca_file: /ca.pem }".into(),
+            "{ kind: sftp, address: 192.0.2.7, user: u, path: /b }".into(),
+        ] {
+            assert_eq!(violations(&with_storage(&good)), [], "{good}");
+        }
+        for (bad, key) in [
+            (format!("{{ kind: s3, bucket: 'a/b', {keys} }}"), "bucket"),
+            (format!("{{ kind: s3, bucket: b, endpoint: 's3.example.com', {keys} }}"), "endpoint"),
+            (format!("{{ kind: s3, bucket: b, endpoint: 'https://AK:SK@s3.example.com', {keys} }}"), "endpoint"),
+            (format!("{{ kind: s3, bucket: b, endpoint: 'https:///x', {keys} }}"), "endpoint"),
+            (format!("{{ kind: s3, bucket: b, prefix: 'a/../b', {keys} }}"), "prefix"),
+            (format!("{{ kind: s3, bucket: b, prefix: 'a b', {keys} }}"), "prefix"),
+            ("{ kind: sftp, address: '-oProxyCommand=x', user: u, path: /b }".into(), "address"),
+            ("{ kind: ftp, address: f, user: u, password: { env: P }, path: \"/b\\n\" }".into(), "path"),
+        ] {
+            let found = violations(&with_storage(&bad));
+            assert!(
+                matches!(found.as_slice(), [(super::Rule::InvalidStorage { key: found_key, .. }, path)]
+                    if *found_key == key && *path == format!("environments[0].backups.storage.{key}")),
+                "{bad}: {found:?}"
+            );
+        }
     }
 
     #[test]

@@ -678,9 +678,15 @@ pub enum Storage {
         user: String,
         password: SecretRef,
         path: PathBuf,
-        /// Default: true.
+        /// Explicit FTPS (`AUTH TLS`, then the data connections under TLS
+        /// too). Default: true; `false` sends the password in clear text.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tls: Option<bool>,
+        /// A PEM file of the certificate authorities to trust for the
+        /// server's TLS certificate, instead of the system's (a private CA
+        /// or a self-signed server). Default: the system's trusted roots.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<PathBuf>,
     },
 }
 

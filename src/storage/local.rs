@@ -49,43 +49,27 @@ impl Storage for LocalDir {
     fn put<'a>(&'a self, name: &'a str, mut body: Body<'a>) -> Pending<'a, u64> {
         Box::pin(async move {
             let path = self.path(name)?;
-            // Two steps, so that only a body read to its end is published:
-            // a transport that loses the connection may close the command's
-            // stdin as if the body had ended, and `cat` cannot tell.
-            let command = format!(
-                "set -e; umask 077; mkdir -p \"$(dirname {path})\"; \
-                 tmp=$(mktemp \"$(dirname {path})/.$(basename {path}).partial.XXXXXX\"); echo \"$tmp\"; cat > \"$tmp\""
-            );
-            let mut counted = Counted { inner: &mut body, bytes: 0 };
-            let mut stdout = Vec::new();
-            let result = self.host.exec_stream(&command, &mut counted, &mut stdout, TRANSFER_TIMEOUT).await;
-            let bytes = counted.bytes;
-            let partial = String::from_utf8_lossy(&stdout).lines().next().unwrap_or_default().to_owned();
-            let remove = format!("rm -f {}", shell_quote(&partial));
-            let output = match result {
-                Ok(output) if output.success() && !partial.is_empty() => output,
-                Ok(output) => {
-                    let _ = self.host.exec(&remove, b"", COMMAND_TIMEOUT).await;
-                    return Err(self.failed("upload", name, output.stderr_text().trim().to_owned()));
-                }
-                Err(error) => {
-                    if !partial.is_empty() {
-                        let _ = self.host.exec(&remove, b"", COMMAND_TIMEOUT).await;
-                    }
-                    return Err(self.failed("upload", name, error.to_string()));
-                }
-            };
-            drop(output);
-            let publish = format!(
-                "[ \"$(stat -c %s {partial})\" = {bytes} ] || {{ rm -f {partial}; echo 'the written file is short' >&2; exit 1; }}; \
-                 chmod 0600 {partial} && mv -f {partial} {path}",
-                partial = shell_quote(&partial)
-            );
-            let output = self.host.exec(&publish, b"", COMMAND_TIMEOUT).await?;
+            let partial = self.path(&super::partial_name(name)?)?;
+            // Two steps: the rename runs only once the whole body was read
+            // without error. (In one shell, a body that fails half-way
+            // looks to `cat` like its end, and the rename would follow.)
+            let write = format!("set -e; umask 077; mkdir -p \"$(dirname {path})\"; cat > {partial}");
+            let mut cleanup = RemoveOnDrop { host: Some(self.host.clone()), partial: partial.clone() };
+            let output = self.host.exec_stream(&write, &mut body, &mut tokio::io::sink(), TRANSFER_TIMEOUT).await?;
             if !output.success() {
                 return Err(self.failed("upload", name, output.stderr_text().trim().to_owned()));
             }
-            Ok(bytes)
+            let rename = format!("chmod 0600 {partial} && mv -f {partial} {path} && stat -c %s {path}");
+            let output = self.host.exec(&rename, b"", COMMAND_TIMEOUT).await?;
+            if !output.success() {
+                return Err(self.failed("upload", name, output.stderr_text().trim().to_owned()));
+            }
+            cleanup.host = None;
+            output
+                .stdout_text()
+                .trim()
+                .parse()
+                .map_err(|_| self.failed("upload", name, "the written file's size could not be read"))
         })
     }
 
@@ -162,6 +146,27 @@ impl Storage for LocalDir {
     }
 }
 
+/// Removes an upload's partial file unless the upload got to its rename
+/// (an error, or the `put` dropped half-way), in a task of its own.
+struct RemoveOnDrop {
+    host: Option<Arc<dyn Remote>>,
+    /// Quoted.
+    partial: String,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(host) = self.host.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let command = format!("rm -f {}", self.partial);
+            runtime.spawn(async move {
+                let _ = host.exec(&command, b"", COMMAND_TIMEOUT).await;
+            });
+        }
+    }
+}
+
 /// A command's stdout as a reader: the command runs in its own task,
 /// writing into one end of a pipe this reads from. At the end of the
 /// output the command's exit is checked, so a command that fails half-way
@@ -200,20 +205,5 @@ impl AsyncRead for CommandReader {
             Err(error) => error.to_string(),
         };
         Poll::Ready(Err(std::io::Error::other(failure)))
-    }
-}
-
-/// A reader that counts what passes through it.
-struct Counted<'r, R: ?Sized> {
-    inner: &'r mut R,
-    bytes: u64,
-}
-
-impl<R: AsyncRead + Unpin + ?Sized> AsyncRead for Counted<'_, R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut *self.inner).poll_read(cx, buf);
-        self.bytes += (buf.filled().len() - before) as u64;
-        result
     }
 }

@@ -306,6 +306,15 @@ impl SshSession {
         }
     }
 
+    /// A channel running the server's subsystem `name` (`sftp`), as a byte
+    /// stream, on this verified and authenticated session. No `become`:
+    /// a subsystem runs as the login user.
+    pub async fn subsystem(&self, name: &str) -> Result<Box<dyn super::Stream>, SshError> {
+        let channel = self.handle.channel_open_session().await.map_err(|e| self.protocol_error(e))?;
+        channel.request_subsystem(true, name).await.map_err(|e| self.protocol_error(e))?;
+        Ok(Box::new(channel.into_stream()))
+    }
+
     pub async fn close(self) {
         let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
     }

@@ -9,6 +9,7 @@
 pub mod browser;
 pub mod docker;
 pub mod fleet;
+pub mod storage_servers;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -135,6 +136,7 @@ impl SshServer {
              PermitRootLogin no\n\
              AllowUsers postgres {SUDO_USER}\n\
              AllowTcpForwarding yes\n\
+             Subsystem sftp internal-sftp\n\
              LogLevel VERBOSE\n",
             pid = path("sshd.pid").display(),
             authorized = path("authorized_keys").display(),
