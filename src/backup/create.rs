@@ -176,7 +176,9 @@ pub async fn create(
             }
             written
         }
-        (Err(error), _) => return Err(error),
+        // The upload stopping first is the cause; the writer only saw the pipe close.
+        (Err(_), Err(error)) => return Err(error.into()),
+        (Err(error), Ok(_)) => return Err(error),
         (Ok(_), Err(error)) => return Err(error.into()),
     };
 
