@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what pgfleet's build, tests and sandbox need, when missing:
-# PostgreSQL 15, PgBouncer, OpenSSH server, rsync, Docker and vsftpd from the
-# distribution, a Rust toolchain, and s3s-fs (the S3 test server) from crates.io. Safe to run again; does nothing when all is present.
+# PostgreSQL 15, PgBouncer, OpenSSH server, rsync, Docker, vsftpd, Chromium
+# with its WebDriver and man from the distribution, a Rust toolchain, and
+# s3s-fs (the S3 test server) from crates.io. Safe to run again; does
+# nothing when all is present.
 set -euo pipefail
 
 packages=()
@@ -14,6 +16,9 @@ command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
 command -v runuser >/dev/null 2>&1 || packages+=(util-linux)
 command -v sudo >/dev/null 2>&1 || packages+=(sudo)            # `become:` tests
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)     # `runtime: docker`
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)      # the monitor's page, rendered
+command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
+command -v man >/dev/null 2>&1 || packages+=(man-db)            # `pgfleet man | man -l -`
 [ -x /usr/sbin/vsftpd ] || packages+=(vsftpd)                     # `kind: ftp` backups' tests
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)       # their test CA
 

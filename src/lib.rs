@@ -12,6 +12,7 @@
 pub mod action;
 pub mod address;
 pub mod apply;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod desired;

@@ -59,6 +59,11 @@ impl Printer {
         self.color_out
     }
 
+    /// Whether stdout is a terminal (a watch redraws in place there).
+    pub fn stdout_is_terminal(&self) -> bool {
+        std::io::stdout().is_terminal()
+    }
+
     /// Data: the output of a command, for pipes and files.
     pub fn out(&self, text: &str) {
         if STDOUT_CLOSED.load(Ordering::Relaxed) {

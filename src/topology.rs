@@ -82,6 +82,7 @@ pub struct Environment {
     pub replicas: Vec<Replica>,
     pub health: HealthThresholds,
     pub backups: Option<Backups>,
+    pub protected: bool,
     pub filestore: Option<Filestore>,
     pub odoo: Option<crate::spec::Odoo>,
 }
@@ -193,6 +194,9 @@ pub struct HealthThresholds {
 #[derive(Debug, Clone, Serialize)]
 pub struct Backups {
     pub format: BackupFormat,
+    pub layout: crate::spec::BackupLayout,
+    /// How old the newest verified backup may be before drift reports it.
+    pub max_age: Duration,
     pub storage: Storage,
     pub retention: Retention,
 }

@@ -46,6 +46,15 @@ impl fmt::Display for Disruption {
     }
 }
 
+/// How a long step's progress is measured while it runs.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub host: String,
+    /// Prints the bytes done so far.
+    pub command: String,
+    pub total: Option<u64>,
+}
+
 /// One step of a change, naming what it acts on: a cluster member (by its
 /// name in the environment: `primary`, or a replica's), a pooler (by the
 /// member it fronts), or an object on the primary (a role, a slot).
@@ -389,6 +398,33 @@ impl Action {
 
 impl Action {
     /// Carries the action out for the change in `context`.
+    /// How to measure a long step as it runs, for progress: a command
+    /// that prints the bytes done, and the total when it can be known.
+    /// `None` for the steps that are short.
+    pub async fn progress_probe(&self, context: &Context<'_>) -> Option<Probe> {
+        match self {
+            Action::BaseBackup { member, .. } => {
+                let cluster = context.member(member).ok()?;
+                let primary = context.primary();
+                let total = match context.superuser(&primary).await {
+                    Ok(client) => client
+                        .query_one("SELECT sum(pg_database_size(oid))::bigint FROM pg_database", &[])
+                        .await
+                        .ok()
+                        .and_then(|row| row.get::<_, Option<i64>>(0))
+                        .and_then(|bytes| u64::try_from(bytes).ok()),
+                    Err(_) => None,
+                };
+                Some(Probe {
+                    command: cluster.runtime().base_backup_progress(&cluster.layout),
+                    host: cluster.host,
+                    total,
+                })
+            }
+            _ => None,
+        }
+    }
+
     pub async fn execute(&self, context: &Context<'_>) -> Result<(), ActionError> {
         match self {
             Action::InitCluster { member } => cluster::init(context, member).await,

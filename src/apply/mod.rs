@@ -47,6 +47,34 @@ pub trait Journal {
     /// may wait on a database, and apply calls it from its scheduler.
     fn save<'a>(&'a mut self, state: &'a mut State) -> Saving<'a>;
     fn step(&mut self, address: &Address, action: &Action, result: Result<std::time::Duration, &ActionError>);
+    /// A long step's bytes done so far (and the total when known), while it
+    /// runs.
+    fn progress(&mut self, _address: &Address, _action: &Action, _done: u64, _total: Option<u64>) {}
+}
+
+/// Runs `action`, and while it runs reports its progress to the journal
+/// four times a second when it has a probe.
+async fn execute_watched(
+    action: &Action,
+    context: &Context<'_>,
+    shared: &tokio::sync::Mutex<Shared<'_>>,
+) -> Result<(), ActionError> {
+    let Some(probe) = action.progress_probe(context).await else { return action.execute(context).await };
+    let running = action.execute(context);
+    tokio::pin!(running);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            result = &mut running => return result,
+            _ = tick.tick() => {
+                let Ok(remote) = context.remote(&probe.host) else { continue };
+                let Ok(output) = remote.exec(&probe.command, b"", crate::transport::COMMAND_TIMEOUT).await else { continue };
+                if let Ok(done) = output.stdout_text().trim().parse::<u64>() {
+                    shared.lock().await.journal.progress(context.address, action, done, probe.total);
+                }
+            }
+        }
+    }
 }
 
 /// Where a resource pgfleet creates (or imports) lives, from the
@@ -324,7 +352,7 @@ async fn run_step(
     })?;
     let context = Context { topology: &current, environment, address, owned: owned.as_ref(), hosts };
     let started = Instant::now();
-    let result = action.execute(&context).await;
+    let result = execute_watched(action, &context, shared).await;
     let mut guard = shared.lock().await;
     let Shared { state, journal: progress } = &mut *guard;
     if let (Ok(()), Action::RecordPrimary { change }) = (&result, action) {
@@ -371,7 +399,7 @@ async fn run_change(
         }
         let context = Context { topology, environment, address: &change.address, owned: owned.as_ref(), hosts };
         let started = Instant::now();
-        let result = action.execute(&context).await;
+        let result = execute_watched(action, &context, shared).await;
         let mut guard = shared.lock().await;
         let Shared { state, journal } = &mut *guard;
         journal.step(&change.address, action, result.as_ref().map(|()| started.elapsed()));

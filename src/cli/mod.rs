@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 use crate::exit::{EXIT_CODES, Exit};
 use crate::ops;
@@ -82,18 +82,20 @@ pub enum Command {
     /// Exit codes: 0 no drift, 1 error (a host could not be observed), 2
     /// drift.
     Drift(DriftArgs),
-    /// Watch replica health continuously: JSON-line events, SSE and
-    /// Prometheus metrics over HTTP.
+    /// Watch replica health continuously: a live status page, JSON-line
+    /// events, SSE and Prometheus metrics over HTTP.
     ///
     /// Every --interval it emits `replica.health_updated` for each replica
     /// and `replica.lag_alert` (severity warning or critical) for each one
     /// over a threshold, on stdout and on `GET /events` (Server-Sent
-    /// Events). `GET /metrics` serves Prometheus text, `GET /health` the
-    /// monitor's own health. Keeps running when a host is down; stops
-    /// cleanly on SIGTERM or Ctrl-C.
+    /// Events). `GET /` is a status page that updates itself,
+    /// `GET /status.json` the document `status --format json` prints,
+    /// `GET /metrics` Prometheus text, `GET /health` the monitor's own
+    /// health. Keeps running when a host is down; stops cleanly on SIGTERM
+    /// or Ctrl-C.
     ///
     /// Exit codes: 0 stopped by a signal, 1 error (configuration, listen
-    /// address).
+    /// address, token file).
     Monitor(MonitorArgs),
     /// Health of every environment: primary, replicas, poolers, slots.
     ///
@@ -156,6 +158,123 @@ pub enum Command {
     ///
     /// Exit codes: 0 done, 1 refused (nothing changed), 3 stopped part-way.
     Failover(FailoverArgs),
+    /// Print a shell completion script.
+    ///
+    /// bash: `pgfleet completions bash > ~/.local/share/bash-completion/completions/pgfleet`;
+    /// zsh: into a directory of your $fpath as `_pgfleet`; fish:
+    /// `pgfleet completions fish > ~/.config/fish/completions/pgfleet.fish`.
+    ///
+    /// Exit codes: 0.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `pgfleet man | man -l -`.
+    ///
+    /// Exit codes: 0.
+    Man,
+    /// Back up an environment (pg_dump, the filestore and a sha256
+    /// manifest in one zip, in the storage of `backups:`), list, verify and
+    /// restore its backups.
+    ///
+    /// Exit codes: 0 done, 1 error, a verification that failed, or a
+    /// restore refused or undone (the live database untouched).
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Dump the application database and the filestore into a new backup,
+    /// then apply the retention rule.
+    ///
+    /// Streams from the member's host through pgfleet to the storage: no
+    /// local copy; progress on stderr.
+    Create(BackupCreateArgs),
+    /// The backups of an environment: id, time, sizes, last verification.
+    List(BackupListArgs),
+    /// Recompute every checksum of a backup against its manifest; with
+    /// --restore-test, also restore it into a scratch database and check
+    /// it (rows, attachments), then drop it. The result is recorded beside
+    /// the backup.
+    Verify(BackupVerifyArgs),
+    /// Restore a backup into an environment: shown as a plan first,
+    /// restored beside the live database and checked while the application
+    /// runs, then swapped into place in one short pause of the pooler.
+    Restore(BackupRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupCreateArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// The environment (its `id`).
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    /// Dump from this member (a replica, to spare the primary). Default:
+    /// the primary.
+    #[arg(long, value_name = "MEMBER")]
+    pub from: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ops::backup::Format::Text)]
+    pub format: ops::backup::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupListArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// The environment (its `id`).
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ops::backup::Format::Text)]
+    pub format: ops::backup::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupVerifyArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// The environment (its `id`).
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    /// The backup's id (`pgfleet backup list`).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Also restore into a scratch database on the environment's primary,
+    /// check it, and drop it.
+    #[arg(long)]
+    pub restore_test: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ops::backup::Format::Text)]
+    pub format: ops::backup::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupRestoreArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// The environment restored into (its `id`).
+    #[arg(long = "env", value_name = "ENV")]
+    pub environment: String,
+    /// The backup's id.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// The environment whose backup this is (clone production to
+    /// staging). Default: the target itself.
+    #[arg(long = "from-env", value_name = "ENV")]
+    pub from_environment: Option<String>,
+    /// Restore into a `protected: true` environment from another one.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How long to wait for another pgfleet holding the state lock.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_timeout: crate::spec::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -259,9 +378,15 @@ pub struct PlanArgs {
 pub struct MonitorArgs {
     #[command(flatten)]
     pub file: FileArgs,
-    /// Address and port of the HTTP endpoints.
+    /// Address and port of the HTTP endpoints. Off loopback, use
+    /// --auth-token-file (a warning says so otherwise).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9187")]
     pub listen: std::net::SocketAddr,
+    /// A file holding a bearer token: every endpoint but /health and the
+    /// page then requires `Authorization: Bearer TOKEN`. The page reads the
+    /// token from its address: http://ADDR:PORT/#token=TOKEN.
+    #[arg(long, value_name = "PATH")]
+    pub auth_token_file: Option<PathBuf>,
     /// Time between health rounds.
     #[arg(long, value_name = "DURATION", default_value = "2m")]
     pub interval: crate::spec::Duration,
@@ -428,8 +553,11 @@ pub fn run() -> Exit {
                 file: &args.file.file,
                 listen: args.listen,
                 interval: std::time::Duration::from_secs(args.interval.seconds().max(1)),
+                auth_token_file: args.auth_token_file.as_deref(),
             },
         ),
+        Command::Completions { shell } => ops::manual::completions(&printer, Cli::command(), *shell),
+        Command::Man => ops::manual::man(&printer, Cli::command()),
         Command::Drift(args) => ops::drift::run(
             &printer,
             &ops::drift::Options { file: &args.file.file, format: args.format, ignore: &args.ignore },
@@ -498,6 +626,40 @@ pub fn run() -> Exit {
                     fence: args.fence,
                     old_primary_is_down: args.old_primary_is_down,
                 },
+            },
+        ),
+        Command::Backup(BackupCommand::Create(args)) => ops::backup::create(
+            &printer,
+            &ops::backup::CreateOptions {
+                file: &args.file.file,
+                environment: &args.environment,
+                from: args.from.as_deref(),
+                format: args.format,
+            },
+        ),
+        Command::Backup(BackupCommand::List(args)) => {
+            ops::backup::list(&printer, &args.file.file, &args.environment, args.format)
+        }
+        Command::Backup(BackupCommand::Verify(args)) => ops::backup::verify(
+            &printer,
+            &ops::backup::VerifyOptions {
+                file: &args.file.file,
+                environment: &args.environment,
+                id: &args.id,
+                restore_test: args.restore_test,
+                format: args.format,
+            },
+        ),
+        Command::Backup(BackupCommand::Restore(args)) => ops::backup::restore(
+            &printer,
+            &ops::backup::RestoreOptions {
+                file: &args.file.file,
+                environment: &args.environment,
+                id: &args.id,
+                from_environment: args.from_environment.as_deref(),
+                force: args.force,
+                auto_approve: args.auto_approve,
+                lock_timeout: std::time::Duration::from_secs(args.lock_timeout.seconds()),
             },
         ),
         Command::Import(args) => ops::import::run(

@@ -591,9 +591,12 @@ impl Resolver {
             health,
             backups: environment.backups.clone().map(|backups| Backups {
                 format: backups.format,
+                layout: backups.layout,
+                max_age: backups.max_age.unwrap_or(spec::Duration::from_seconds(2 * 86_400)),
                 storage: backups.storage,
                 retention: backups.retention.unwrap_or_default(),
             }),
+            protected: environment.protected,
             filestore,
             odoo: self.odoo(environment, path, hosts),
             primary,

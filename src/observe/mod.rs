@@ -534,6 +534,15 @@ pub async fn superuser_session(
     remote: &dyn Remote,
     member: &crate::placement::ClusterPlacement,
 ) -> Result<tokio_postgres::Client, sql::SqlError> {
+    superuser_session_to(remote, member, "postgres").await
+}
+
+/// `superuser_session`, to `database`.
+pub async fn superuser_session_to(
+    remote: &dyn Remote,
+    member: &crate::placement::ClusterPlacement,
+    database: &str,
+) -> Result<tokio_postgres::Client, sql::SqlError> {
     let password = remote
         .read_file(&member.layout.superuser_password_file())
         .await?
@@ -542,7 +551,7 @@ pub async fn superuser_session(
         address: &member.address,
         port: member.port,
         user: "postgres",
-        database: "postgres",
+        database,
         password: password.as_deref(),
     };
     admin_connect(remote, member, target).await

@@ -38,6 +38,8 @@ pub struct Options<'a> {
 pub(super) struct Progress<'a> {
     printer: &'a Printer,
     spinner: Option<ProgressBar>,
+    /// The step whose bytes are shown, and when they were first seen.
+    copying: std::sync::Mutex<Option<(String, std::time::Instant, u64)>>,
 }
 
 impl Progress<'_> {
@@ -51,7 +53,31 @@ impl Progress<'_> {
             spinner.enable_steady_tick(Duration::from_millis(120));
             spinner
         });
-        Progress { printer, spinner }
+        Progress { printer, spinner, copying: std::sync::Mutex::new(None) }
+    }
+
+    /// A long step's bytes on the spinner: done of total, and the rate
+    /// since they were first seen. Off a terminal, nothing: each step
+    /// still gets its one line when it ends.
+    pub(super) fn bytes(&self, address: &Address, description: &str, done: u64, total: Option<u64>) {
+        let Some(spinner) = &self.spinner else { return };
+        let Ok(mut copying) = self.copying.lock() else { return };
+        let key = address.to_string();
+        let (since, first) = match &*copying {
+            Some((step, since, first)) if *step == key => (*since, *first),
+            _ => {
+                *copying = Some((key, std::time::Instant::now(), done));
+                (std::time::Instant::now(), done)
+            }
+        };
+        let seconds = since.elapsed().as_secs_f64();
+        let rate = if seconds > 0.5 {
+            format!(", {}/s", super::status::human_size(((done - first.min(done)) as f64 / seconds) as u64))
+        } else {
+            String::new()
+        };
+        let of = total.map(|total| format!(" of {}", super::status::human_size(total))).unwrap_or_default();
+        spinner.set_message(format!("{address}: {description}: {} copied{of}{rate}", super::status::human_size(done)));
     }
 
     pub(super) fn step(&self, address: &Address, description: &str, result: Result<Duration, &ActionError>) {
@@ -98,6 +124,10 @@ impl Journal for Recorder<'_, '_> {
 
     fn step(&mut self, address: &Address, action: &crate::action::Action, result: Result<Duration, &ActionError>) {
         self.progress.step(address, &action.describe(), result);
+    }
+
+    fn progress(&mut self, address: &Address, action: &crate::action::Action, done: u64, total: Option<u64>) {
+        self.progress.bytes(address, &action.describe(), done, total);
     }
 }
 

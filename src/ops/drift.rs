@@ -1,7 +1,7 @@
 //! `pgfleet drift`: read-only comparison of the hosts with the
 //! configuration (and with the last applied spec), sorted into classes
 //! scheduled jobs can act on: config, topology, slots, health,
-//! pending_restart. Never writes anything, anywhere: it takes no lock and
+//! pending_restart, backups (no verified backup young enough). Never writes anything, anywhere: it takes no lock and
 //! saves no state.
 
 use std::fmt::Write as _;
@@ -294,7 +294,8 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         });
     }
     let checked_at = crate::state::now();
-    let items = classify(&topology, &observed, &state, &checked_at).map_err(Error::refused)?;
+    let mut items = classify(&topology, &observed, &state, &checked_at).map_err(Error::refused)?;
+    items.extend(runtime.block_on(super::backup::freshness(&topology, std::time::SystemTime::now())));
     let total = items.len();
     let drift: Vec<Item> = items.into_iter().filter(|item| !ignored(item, options.ignore)).collect();
     let report = Report {

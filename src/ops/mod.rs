@@ -3,9 +3,11 @@
 //! diagnostics for the CLI edge to show.
 
 pub mod apply;
+pub mod backup;
 pub mod drift;
 pub mod graph;
 pub mod import;
+pub mod manual;
 pub mod monitor;
 pub mod plan;
 pub mod schema;
@@ -102,6 +104,27 @@ pub enum Error {
     #[error("`{address}` is not a resource pgfleet owns in this state")]
     #[diagnostic(code(pgfleet::state::forget), help("list what pgfleet owns with `pgfleet state list`"))]
     NotOwned { address: String },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Backup(#[from] crate::backup::BackupError),
+    #[error("environment `{environment}` has no `backups:`")]
+    #[diagnostic(
+        code(pgfleet::backup::none),
+        help("add a `backups:` block with a `storage:` to the environment in the YAML")
+    )]
+    NoBackups { environment: String },
+    #[error("environment `{environment}` is protected: pgfleet will not restore `{from}`'s backup over it")]
+    #[diagnostic(
+        code(pgfleet::backup::protected),
+        help("restore it elsewhere, or pass --force if you mean to replace its data")
+    )]
+    Protected { environment: String, from: String },
+    #[error("environment `{environment}` has no member `{member}`")]
+    #[diagnostic(code(pgfleet::member), help("name `primary` or one of the environment's replicas"))]
+    UnknownMember { environment: String, member: String },
+    #[error("host `{host}` is not in `hosts:`")]
+    #[diagnostic(code(pgfleet::host))]
+    UnknownHost { host: String },
     #[error("there is no environment `{id}` in the configuration")]
     #[diagnostic(code(pgfleet::environment), help("name one of: {known}"))]
     UnknownEnvironment { id: String, known: String },
@@ -181,6 +204,25 @@ pub enum Error {
     #[error("unlock removes the lock record only with --force")]
     #[diagnostic(code(pgfleet::state::unlock), help("run `pgfleet state unlock --force` once no pgfleet is running"))]
     UnlockNeedsForce,
+    #[error("cannot render the manual page")]
+    #[diagnostic(code(pgfleet::manual))]
+    Manual {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the monitor's token file {path}")]
+    #[diagnostic(code(pgfleet::token_file), help("--auth-token-file names a file that holds the bearer token"))]
+    TokenFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the monitor's token file {path} is empty")]
+    #[diagnostic(
+        code(pgfleet::token_file),
+        help("write a long random token into it, e.g. `openssl rand -hex 32 > {path}`")
+    )]
+    EmptyToken { path: String },
     #[error("cannot listen on {address}")]
     #[diagnostic(code(pgfleet::listen), help("choose a free address and port with --listen ADDR:PORT"))]
     Listen {

@@ -3,8 +3,17 @@
 //! for every replica and `replica.lag_alert` for those over a threshold —
 //! as JSON lines on stdout and Server-Sent Events on `/events` — and keeps
 //! Prometheus text on `/metrics`. `/health` answers for the monitor itself.
+//! `/status.json` is the last round's status document (what `pgfleet status
+//! --format json` prints) and `/` the page that shows it (`monitor.html`,
+//! built into the binary): it renders each `status.updated` event, which
+//! `/events` alone carries (stdout has the round's lines already), and polls
+//! `/status.json` while the stream is unavailable.
 //! A host that is down shows as `error`; the loop goes on. SIGTERM or
 //! Ctrl-C stops it cleanly.
+//!
+//! With `--auth-token-file`, every endpoint but `/health` and the page
+//! itself (static, no data) needs `Authorization: Bearer TOKEN`; the token is
+//! compared in constant time and never printed.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -18,6 +27,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use serde_json::json;
+use sha2::Digest as _;
 use tokio::sync::{RwLock, broadcast};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
@@ -34,7 +44,13 @@ pub struct Options<'a> {
     pub file: &'a Path,
     pub listen: SocketAddr,
     pub interval: Duration,
+    /// A file holding the bearer token the endpoints require.
+    pub auth_token_file: Option<&'a Path>,
 }
+
+/// The page `GET /` serves: self-contained (inline CSS and script, nothing
+/// fetched from elsewhere), so it works on an air-gapped host.
+pub const PAGE: &str = include_str!("monitor.html");
 
 /// One event, as written on stdout and sent on `/events`.
 #[derive(Debug, Clone)]
@@ -52,8 +68,63 @@ impl MonitorEvent {
 #[derive(Default)]
 struct Snapshot {
     metrics: String,
+    /// The last round's status document, as `status --format json` prints it.
+    status: Option<String>,
     last_success: Option<String>,
     rounds: u64,
+}
+
+/// The bearer token, kept as its digest: requests are compared digest to
+/// digest, in constant time, so neither timing nor a log shows the token.
+#[derive(Clone)]
+struct Token([u8; 32]);
+
+impl Token {
+    fn new(secret: &str) -> Self {
+        Token(sha2::Sha256::digest(secret.as_bytes()).into())
+    }
+
+    fn accepts(&self, header: Option<&str>) -> bool {
+        // The scheme's name is case-insensitive (RFC 7235), the token not.
+        let Some(given) = header
+            .and_then(|value| value.split_once(' '))
+            .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token))
+        else {
+            return false;
+        };
+        let given: [u8; 32] = sha2::Sha256::digest(given.trim().as_bytes()).into();
+        self.0.iter().zip(given).fold(0u8, |difference, (expected, given)| difference | (expected ^ given)) == 0
+    }
+}
+
+/// Reads the token: the file's content without surrounding white space.
+fn read_token(path: &Path) -> Result<Token, Error> {
+    let content = std::fs::read_to_string(path)
+        .map_err(|source| Error::TokenFile { path: path.display().to_string(), source })?;
+    let secret = content.trim();
+    if secret.is_empty() {
+        return Err(Error::EmptyToken { path: path.display().to_string() });
+    }
+    Ok(Token::new(secret))
+}
+
+async fn require_token(
+    State(token): State<Token>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let header = request.headers().get("authorization").and_then(|value| value.to_str().ok());
+    if token.accepts(header) {
+        next.run(request).await
+    } else {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Bearer")],
+            "this monitor requires Authorization: Bearer <token> (see --auth-token-file)\n",
+        )
+            .into_response()
+    }
 }
 
 #[derive(Clone)]
@@ -170,6 +241,34 @@ async fn serve_metrics(State(shared): State<Shared>) -> ([(&'static str, &'stati
     ([("content-type", "text/plain; version=0.0.4")], metrics)
 }
 
+/// What the page may do: run its own inline script and style, and talk to
+/// this server; nothing is loaded from anywhere, nothing framed.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+async fn serve_page() -> ([(&'static str, &'static str); 3], &'static str) {
+    (
+        [
+            ("content-type", "text/html; charset=utf-8"),
+            ("cache-control", "no-cache"),
+            ("content-security-policy", PAGE_POLICY),
+        ],
+        PAGE,
+    )
+}
+
+async fn serve_status(State(shared): State<Shared>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match shared.snapshot.read().await.status.clone() {
+        Some(status) => ([("content-type", "application/json"), ("cache-control", "no-store")], status).into_response(),
+        None => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "application/json"), ("cache-control", "no-store")],
+            json!({ "error": "the first health round has not finished yet" }).to_string(),
+        )
+            .into_response(),
+    }
+}
+
 async fn serve_health(State(shared): State<Shared>) -> axum::Json<serde_json::Value> {
     let snapshot = shared.snapshot.read().await;
     axum::Json(json!({ "status": "ok", "rounds": snapshot.rounds, "last_check": snapshot.last_success }))
@@ -218,25 +317,44 @@ fn role_metrics(report: &Report, changes: u64) -> String {
     text
 }
 
+/// The endpoints: `/health` and the page open, the data behind the token
+/// when there is one.
+fn router(shared: Shared, token: Option<Token>) -> Router {
+    let data = Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/events", get(serve_events))
+        .route("/status.json", get(serve_status));
+    let data = match token {
+        Some(token) => data.route_layer(axum::middleware::from_fn_with_state(token, require_token)),
+        None => data,
+    };
+    Router::new().route("/", get(serve_page)).route("/health", get(serve_health)).merge(data).with_state(shared)
+}
+
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let declared = super::load_topology(options.file)?;
     let store = crate::state::open(&declared.state)?;
+    let token = options.auth_token_file.map(read_token).transpose()?;
+    if token.is_none() && !options.listen.ip().is_loopback() {
+        printer.note(&format!(
+            "warning: pgfleet monitor listens on {} without --auth-token-file: anyone who can reach it reads every environment's health",
+            options.listen
+        ));
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Runtime { source })?;
     runtime.block_on(async {
         let (sender, _) = broadcast::channel(1024);
         let shared = Shared { events: sender, snapshot: Arc::new(RwLock::new(Snapshot::default())) };
-        let app = Router::new()
-            .route("/metrics", get(serve_metrics))
-            .route("/health", get(serve_health))
-            .route("/events", get(serve_events))
-            .with_state(shared.clone());
+        let protected = token.is_some();
+        let app = router(shared.clone(), token);
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
             .map_err(|source| Error::Listen { address: options.listen.to_string(), source })?;
         printer.note(&format!(
-            "pgfleet monitor: http://{}/metrics, /events, /health; a round every {} s",
+            "pgfleet monitor: http://{}/ (the page), /status.json, /metrics, /events, /health; a round every {} s{}",
             options.listen,
-            options.interval.as_secs()
+            options.interval.as_secs(),
+            if protected { "; a bearer token is required (open the page as /#token=TOKEN)" } else { "" }
         ));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut server_stopped = stopped.clone();
@@ -281,6 +399,15 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
                 printer.out(&event.json_line());
                 let _ = shared.events.send(event);
             }
+            // The page's live update: the whole document, on /events only.
+            match (status::json(&report), serde_json::to_value(&report)) {
+                (Ok(document), Ok(value)) => {
+                    shared.snapshot.write().await.status = Some(document);
+                    let _ = shared.events.send(MonitorEvent { name: "status.updated", data: value });
+                }
+                (Err(error), _) => printer.error(&error),
+                (_, Err(source)) => printer.error(&Error::serialize("the status report")(source)),
+            }
             {
                 let mut snapshot = shared.snapshot.write().await;
                 snapshot.rounds += 1;
@@ -305,4 +432,27 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         printer.note("pgfleet monitor: stopped");
         Ok(Exit::Ok)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Token;
+
+    #[test]
+    fn the_token_is_accepted_only_whole_and_as_a_bearer() {
+        let token = Token::new("s3cret-token");
+        assert!(token.accepts(Some("Bearer s3cret-token")));
+        assert!(token.accepts(Some("bearer s3cret-token")));
+        for refused in [
+            None,
+            Some(""),
+            Some("s3cret-token"),
+            Some("Bearer s3cret"),
+            Some("Bearer s3cret-token2"),
+            Some("Bearer S3CRET-TOKEN"),
+            Some("Basic s3cret-token"),
+        ] {
+            assert!(!token.accepts(refused), "{refused:?}");
+        }
+    }
 }

@@ -75,6 +75,13 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         Format::Json => render::json(&plan),
         Format::Markdown => render::markdown(&plan),
     });
+    if options.format == Format::Text {
+        let unreachable: Vec<&str> = plan.unreachable.iter().map(|host| host.host.as_str()).collect();
+        let retention = runtime.block_on(super::backup::retention_preview(&topology, &unreachable));
+        if !retention.is_empty() {
+            printer.out(&retention);
+        }
+    }
 
     if let Some(out) = options.out {
         let saved = SavedPlan {

@@ -47,12 +47,33 @@ pub struct EnvironmentStatus {
     pub replicas: Vec<ReplicaHealth>,
     pub poolers: Vec<PoolerStatus>,
     pub slots: Vec<SlotStatus>,
+    /// The environment's `health:` limits, in bytes and seconds: a replica
+    /// over `warning` is lagging, and so is a slot retaining more than
+    /// `warning.lag_bytes` worth showing.
+    pub thresholds: Thresholds,
     /// Replicas' SSH tunnels (`connect: ssh_tunnel`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tunnels: Vec<TunnelStatus>,
     /// Filestore mirrors, one per replica host.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub filestores: Vec<FilestoreStatus>,
+    /// The environment's backups, when it has `backups:` (`status` lists
+    /// the storage; the monitor's rounds do not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupsStatus>,
+}
+
+/// What `status` says of an environment's backups.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupsStatus {
+    pub count: usize,
+    pub newest: Option<String>,
+    /// The newest backup whose last verification succeeded, and how.
+    pub newest_verified: Option<String>,
+    pub verified_at: Option<String>,
+    pub verified_by: Option<String>,
+    /// Why the storage could not be listed.
+    pub error_message: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,6 +105,24 @@ pub struct FilestoreStatus {
     pub scheduled: bool,
     /// Older than twice its interval, or the last run failed.
     pub stale: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Thresholds {
+    pub warning: Limit,
+    pub critical: Limit,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Limit {
+    pub lag_bytes: u64,
+    pub lag_seconds: u64,
+}
+
+impl From<&crate::spec::LagThreshold> for Limit {
+    fn from(threshold: &crate::spec::LagThreshold) -> Self {
+        Limit { lag_bytes: threshold.lag_bytes.bytes(), lag_seconds: threshold.lag_seconds }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -223,8 +262,13 @@ pub fn report(topology: &Topology, observed: &Observed, state: &crate::state::St
                 replicas: replicas.iter().filter(|replica| replica.environment_id == environment.id).cloned().collect(),
                 poolers,
                 slots,
+                thresholds: Thresholds {
+                    warning: (&environment.health.warning).into(),
+                    critical: (&environment.health.critical).into(),
+                },
                 tunnels: tunnels(environment, observed),
                 filestores: filestores(environment, observed),
+                backups: None,
             }
         })
         .collect();
@@ -406,6 +450,24 @@ pub fn text(report: &Report) -> String {
             let _ =
                 writeln!(out, "  tunnel   {:<22} {:<9} local end {}", tunnel.address, tunnel.status, tunnel.local_end);
         }
+        if let Some(backups) = &environment.backups {
+            let line = match (&backups.error_message, &backups.newest_verified) {
+                (Some(error), _) => format!("cannot list them: {error}"),
+                (None, Some(id)) => format!(
+                    "{} kept, newest {}, newest verified {id} ({} {})",
+                    backups.count,
+                    backups.newest.as_deref().unwrap_or("-"),
+                    backups.verified_by.as_deref().unwrap_or("-"),
+                    backups.verified_at.as_deref().unwrap_or("-")
+                ),
+                (None, None) => format!(
+                    "{} kept, newest {}, none verified",
+                    backups.count,
+                    backups.newest.as_deref().unwrap_or("-")
+                ),
+            };
+            let _ = writeln!(out, "  backups  {line}");
+        }
         for mirror in &environment.filestores {
             let age = mirror.last_success_age_seconds.map_or_else(|| "never".into(), |age| format!("{age}s ago"));
             let _ = writeln!(
@@ -423,6 +485,15 @@ pub fn text(report: &Report) -> String {
     out
 }
 
+/// The report as `status --format json` prints it (and the monitor's
+/// `/status.json` serves it).
+pub fn json(report: &Report) -> Result<String, Error> {
+    serde_json::to_string_pretty(report).map_err(Error::serialize("the status report"))
+}
+
+/// Clears a terminal and puts the cursor home, so `--watch` redraws in place.
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
 pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
     let declared = super::load_topology(options.file)?;
     let store = crate::state::open(&declared.state)?;
@@ -431,11 +502,22 @@ pub fn run(printer: &Printer, options: &Options<'_>) -> Outcome {
         let state = runtime.block_on(store.load())?;
         let topology = crate::roles::current(&declared, &state);
         let observed = runtime.block_on(observe::observe_with(&topology, &observe::Options::health()));
-        let report = report(&topology, &observed, &state, &crate::state::now());
-        printer.out(&match options.format {
+        let mut report = report(&topology, &observed, &state, &crate::state::now());
+        let backups = runtime.block_on(super::backup::summaries(&topology));
+        for environment in &mut report.environments {
+            environment.backups = backups.get(&environment.id).cloned();
+        }
+        let rendered = match options.format {
             Format::Text => text(&report),
-            Format::Json => serde_json::to_string_pretty(&report).map_err(Error::serialize("the status report"))?,
-        });
+            Format::Json => json(&report)?,
+        };
+        // On a terminal a watch redraws in place; into a pipe or a file it
+        // writes one report per round.
+        if options.watch && options.format == Format::Text && printer.stdout_is_terminal() {
+            printer.out(&format!("{CLEAR_SCREEN}{rendered}"));
+        } else {
+            printer.out(&rendered);
+        }
         // Nobody reads a watch whose stdout has closed (`status --watch | head`).
         if !options.watch || printer.stdout_closed() {
             return Ok(if options.detailed_exitcode && !report.healthy() { Exit::Changes } else { Exit::Ok });

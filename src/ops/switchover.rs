@@ -75,6 +75,10 @@ impl Journal for Recorder<'_, '_> {
         }
         self.progress.step(address, &action.describe(), result);
     }
+
+    fn progress(&mut self, address: &Address, action: &Action, done: u64, total: Option<u64>) {
+        self.progress.bytes(address, &action.describe(), done, total);
+    }
 }
 
 fn operation_id(kind: &str, environment: &str) -> String {

@@ -49,7 +49,7 @@ pub fn existing(observed: &Observed, environment: &Environment) -> Vec<Address> 
             Item::Filestore { .. } => {
                 observed.filestores.get(&resource.address.to_string()).is_some_and(|found| found.job.is_some())
             }
-            // Nothing builds backups yet, so nothing of them can exist.
+            // Backups are made by `backup create`, not imported.
             Item::Backup => false,
         })
         .map(|resource| resource.address)

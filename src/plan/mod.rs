@@ -105,6 +105,8 @@ pub enum DriftClass {
     Health,
     /// Settings changed but waiting for a restart.
     PendingRestart,
+    /// No verified backup younger than `backups.max_age`.
+    Backups,
 }
 
 impl DriftClass {
@@ -115,6 +117,7 @@ impl DriftClass {
             DriftClass::Slots => "slots",
             DriftClass::Health => "health",
             DriftClass::PendingRestart => "pending_restart",
+            DriftClass::Backups => "backups",
         }
     }
 }
@@ -161,8 +164,6 @@ pub enum Refusal {
     MissingBinaries { host: String, wanted: u32, looked_in: String },
     #[error("{path}: {reason}")]
     Runtime { path: String, reason: String },
-    #[error("{path}: pgfleet accepts this key but does not build {what} yet, so it would do nothing")]
-    Unimplemented { path: String, what: &'static str },
     #[error(
         "replica `{replica}` on host `{replica_host}` cannot connect directly to the primary: it listens on {address} (loopback) on host `{primary_host}`, another machine"
     )]
@@ -224,9 +225,6 @@ impl Refusal {
             Refusal::MissingPgbouncer { .. } => "install PgBouncer on the host (apt-get install pgbouncer)",
             Refusal::UnknownSetting { .. } => "check the setting's name under primary.settings",
             Refusal::Runtime { .. } => "change `runtime:` to one pgfleet can run, or remove what it cannot serve",
-            Refusal::Unimplemented { .. } => {
-                "remove the key for now: a key that does nothing would only look like it works"
-            }
             Refusal::MissingRsync { .. } => "install rsync on the host (apt-get install rsync)",
             Refusal::NeedsSsh { .. } => {
                 "give the primary's host an `address` and `ssh:` settings, or use `connect: direct` (and no filestore mirror)"
@@ -488,10 +486,6 @@ fn static_refusals(topology: &Topology, environment: &Environment) -> Vec<Refusa
                 reason: runtime.refusal(need),
             });
         }
-    }
-    // Keys the YAML accepts whose resources nothing builds yet.
-    if environment.backups.is_some() {
-        refusals.push(Refusal::Unimplemented { path: format!("environments[{index}].backups"), what: "backups" });
     }
     refusals
 }
@@ -771,24 +765,5 @@ mod tests {
                 .any(|refusal| matches!(refusal, Refusal::LoopbackPrimary { .. }))),
             "{same:?}"
         );
-    }
-
-    /// Keys the YAML accepts but nothing builds yet are refused from the
-    /// configuration alone, naming the key.
-    #[test]
-    fn backups_are_refused_until_built() {
-        let extra =
-            "    backups: { storage: { kind: local, path: /b } }\n    filestore: { path: /f, mirror_to: [r1] }\n";
-        let refused = check_static(&topology(extra, "ssh_tunnel")).unwrap_err();
-        let paths: Vec<String> = refused
-            .refusals
-            .iter()
-            .filter_map(|refusal| match refusal {
-                Refusal::Unimplemented { path, .. } => Some(path.clone()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(paths, ["environments[0].backups"]);
-        assert!(check_static(&topology("", "ssh_tunnel")).is_ok());
     }
 }

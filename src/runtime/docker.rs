@@ -186,6 +186,15 @@ impl Runtime for Docker {
         ))
     }
 
+    fn client(&self, layout: &ClusterLayout, port: u16, program: &str) -> String {
+        format!(
+            "docker exec -i -u postgres -e PGHOST={socket} -e PGPORT={port} -e PGUSER=postgres {container} {program}",
+            container = shell_quote(&layout.service),
+            program = self::program(layout, program),
+            socket = quoted(Path::new(super::DEFAULT_SOCKET_DIR)),
+        )
+    }
+
     fn is_running(&self, layout: &ClusterLayout) -> String {
         container_runs(&layout.service)
     }

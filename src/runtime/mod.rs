@@ -215,11 +215,34 @@ pub trait Runtime: Send + Sync {
     /// runtime registered for it (not pgfleet's home beside it).
     fn remove(&self, layout: &ClusterLayout) -> String;
 
+    /// Prints the bytes a running `base_backup` has copied so far (nothing
+    /// before it has started).
+    fn base_backup_progress(&self, layout: &ClusterLayout) -> String {
+        let building = with_suffix(&layout.data_dir, ".pgfleet-basebackup");
+        format!("du -sb {} 2>/dev/null | cut -f1; true", crate::transport::shell_quote(&building.to_string_lossy()))
+    }
+
     /// A command whose stdin and stdout are a connection to the server's
     /// Unix socket, where the service user logs in as `postgres` by peer
     /// authentication: how pgfleet reaches a cluster it did not create
     /// (and so holds no password for). `None` when the runtime has none.
     fn admin_bridge(&self, layout: &ClusterLayout, port: u16) -> Option<String>;
+
+    /// A command that runs the PostgreSQL client `program` (`pg_dump`,
+    /// `psql`, `pg_restore`) of the cluster's major against the server as
+    /// `postgres`, by peer login on its Unix socket; arguments follow. Its
+    /// stdin and stdout are the command's (a dump streams through them).
+    /// The connection is given by libpq's environment (`PGHOST`, `PGPORT`,
+    /// `PGUSER`), so the program's own options, `--version` first among
+    /// them, follow as they would on a command line.
+    fn client(&self, layout: &ClusterLayout, port: u16, program: &str) -> String {
+        let socket_dir = layout.socket_dir.as_deref().unwrap_or(Path::new(DEFAULT_SOCKET_DIR));
+        format!(
+            "PGHOST={} PGPORT={port} PGUSER=postgres {}",
+            crate::transport::shell_quote(&socket_dir.to_string_lossy()),
+            crate::transport::shell_quote(&layout.program(program).to_string_lossy())
+        )
+    }
 
     fn is_running(&self, layout: &ClusterLayout) -> String;
     fn start(&self, layout: &ClusterLayout) -> String;

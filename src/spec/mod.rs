@@ -193,6 +193,10 @@ pub struct Environment {
     /// pg_dump backups with sha256 manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<Backups>,
+    /// A protected environment (production) is never the target of a
+    /// restore from another environment's backup unless `--force`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
     /// Odoo filestore mirrored from the primary's host to replica hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filestore: Option<Filestore>,
@@ -589,9 +593,20 @@ pub struct LagThreshold {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backups {
-    /// `plain` (default, `pg_dump -Fp`) or `custom` (`-Fc`).
+    /// `plain` (default, `pg_dump -Fp --no-owner` as Odoo writes it:
+    /// `dump.sql`) or `custom` (`-Fc`: `dump.dump`, restored with
+    /// `pg_restore -j`).
     #[serde(default)]
     pub format: BackupFormat,
+    /// The archive's layout: `odoo` (default: the filestore as a
+    /// `filestore/` tree, as Odoo's database manager writes and restores
+    /// it) or `tarball` (the filestore as one `filestore.tar.gz`).
+    #[serde(default)]
+    pub layout: BackupLayout,
+    /// A scheduled check (`drift`, class `backups`) reports drift when no
+    /// verified backup is younger than this. Default: `2d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
     /// Where backups are stored.
     pub storage: Storage,
     /// How many backups to keep. Default: 7 daily, 4 weekly, 3 monthly.
@@ -605,6 +620,14 @@ pub enum BackupFormat {
     #[default]
     Plain,
     Custom,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupLayout {
+    #[default]
+    Odoo,
+    Tarball,
 }
 
 /// Backup storage, chosen by `kind`.

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod docker;
 pub mod fleet;
 pub mod storage_servers;
