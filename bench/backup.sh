@@ -57,7 +57,7 @@ case "$storage" in
     s3_pid=$!
     for _ in $(seq 1 50); do curl -s -o /dev/null "http://$s3/" && break; sleep 0.1; done
     storage_yaml="{ kind: s3, bucket: backups, endpoint: \"http://$s3\", region: us-east-1, access_key: { env: BENCH_S3_ACCESS }, secret_key: { env: BENCH_S3_SECRET } }"
-    upload() { curl -sS --fail --aws-sigv4 "aws:amz:us-east-1:s3" --user "$BENCH_S3_ACCESS:$BENCH_S3_SECRET" -T "$1" "http://$s3/backups/raw/$(basename "$1")" >/dev/null; }
+    upload() { curl -sS --fail --aws-sigv4 "aws:amz:us-east-1:s3" --user "$BENCH_S3_ACCESS:$BENCH_S3_SECRET" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -T "$1" "http://$s3/backups/raw/$(basename "$1")" >/dev/null; }
     ;;
   local)
     mkdir -p "$work/store"; chown postgres: "$work/store"

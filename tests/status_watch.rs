@@ -14,6 +14,17 @@ use support::fleet::{Fleet, text};
 
 const CLEAR: &str = "\u{1b}[H\u{1b}[2J";
 
+/// Runs a shell command on a pseudo-terminal (`script`), in the fleet's
+/// directory; its output is what the terminal showed.
+fn on_terminal(fleet: &Fleet, command: &str) -> std::process::Output {
+    Command::new("script")
+        .args(["-q", "-e", "-c", command, "/dev/null"])
+        .current_dir(fleet.dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn status_watch_redraws_in_place_on_a_terminal_and_appends_into_a_pipe() {
     // Nothing built: the report says the primary is stopped, every round.
@@ -25,12 +36,7 @@ fn status_watch_redraws_in_place_on_a_terminal_and_appends_into_a_pipe() {
         "PGFLEET_TEST_REPLICATION_PASSWORD=x timeout -s INT 4 {} status --watch --interval 1s",
         env!("CARGO_BIN_EXE_pgfleet")
     );
-    let terminal = Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .current_dir(fleet.dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let terminal = on_terminal(&fleet, &command);
     let shown = text(&terminal.stdout);
     let redraws = shown.matches(CLEAR).count();
     assert!(redraws >= 2, "each round clears the screen first: {shown:?}");
@@ -57,12 +63,7 @@ fn a_base_backup_shows_its_bytes_copied_on_a_terminal() {
         support::fleet::REPLICATION_PASSWORD,
         env!("CARGO_BIN_EXE_pgfleet")
     );
-    let terminal = Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .current_dir(fleet.dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let terminal = on_terminal(&fleet, &command);
     let shown = text(&terminal.stdout);
     assert!(terminal.status.success(), "{shown}");
     let progress = shown

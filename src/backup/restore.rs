@@ -283,17 +283,7 @@ fn stream_members(
             // Objects belong to the application's role, as when Odoo restores.
             writeln!(dump, "SET ROLE {};", ident(role)).map_err(|error| BackupError::Io(error.to_string()))?;
         }
-        let mut hasher = Sha256::new();
-        copy_observed(&mut entry, &mut dump, |chunk| {
-            hasher.update(chunk);
-            meter.add(chunk.len());
-        })
-        .map_err(|error| mismatch(member, error.to_string()))?;
-        let found = manifest::digest_text(hasher.finalize().as_slice());
-        if expected.get(member) != Some(&found) {
-            return Err(mismatch(member, found));
-        }
-        Ok(())
+        copy_checked(&mut entry, &mut dump, member, expected, &mismatch, meter)
     })();
     match result {
         Ok(()) => {
@@ -313,17 +303,7 @@ fn stream_members(
         (|| {
             let member = manifest::FILESTORE_TARBALL;
             let Ok(mut entry) = zip.by_name(member) else { return Ok(()) };
-            let mut hasher = Sha256::new();
-            copy_observed(&mut entry, &mut files, |chunk| {
-                hasher.update(chunk);
-                meter.add(chunk.len());
-            })
-            .map_err(|error| mismatch(member, error.to_string()))?;
-            let found = manifest::digest_text(hasher.finalize().as_slice());
-            if expected.get(member) != Some(&found) {
-                return Err(mismatch(member, found));
-            }
-            Ok(())
+            copy_checked(&mut entry, &mut files, member, expected, &mismatch, meter)
         })()
     } else {
         tree_to_tar(&mut zip, &mut files, expected, &mismatch, meter)
@@ -338,6 +318,29 @@ fn stream_members(
             Err(error)
         }
     }
+}
+
+/// Copies one archive member to `out`, counting it on `meter`, and
+/// compares its sha256 with the manifest's before the caller ends `out`.
+fn copy_checked(
+    entry: &mut dyn Read,
+    out: &mut dyn Write,
+    member: &str,
+    expected: &BTreeMap<String, String>,
+    mismatch: &dyn Fn(&str, String) -> BackupError,
+    meter: &super::Meter,
+) -> Result<(), BackupError> {
+    let mut hasher = Sha256::new();
+    copy_observed(entry, out, |chunk| {
+        hasher.update(chunk);
+        meter.add(chunk.len());
+    })
+    .map_err(|error| mismatch(member, error.to_string()))?;
+    let found = manifest::digest_text(hasher.finalize().as_slice());
+    if expected.get(member) != Some(&found) {
+        return Err(mismatch(member, found));
+    }
+    Ok(())
 }
 
 /// Odoo's layout: every `filestore/…` member into a tar stream, with the
