@@ -18,6 +18,8 @@ pub struct RowCounter {
     /// The table whose COPY block we are in, and its rows so far.
     copying: Option<(String, u64)>,
     pub tables: BTreeMap<String, u64>,
+    /// The tables in the order of their COPY blocks.
+    pub order: Vec<String>,
 }
 
 impl RowCounter {
@@ -57,6 +59,7 @@ impl RowCounter {
                     && tail.ends_with(b" FROM stdin;")
                 {
                     let table = String::from_utf8_lossy(table_name(rest)).into_owned();
+                    self.order.push(table.clone());
                     self.copying = Some((table, 0));
                 }
             }
@@ -78,6 +81,17 @@ fn table_name(rest: &[u8]) -> &[u8] {
     rest
 }
 
+/// The rows the server reports loading, from psql's output (its `COPY n`
+/// command tags, one per COPY block, in order), by table.
+pub fn loaded_rows(order: &[String], psql_output: &str) -> BTreeMap<String, u64> {
+    let tags = psql_output.lines().filter_map(|line| line.strip_prefix("COPY ")?.trim().parse::<u64>().ok());
+    let mut rows = BTreeMap::new();
+    for (table, count) in order.iter().zip(tags) {
+        *rows.entry(table.clone()).or_default() += count;
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::RowCounter;
@@ -93,6 +107,7 @@ mod tests {
             assert_eq!(counter.tables.get("public.res_partner"), Some(&2), "chunks of {size}");
             assert_eq!(counter.tables.get("public.empty"), Some(&0));
             assert_eq!(counter.tables.get("\"Odd Name\".t"), Some(&1), "quoted names keep their spaces");
+            assert_eq!(counter.order, ["public.res_partner", "public.empty", "\"Odd Name\".t"]);
         }
     }
 }

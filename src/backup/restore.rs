@@ -169,19 +169,18 @@ async fn load_into(
     // (custom: parallel restore needs to seek).
     let dump_file = member.layout.home.join(format!("restore-{}.dump", manifest.backup_id.to_ascii_lowercase()));
     let load_command = if plain {
-        format!(
-            "{} -X -q -v ON_ERROR_STOP=1 --single-transaction -d {} >/dev/null",
-            client("psql"),
-            shell_quote(database)
-        )
+        format!("{} -X -v ON_ERROR_STOP=1 --single-transaction -d {}", client("psql"), shell_quote(database))
     } else {
         format!("umask 077 && cat > {}", shell_quote(&dump_file.to_string_lossy()))
     };
     let (dump_writer, mut dump_body) = archive::channel();
     let load_host = host.clone();
+    // psql's command tags (`COPY n`, one line per statement) say what
+    // the server loaded; with custom dumps the rows are counted after.
     let loading = tokio::spawn(async move {
-        let mut stdout = tokio::io::sink();
-        load_host.exec_stream(&load_command, &mut dump_body, &mut stdout, LONG).await
+        let mut stdout = Vec::new();
+        let output = load_host.exec_stream(&load_command, &mut dump_body, &mut stdout, LONG).await;
+        output.map(|output| (output, String::from_utf8_lossy(&stdout).into_owned()))
     });
 
     let (files_writer, files_task) = match (&target.filestore, restored_dir) {
@@ -212,12 +211,15 @@ async fn load_into(
         stream_members(zip, dump_writer, files_writer, &expected, &backup_id, layout)
     });
     let streamed = streamed.await.map_err(|error| BackupError::Io(error.to_string()))?;
-    let loaded = loading.await.map_err(|error| BackupError::Io(error.to_string()))?;
+    let (loaded, tags) = match loading.await.map_err(|error| BackupError::Io(error.to_string()))? {
+        Ok((output, tags)) => (Ok(output), tags),
+        Err(error) => (Err(error), String::new()),
+    };
     let extracted = match files_task {
         Some(task) => Some(task.await.map_err(|error| BackupError::Io(error.to_string()))?),
         None => None,
     };
-    streamed?;
+    let order = streamed?;
     finished("psql", loaded)?;
     if let Some(extracted) = extracted {
         finished("tar", extracted)?;
@@ -236,7 +238,8 @@ async fn load_into(
         }
     }
 
-    let checked = check(target, database, restored_dir, &manifest).await?;
+    let rows = if plain { Some(super::dump::loaded_rows(&order, &tags)) } else { None };
+    let checked = check(target, database, restored_dir, &manifest, rows).await?;
     Ok((manifest, checked))
 }
 
@@ -267,8 +270,9 @@ fn stream_members(
     expected: &BTreeMap<String, String>,
     id: &str,
     layout: Layout<'_>,
-) -> Result<(), BackupError> {
+) -> Result<Vec<String>, BackupError> {
     let Layout { plain, tarball, role, meter } = layout;
+    let mut rows = super::dump::RowCounter::default();
     let mismatch = |member: &str, found: String| BackupError::Checksum {
         id: id.to_owned(),
         member: member.to_owned(),
@@ -283,7 +287,12 @@ fn stream_members(
             // Objects belong to the application's role, as when Odoo restores.
             writeln!(dump, "SET ROLE {};", ident(role)).map_err(|error| BackupError::Io(error.to_string()))?;
         }
-        copy_checked(&mut entry, &mut dump, member, expected, &mismatch, meter)
+        if plain {
+            let mut teed = Teed { out: &mut dump, rows: &mut rows };
+            copy_checked(&mut entry, &mut teed, member, expected, &mismatch, meter)
+        } else {
+            copy_checked(&mut entry, &mut dump, member, expected, &mismatch, meter)
+        }
     })();
     match result {
         Ok(()) => {
@@ -298,7 +307,8 @@ fn stream_members(
         }
     }
 
-    let Some(mut files) = files else { return Ok(()) };
+    let order = std::mem::take(&mut rows.order);
+    let Some(mut files) = files else { return Ok(order) };
     let result = if tarball {
         (|| {
             let member = manifest::FILESTORE_TARBALL;
@@ -311,12 +321,31 @@ fn stream_members(
     match result {
         Ok(()) => {
             files.finish().map_err(|error| BackupError::Io(error.to_string()))?;
-            Ok(())
+            Ok(order)
         }
         Err(error) => {
             files.fail(&error.to_string());
             Err(error)
         }
+    }
+}
+
+/// A writer that also shows what it writes to a plain dump's row counter
+/// (for the order of its COPY blocks).
+struct Teed<'a> {
+    out: &'a mut dyn Write,
+    rows: &'a mut super::dump::RowCounter,
+}
+
+impl Write for Teed<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.out.write(bytes)?;
+        self.rows.feed(&bytes[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -410,9 +439,13 @@ async fn check(
     database: &str,
     restored_dir: Option<&Path>,
     manifest: &Manifest,
+    loaded: Option<BTreeMap<String, u64>>,
 ) -> Result<String, BackupError> {
     let session = crate::observe::superuser_session_to(target.primary_host.as_ref(), &target.primary, database).await?;
-    let counts = super::verify::count_rows(&session).await?;
+    let counts = match loaded {
+        Some(counts) => counts,
+        None => super::verify::count_rows(&session).await?,
+    };
     let mut problems = Vec::new();
     let mut rows = 0u64;
     for (table, expected) in &manifest.pgfleet.tables {
