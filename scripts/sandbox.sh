@@ -12,7 +12,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # second compiles only pgfleet's own test targets. `cargo install --path .`
 # makes a release build to install.
 if [ ! -x target/debug/pgfleet ]; then
-  echo "sandbox: the first run compiles pgfleet and its dependencies (about 6 minutes on 2 cores)" >&2
+  echo "sandbox: the first run compiles pgfleet and its dependencies (about 3 minutes on 2 cores)" >&2
 fi
 if [ -t 2 ]; then cargo build --locked; else cargo build --locked --quiet; fi
 pgfleet=target/debug/pgfleet
