@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::ValueEnum;
 
+use super::status::human_size;
 use super::{Error, Outcome};
 use crate::backup::restore::{self, Target};
 use crate::backup::retention::{self, Candidate, Decision};
@@ -130,17 +131,6 @@ async fn with_progress<T>(label: &str, meter: &backup::Meter, work: impl std::fu
     };
     bar.finish_and_clear();
     result
-}
-
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 /// Applies the retention rule to the environment's backups: deletes what
@@ -355,9 +345,9 @@ pub fn create(printer: &Printer, options: &CreateOptions<'_>) -> Outcome {
                 sidecar.manifest.backup_id,
                 environment.id,
                 elapsed.as_secs_f64(),
-                size(sidecar.archive_bytes),
-                size(sidecar.manifest.database_size_bytes),
-                size(sidecar.manifest.filestore_size_bytes),
+                human_size(sidecar.archive_bytes),
+                human_size(sidecar.manifest.database_size_bytes),
+                human_size(sidecar.manifest.filestore_size_bytes),
                 sidecar.manifest.pgfleet.filestore_files,
                 sidecar.manifest.pgfleet.tables.len(),
             );
@@ -427,9 +417,9 @@ pub fn list(printer: &Printer, file: &Path, id: &str, format: Format) -> Outcome
                     "  {}  {}  archive {}  database {}  filestore {}  {}\n",
                     listed.id,
                     listed.sidecar.manifest.created_at,
-                    size(listed.sidecar.archive_bytes),
-                    size(listed.sidecar.manifest.database_size_bytes),
-                    size(listed.sidecar.manifest.filestore_size_bytes),
+                    human_size(listed.sidecar.archive_bytes),
+                    human_size(listed.sidecar.manifest.database_size_bytes),
+                    human_size(listed.sidecar.manifest.filestore_size_bytes),
                     verified
                 ));
             }
@@ -472,8 +462,11 @@ pub fn verify(printer: &Printer, options: &VerifyOptions<'_>) -> Outcome {
     let id = options.id;
     let result: Result<String, BackupError> = runtime.block_on(async {
         let verified = verify::verify(storage.clone(), &environment.id, id).await?;
-        let mut detail =
-            format!("{} members, {} read, every checksum as the manifest says", verified.members, size(verified.bytes));
+        let mut detail = format!(
+            "{} members, {} read, every checksum as the manifest says",
+            verified.members,
+            human_size(verified.bytes)
+        );
         if options.restore_test {
             let target = target(environment, &hosts);
             let meter = backup::Meter::default();

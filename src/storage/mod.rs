@@ -191,20 +191,7 @@ pub(crate) fn scrub(reason: impl std::fmt::Display, secrets: &[&Secret]) -> Stri
 /// An error as one line with its causes (`error sending request: …:
 /// invalid peer certificate: UnknownIssuer`): libraries put the reason a
 /// connection failed in the sources, not in the message.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let said = cause.to_string();
-        // Some errors repeat their source's message in their own.
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use crate::observe::error_chain as chain;
 
 /// The hidden name an upload is written to before it is renamed to `name`
 /// (`dir/.file.partial.<random>`): listings skip it, and two uploads of one
