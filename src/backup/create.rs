@@ -314,6 +314,10 @@ fn filestore_tree<W: Write + Seek>(
         files.push((relative, manifest::hex(hasher.finalize().as_slice())));
         manifest.filestore_size_bytes += size;
     }
+    // GNU tar pads its output to whole records after the end marker the
+    // parser stops at: read them too, or tar's last write can find the
+    // pipe closed and the backup fails for nothing.
+    std::io::copy(&mut tar.into_inner(), &mut std::io::sink()).map_err(io("reading the filestore"))?;
     manifest.pgfleet.filestore_files = files.len() as u64;
     manifest.checksums.insert(manifest::FILESTORE_TREE.into(), manifest::tree_checksum(&mut files));
     Ok(())
@@ -416,4 +420,49 @@ async fn facts(session: &tokio_postgres::Client, format: BackupFormat) -> Result
         facts.tables = super::verify::count_rows(session).await?;
     }
     Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Read};
+
+    use super::*;
+
+    /// A reader that counts what was taken from it.
+    struct Counted<R> {
+        inner: R,
+        taken: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl<R: Read> Read for Counted<R> {
+        fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            let count = self.inner.read(buffer)?;
+            self.taken.set(self.taken.get() + count);
+            Ok(count)
+        }
+    }
+
+    #[test]
+    fn the_filestore_tar_is_read_to_its_end_past_the_end_marker() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o600);
+        header.set_cksum();
+        builder.append_data(&mut header, "ab/cdef", &b"hello"[..]).unwrap();
+        let mut stream = builder.into_inner().unwrap();
+        // GNU tar's blocking factor 20: whole records of 10240 bytes.
+        stream.resize(stream.len().div_ceil(10240) * 10240, 0);
+        let taken = std::rc::Rc::new(std::cell::Cell::new(0));
+        let reader = Counted { inner: Cursor::new(stream.clone()), taken: taken.clone() };
+
+        let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+        let mut manifest = Manifest::default();
+        filestore_tree(&mut zip, reader, SimpleFileOptions::default(), &mut manifest, &crate::backup::Meter::default())
+            .unwrap();
+
+        assert_eq!(taken.get(), stream.len(), "the padding after the end marker was left unread");
+        assert_eq!(manifest.pgfleet.filestore_files, 1);
+        assert_eq!(manifest.filestore_size_bytes, 5);
+    }
 }

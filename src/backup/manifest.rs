@@ -21,7 +21,7 @@ pub const FILESTORE_TARBALL: &str = "filestore.tar.gz";
 /// The checksum key of the filestore tree (one over its sorted file list).
 pub const FILESTORE_TREE: &str = "filestore";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     // Odoo's own keys (odoo/service/db.py, dump_db_manifest).
     pub odoo_dump: String,
@@ -49,7 +49,7 @@ pub struct Manifest {
 }
 
 /// pgfleet's own part of the manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Details {
     /// `plain` or `custom`.
     pub format: String,
