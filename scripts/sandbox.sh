@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 # The same build as the test suite's (the dev profile, dependencies
-# optimised: Cargo.toml), so whichever of the README's two commands runs
+# unoptimised but for the arithmetic kernels: Cargo.toml; not incremental,
+# as in scripts/test.sh), so whichever of the README's two commands runs
 # second compiles only pgfleet's own test targets. `cargo install --path .`
 # makes a release build to install.
+export CARGO_INCREMENTAL=0
 if [ ! -x target/debug/pgfleet ]; then
   echo "sandbox: the first run compiles pgfleet and its dependencies (about 3 minutes on 2 cores)" >&2
 fi
